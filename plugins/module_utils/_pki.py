@@ -1,0 +1,403 @@
+# -*- coding: utf-8 -*-
+# Copyright: meshfed.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to meshfed.istio: the mesh PKI as pure functions over the cryptography library.
+
+Builds the root and intermediate CAs the way Istio's own cert tools lay them out, and checks
+a cacerts bundle the way istiod does when it loads one. No file or network I/O here.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+try:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+except ImportError:  # pragma: no cover - reported by the module through missing_required_lib
+    HAS_CRYPTOGRAPHY = False
+else:
+    HAS_CRYPTOGRAPHY = True
+
+KEY_ALGORITHMS = ("rsa2048", "rsa3072", "rsa4096", "ecdsa-p256", "ecdsa-p384")
+BUNDLE_KEYS = ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")
+ISTIOD_SAN = "istiod.istio-system.svc"
+BACKDATE = datetime.timedelta(hours=1)
+DAY = datetime.timedelta(days=1)
+
+
+class PkiError(Exception):
+    """Key material that cannot be used as asked; the message says why and what to set."""
+
+
+@dataclass(frozen=True)
+class CaSpec:
+    """What a CA certificate should look like; compared against what exists on disk."""
+
+    organization: str
+    common_name: str
+    days: int
+    key_algorithm: str = "rsa4096"
+    locality: str | None = None
+
+
+@dataclass
+class BundleReport:
+    """The checks istiod makes on a plugged-in CA bundle, as facts."""
+
+    complete: bool = False
+    missing_keys: list[str] = field(default_factory=list)
+    chain_valid: bool = False
+    key_matches: bool = False
+    intermediate_is_ca: bool = False
+    sha1_signatures: bool = False
+    istio_generated_marker: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return not self.problems
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def generate_key(algorithm: str):
+    if algorithm.startswith("rsa"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm[3:]))
+    if algorithm == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "ecdsa-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    raise PkiError(f"unknown key_algorithm {algorithm!r}; choose one of {', '.join(KEY_ALGORITHMS)}")
+
+
+def key_algorithm_of(public_key) -> str:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"rsa{public_key.key_size}"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384"}.get(public_key.curve.name, f"ecdsa-{public_key.curve.name}")
+    return type(public_key).__name__
+
+
+def _signing_hash(key):
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def _name(organization: str, common_name: str, locality: str | None = None):
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)]
+    if locality:
+        attributes.append(x509.NameAttribute(NameOID.LOCALITY_NAME, locality))
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attributes)
+
+
+def _ca_key_usage():
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+    )
+
+
+def build_root(key, spec: CaSpec, now: datetime.datetime):
+    subject = _name(spec.organization, spec.common_name)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + spec.days * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, _signing_hash(key))
+    )
+
+
+def build_intermediate(key, spec: CaSpec, root_cert, root_key, now: datetime.datetime):
+    not_after = min(now + spec.days * DAY, root_cert.not_valid_after_utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(spec.organization, spec.common_name, spec.locality))
+        .issuer_name(root_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(ISTIOD_SAN)]), critical=False)
+        .sign(root_key, _signing_hash(root_key))
+    )
+
+
+def build_workload(key, spiffe_id: str, issuer_cert, issuer_key, now: datetime.datetime, hours: int = 24):
+    """A workload certificate as istiod issues one: SPIFFE URI SAN, client and server auth."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(issuer_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + datetime.timedelta(hours=hours))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=True, data_encipherment=False,
+                key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
+        .sign(issuer_key, _signing_hash(issuer_key))
+    )
+
+
+def cert_pem(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key, passphrase: str | None = None) -> bytes:
+    encryption = (
+        serialization.BestAvailableEncryption(passphrase.encode()) if passphrase else serialization.NoEncryption()
+    )
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def load_certs(pem: bytes, what: str) -> list:
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise PkiError(f"{what} is not valid PEM certificate data: {exc}") from exc
+    if not certs:
+        raise PkiError(f"{what} holds no certificate")
+    return certs
+
+
+def load_cert(pem: bytes, what: str):
+    return load_certs(pem, what)[0]
+
+
+def load_key(pem: bytes, what: str, passphrase: str | None = None):
+    password = passphrase.encode() if passphrase else None
+    try:
+        return serialization.load_pem_private_key(pem, password=password)
+    except TypeError as exc:
+        if password is None:
+            raise PkiError(f"{what} is encrypted: set root_key_passphrase") from exc
+        raise PkiError(f"{what} is not encrypted, but a passphrase was given: remove root_key_passphrase") from exc
+    except ValueError as exc:
+        if password is not None:
+            raise PkiError(f"{what} cannot be decrypted: wrong root_key_passphrase, or not a private key") from exc
+        raise PkiError(f"{what} is not a valid PEM private key") from exc
+    except UnsupportedAlgorithm as exc:
+        raise PkiError(f"{what} uses an unsupported key algorithm: {exc}") from exc
+
+
+def fingerprint(cert) -> str:
+    """SHA-256 fingerprint in the form the openssl CLI prints: AB:CD:..."""
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def public_bytes(key) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def key_matches(cert, private_key) -> bool:
+    return public_bytes(cert.public_key()) == public_bytes(private_key.public_key())
+
+
+def is_ca(cert) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def path_length(cert) -> int | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+    except x509.ExtensionNotFound:
+        return None
+
+
+def signed_by(cert, issuer) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def uses_sha1(cert) -> bool:
+    algorithm = cert.signature_hash_algorithm
+    return isinstance(algorithm, hashes.SHA1)
+
+
+def _attribute(name, oid) -> str | None:
+    values = name.get_attributes_for_oid(oid)
+    return values[0].value if values else None
+
+
+def describe(cert) -> dict:
+    """Public facts about a certificate: never key material."""
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "fingerprint_sha256": fingerprint(cert),
+        "serial_number": format(cert.serial_number, "x"),
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "is_ca": is_ca(cert),
+        "key_algorithm": key_algorithm_of(cert.public_key()),
+    }
+
+
+def lifetime_days(cert) -> int:
+    return round((cert.not_valid_after_utc - cert.not_valid_before_utc - BACKDATE) / DAY)
+
+
+def spec_differences(cert, spec: CaSpec, issuer=None) -> list[str]:
+    """Which parameters of spec this CA certificate does not have (empty when it matches)."""
+    differences = []
+    if _attribute(cert.subject, NameOID.ORGANIZATION_NAME) != spec.organization:
+        differences.append("organization")
+    if _attribute(cert.subject, NameOID.COMMON_NAME) != spec.common_name:
+        differences.append("common_name")
+    if _attribute(cert.subject, NameOID.LOCALITY_NAME) != spec.locality:
+        differences.append("locality")
+    if key_algorithm_of(cert.public_key()) != spec.key_algorithm:
+        differences.append("key_algorithm")
+    capped = issuer is not None and cert.not_valid_after_utc == issuer.not_valid_after_utc
+    if lifetime_days(cert) != spec.days and not capped:
+        differences.append("days")
+    return differences
+
+
+def intermediate_reasons(files: dict, spec: CaSpec, root_cert, now: datetime.datetime, renew_before_days: int) -> list[str]:
+    """Why a cluster's intermediate must be issued again; an empty list keeps it.
+
+    files maps the bundle keys to their bytes (None when missing); the root is the one that
+    signs intermediates now.
+    """
+    missing = [name for name in ("ca-cert.pem", "ca-key.pem") if files.get(name) is None]
+    if missing:
+        return [f"missing {', '.join(missing)}"]
+    try:
+        cert = load_cert(files["ca-cert.pem"], "ca-cert.pem")
+        key = load_key(files["ca-key.pem"], "ca-key.pem")
+    except PkiError as exc:
+        return [f"invalid: {exc}"]
+    reasons = []
+    if not key_matches(cert, key):
+        reasons.append("invalid: ca-key.pem does not match ca-cert.pem")
+    if not is_ca(cert) or path_length(cert) != 0:
+        reasons.append("invalid: ca-cert.pem is not a CA with pathlen 0")
+    if not signed_by(cert, root_cert):
+        reasons.append("root changed: ca-cert.pem is not signed by the current root")
+    if uses_sha1(cert):
+        reasons.append("invalid: ca-cert.pem is signed with SHA-1")
+    if cert.not_valid_after_utc <= now + renew_before_days * DAY:
+        reasons.append(f"expiring: not after {cert.not_valid_after_utc.isoformat()} is within {renew_before_days} days")
+    differences = spec_differences(cert, spec, issuer=root_cert)
+    if differences:
+        reasons.append(f"parameters changed: {', '.join(differences)}")
+    return reasons
+
+
+def check_bundle(files: dict, now: datetime.datetime | None = None) -> tuple[BundleReport, dict]:
+    """Check a cacerts bundle as istiod does before it signs with it.
+
+    Returns the report and the public facts (roots, intermediate); never raises on bad data.
+    """
+    now = now or utcnow()
+    report = BundleReport()
+    facts: dict = {"roots": [], "intermediate": None}
+    report.istio_generated_marker = "istio-generated" in files
+    report.missing_keys = [name for name in BUNDLE_KEYS if files.get(name) is None]
+    report.complete = not report.missing_keys
+    if report.missing_keys:
+        report.problems.append(f"incomplete bundle: missing {', '.join(report.missing_keys)}")
+    if report.istio_generated_marker:
+        report.problems.append("the key istio-generated marks a self-signed istiod CA, not a plugged-in one")
+
+    roots = []
+    if files.get("root-cert.pem") is not None:
+        try:
+            roots = load_certs(files["root-cert.pem"], "root-cert.pem")
+        except PkiError as exc:
+            report.problems.append(str(exc))
+    facts["roots"] = [describe(root) for root in roots]
+
+    cert = None
+    if files.get("ca-cert.pem") is not None:
+        try:
+            cert = load_cert(files["ca-cert.pem"], "ca-cert.pem")
+        except PkiError as exc:
+            report.problems.append(str(exc))
+    if cert is None:
+        return report, facts
+    facts["intermediate"] = describe(cert)
+
+    report.intermediate_is_ca = is_ca(cert)
+    if not report.intermediate_is_ca:
+        report.problems.append("ca-cert.pem is not a CA certificate (basicConstraints CA:TRUE missing)")
+    chain = [cert]
+    if files.get("cert-chain.pem") is not None:
+        try:
+            chain = load_certs(files["cert-chain.pem"], "cert-chain.pem")
+        except PkiError as exc:
+            report.problems.append(str(exc))
+        else:
+            if fingerprint(chain[0]) != fingerprint(cert):
+                report.problems.append("cert-chain.pem does not start with ca-cert.pem")
+    report.sha1_signatures = any(uses_sha1(c) for c in [cert, *chain[1:], *roots] if not _self_signed(c))
+    if report.sha1_signatures:
+        report.problems.append("a certificate in the bundle is signed with SHA-1, which istiod refuses")
+    report.chain_valid = _chains_to(cert, chain[1:], roots, now)
+    if roots and not report.chain_valid:
+        report.problems.append("ca-cert.pem does not chain to any root in root-cert.pem (or a certificate is expired)")
+
+    if files.get("ca-key.pem") is not None:
+        try:
+            key = load_key(files["ca-key.pem"], "ca-key.pem")
+        except PkiError as exc:
+            report.problems.append(str(exc))
+        else:
+            report.key_matches = key_matches(cert, key)
+            if not report.key_matches:
+                report.problems.append("ca-key.pem does not match ca-cert.pem")
+    return report, facts
+
+
+def _self_signed(cert) -> bool:
+    return cert.subject == cert.issuer and signed_by(cert, cert)
+
+
+def _valid_at(cert, now) -> bool:
+    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+
+
+def _chains_to(cert, intermediates: list, roots: list, now, depth: int = 0) -> bool:
+    if depth > 8 or not _valid_at(cert, now):
+        return False
+    if any(signed_by(cert, root) and _valid_at(root, now) for root in roots):
+        return True
+    return any(
+        signed_by(cert, issuer) and _chains_to(issuer, [c for c in intermediates if c is not issuer], roots, now, depth + 1)
+        for issuer in intermediates
+        if is_ca(issuer)
+    )

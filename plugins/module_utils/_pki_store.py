@@ -89,13 +89,13 @@ def _root_spec(options: PkiOptions) -> _pki.CaSpec:
     return _pki.CaSpec(options.root_organization, options.root_common_name, options.root_days, options.key_algorithm)
 
 
-def _load_root_pair(cert_pem: bytes, key_pem: bytes, where: str, passphrase: str | None):
-    cert = _pki.load_cert(cert_pem, f"root certificate {where}")
-    key = _pki.load_key(key_pem, f"root key {where}", passphrase)
+def _load_root_pair(cert_pem: bytes, key_pem: bytes, cert_path: str, key_path: str, passphrase: str | None):
+    cert = _pki.load_cert(cert_pem, f"root certificate {cert_path}")
+    key = _pki.load_key(key_pem, f"root key {key_path}", passphrase)
     if not _pki.key_matches(cert, key):
-        raise _pki.PkiError(f"root key {where} does not match the root certificate")
+        raise _pki.PkiError(f"root key {key_path} does not match the root certificate {cert_path}")
     if not _pki.is_ca(cert):
-        raise _pki.PkiError(f"root certificate {where} is not a CA (basicConstraints CA:TRUE missing)")
+        raise _pki.PkiError(f"root certificate {cert_path} is not a CA (basicConstraints CA:TRUE missing)")
     return cert, key
 
 
@@ -121,7 +121,9 @@ def _plan_root(options: PkiOptions, plan: Plan, now: datetime.datetime):
         if src_cert_pem is None or src_key_pem is None:
             missing = options.root_cert_src if src_cert_pem is None else options.root_key_src
             raise _pki.PkiError(f"cannot import the root: {missing} does not exist")
-        cert, key = _load_root_pair(src_cert_pem, src_key_pem, f"from {options.root_cert_src}", options.root_key_passphrase)
+        cert, key = _load_root_pair(
+            src_cert_pem, src_key_pem, options.root_cert_src, options.root_key_src, options.root_key_passphrase
+        )
         pem = _pki.cert_pem(cert)
         if current is not None and _pki.fingerprint(current) == _pki.fingerprint(cert):
             plan.root = {"changed": False, "reason": "imported root already in place"}
@@ -147,7 +149,7 @@ def _plan_root(options: PkiOptions, plan: Plan, now: datetime.datetime):
     if current_cert_pem is None or current_key_pem is None:
         present, absent = (cert_path, key_path) if current_key_pem is None else (key_path, cert_path)
         raise _pki.PkiError(f"{present} exists but {absent} does not; restore it, or {replace_hint}")
-    cert, key = _load_root_pair(current_cert_pem, current_key_pem, f"in {options.dest}", options.root_key_passphrase)
+    cert, key = _load_root_pair(current_cert_pem, current_key_pem, cert_path, key_path, options.root_key_passphrase)
     plan.root = {"changed": False, "reason": "existing root kept"}
     differences = _pki.spec_differences(cert, _root_spec(options))
     if differences:

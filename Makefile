@@ -29,12 +29,22 @@ venv: $(BIN)/.installed ## Python virtualenv with the pinned stack
 
 collection: venv ## Copy the collection (and kubernetes.core from the ansible package) into build/collections
 	@rm -rf $(COLLECTION) && mkdir -p $(COLLECTION) $(TREE)/kubernetes
-	@git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents -P {} $(COLLECTION)/ 2>/dev/null || true
+	@git ls-files -co --exclude-standard -z | tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C $(COLLECTION)
 	@rm -rf $(TREE)/kubernetes/core
 	@cp -r $$($(BIN)/python -c 'import ansible_collections.kubernetes.core as m; print(list(m.__path__)[0])') $(TREE)/kubernetes/core
 
-sanity: collection ## ansible-test sanity (its own pinned tools, in virtualenvs)
-	cd $(COLLECTION) && $(CURDIR)/$(BIN)/ansible-test sanity --venv --python 3.11 --color no
+ANSIBLE_CORE := $(shell sed -n 's/^ansible-core==//p' requirements-dev.txt)
+SANITY_VENV := $(MESHFED_CACHE)/venv-sanity-$(ANSIBLE_CORE)
+
+$(SANITY_VENV)/bin/ansible-test:
+	$(PYTHON) -m venv $(SANITY_VENV)
+	$(SANITY_VENV)/bin/pip install --quiet ansible-core==$(ANSIBLE_CORE)
+
+sanity: collection $(SANITY_VENV)/bin/ansible-test ## ansible-test sanity (its own pinned tools, in virtualenvs)
+	@pipv=$$($(SANITY_VENV)/bin/python -c 'from ansible_test._internal.python_requirements import PIP_BOOTSTRAP_VERSION as v; print(v)' 2>/dev/null \
+	  || sed -n "s/^ *pip='\([0-9.]*\)',/\1/p" $(SANITY_VENV)/lib/python*/site-packages/ansible_test/_internal/python_requirements.py); \
+	  mkdir -p ~/.ansible/test/cache && cp tests/sanity/pip_bootstrap.py ~/.ansible/test/cache/get_pip_$${pipv//./_}.py
+	cd $(COLLECTION) && $(SANITY_VENV)/bin/ansible-test sanity --local --requirements --python 3.11 --color no
 
 lint: collection ## ansible-lint, production profile
 	$(BIN)/ansible-lint --profile production --offline

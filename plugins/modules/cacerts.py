@@ -25,13 +25,15 @@ description:
   - Everything is read and decided before anything is written; a refusal leaves the directory as it was.
     Files are written to a temporary file and renamed into place; keys are mode C(0600).
 author:
-  - meshfed.istio developers
+  - meshfed.istio developers (@meshfed)
 requirements:
-  - cryptography >= 39.0
+  - cryptography >= 42.0
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows subjects, SHA-256 fingerprints and expiry dates, never key material.
 options:

@@ -22,15 +22,16 @@ description:
   - Missing objects are reported as facts. An unreachable API server and a denied request are distinct errors.
     Key material is never returned.
 author:
-  - meshfed.istio developers
+  - meshfed.istio developers (@meshfed)
 requirements:
-  - cryptography >= 39.0
+  - cryptography >= 42.0
   - kubernetes >= 24.2.0 (Python client), when reading through the API
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - meshfed.istio.request_timeout
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only.
 options:

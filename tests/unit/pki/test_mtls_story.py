@@ -61,7 +61,7 @@ def call(client: Workload, server: Workload):
 
     def serve():
         try:
-            connection, _ = listener.accept()
+            connection = listener.accept()[0]
             connection.settimeout(TIMEOUT)
             with server.context("server").wrap_socket(connection, server_side=True) as tls:
                 outcome["server_saw"] = peer_spiffe_id(tls)

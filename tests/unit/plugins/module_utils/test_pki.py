@@ -15,6 +15,10 @@ from ansible_collections.meshfed.istio.plugins.module_utils import _pki
 from pki_helpers import NOW, intermediate_spec
 
 DAY = datetime.timedelta(days=1)
+CORRUPT_CERT = (
+    "invalid: ca-cert.pem is not valid PEM certificate data: Unable to load PEM file. "
+    "See https://cryptography.io/en/latest/faq/#why-can-t-i-import-my-pem-file for more details. MalformedFraming"
+)
 
 
 @pytest.mark.parametrize("algorithm", _pki.KEY_ALGORITHMS)
@@ -63,7 +67,7 @@ def test_fingerprint_is_openssl_format(ca):
         (lambda ca, f: f, []),
         (lambda ca, f: {**f, "ca-key.pem": None}, ["missing ca-key.pem"]),
         (lambda ca, f: {**f, "ca-cert.pem": None, "ca-key.pem": None}, ["missing ca-cert.pem, ca-key.pem"]),
-        (lambda ca, f: {**f, "ca-cert.pem": b"garbage"}, ["invalid: ca-cert.pem is not valid PEM certificate data: Unable to load PEM file. See https://cryptography.io/en/latest/faq/#why-can-t-i-import-my-pem-file for more details. MalformedFraming"]),
+        (lambda ca, f: {**f, "ca-cert.pem": b"garbage"}, [CORRUPT_CERT]),
         (lambda ca, f: {**f, "ca-key.pem": _pki.key_pem(_pki.generate_key("ecdsa-p256"))},
          ["invalid: ca-key.pem does not match ca-cert.pem"]),
     ],
@@ -149,13 +153,13 @@ def test_check_bundle_accepts_a_good_bundle(ca):
     ids=["incomplete", "other-root", "foreign-key", "chain-order", "marker", "corrupt-root", "sha1", "not-ca"],
 )
 def test_check_bundle_refuses_what_istiod_refuses(ca, other_ca, mutate, problem):
-    report, _ = _pki.check_bundle(mutate(ca, other_ca, ca.files()), _pki.utcnow())
+    report = _pki.check_bundle(mutate(ca, other_ca, ca.files()), _pki.utcnow())[0]
     assert not report.usable
     assert any(problem in text for text in report.problems), report.problems
 
 
 def test_check_bundle_expired_intermediate(ca):
-    report, _ = _pki.check_bundle(ca.files(), NOW + 800 * DAY)
+    report = _pki.check_bundle(ca.files(), NOW + 800 * DAY)[0]
     assert not report.chain_valid
 
 

@@ -28,7 +28,7 @@ def sync(opts, now=NOW):
 
 def snapshot(directory) -> dict:
     tree = {}
-    for root, _, files in os.walk(directory):
+    for root, _dirs, files in os.walk(directory):
         for name in files:
             path = os.path.join(root, name)
             with open(path, "rb") as handle:
@@ -44,7 +44,7 @@ def test_first_run_writes_the_istio_layout_with_private_keys(tmp_path):
         f"{cluster}/{name}" for cluster in ("east", "west") for name in _pki.BUNDLE_KEYS
     }
     assert set(tree) == expected
-    assert {path: mode for path, (_, mode) in tree.items() if path.endswith("key.pem")} == {
+    assert {path: entry[1] for path, entry in tree.items() if path.endswith("key.pem")} == {
         "root-key.pem": 0o600, "east/ca-key.pem": 0o600, "west/ca-key.pem": 0o600,
     }
     assert tree["east/root-cert.pem"][0] == tree["root-cert.pem"][0]

@@ -76,7 +76,7 @@ test: ## What CI runs: unit, sanity, lint, integration, real-cluster tests
 	$(MAKE) integration
 	$(MAKE) sanity
 
-bench: venv ## PKI benchmark against the openssl CLI
+bench: collection ## PKI benchmark against the openssl CLI
 	$(BIN)/python tests/bench/pki_bench.py
 
 clean: ## Remove build output (not the binary cache)

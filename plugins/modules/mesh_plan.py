@@ -1,0 +1,113 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: meshfed.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: mesh_plan
+short_description: Read the inventory as one mesh and refuse an inconsistent one
+version_added: 0.1.0
+description:
+  - Reads the variables of every cluster host of the inventory on the controller and returns the
+    topology the roles follow, or fails listing every problem, each naming the host and the variable to set.
+  - Checks that cluster names are unique DNS-1123 labels and not Istio's default C(Kubernetes), that all
+    clusters share one C(meshfed_mesh_id), that every cluster has a DNS-1123 C(meshfed_network), that the
+    inventory has a primary, and that every remote names a primary of the inventory in C(meshfed_primary).
+  - 'Host variables read: C(meshfed_cluster_name) (default: the inventory hostname), C(meshfed_network),
+    C(meshfed_mesh_id), C(meshfed_primary) (remotes only). Hosts in O(remote_group) are remotes, all others primaries.'
+  - Every primary watches every other primary and its own remotes (RV(watches)); those are the remote secrets to create.
+author:
+  - meshfed.istio developers (@meshfed)
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
+    support: full
+options:
+  hosts:
+    description: The cluster hosts; default all hosts of O(primary_group) and O(remote_group).
+    type: list
+    elements: str
+  primary_group:
+    description: Inventory group of the primary clusters.
+    type: str
+    default: istio_primary
+  remote_group:
+    description: Inventory group of the remote clusters.
+    type: str
+    default: istio_remote
+"""
+
+EXAMPLES = r"""
+- name: Read the inventory as one mesh
+  meshfed.istio.mesh_plan:
+  run_once: true
+  register: mesh
+"""
+
+RETURN = r"""
+clusters:
+  description: Per host, its cluster name, role, network, mesh ID and (remotes) primary.
+  returned: success
+  type: dict
+primaries:
+  description: Hosts of the primary clusters.
+  returned: success
+  type: list
+  elements: str
+remotes:
+  description: Hosts of the remote clusters.
+  returned: success
+  type: list
+  elements: str
+networks:
+  description: The networks of the mesh.
+  returned: success
+  type: list
+  elements: str
+mesh_id:
+  description: The mesh ID.
+  returned: success
+  type: str
+watches:
+  description: Every (watcher, watched) pair of hosts; the watcher needs a remote secret for the watched cluster.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"watcher": "east", "watched": "west"}]
+watched_by:
+  description: Per host, the hosts it watches.
+  returned: success
+  type: dict
+problems:
+  description: Every reason the inventory is not one consistent mesh.
+  returned: failure
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            hosts=dict(type="list", elements="str"),
+            primary_group=dict(type="str", default="istio_primary"),
+            remote_group=dict(type="str", default="istio_remote"),
+        ),
+        supports_check_mode=True,
+    )
+    module.fail_json(msg="meshfed.istio.mesh_plan runs on the controller through its action plugin")
+
+
+if __name__ == "__main__":
+    main()

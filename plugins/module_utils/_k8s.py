@@ -111,3 +111,18 @@ class Cluster:
         if configmap is None:
             return None
         return dict(configmap.data or {})
+
+
+def configmap_body(namespace: str, name: str, data: dict, labels: dict | None = None):
+    return k8s_client.V1ConfigMap(
+        metadata=k8s_client.V1ObjectMeta(name=name, namespace=namespace, labels=labels or {}), data=data
+    )
+
+
+def write_configmap(cluster: Cluster, namespace: str, name: str, data: dict, labels: dict | None = None) -> None:
+    """Create or replace a ConfigMap."""
+    body = configmap_body(namespace, name, data, labels)
+    if cluster.configmap_data(namespace, name) is None:
+        cluster.call(f"creating configmap {namespace}/{name}", cluster.core.create_namespaced_config_map, namespace, body)
+    else:
+        cluster.call(f"replacing configmap {namespace}/{name}", cluster.core.replace_namespaced_config_map, name, namespace, body)

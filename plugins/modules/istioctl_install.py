@@ -1,0 +1,141 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: meshfed.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: istioctl_install
+short_description: Install an IstioOperator with istioctl, only when it is not installed already
+version_added: 0.1.0
+description:
+  - Runs C(istioctl install -y -f <operator>) against one cluster (the in-cluster IstioOperator controller is gone since
+    Istio 1.24; IstioOperator documents are input to istioctl only).
+  - After a successful install it records a digest of the operator document and of the istioctl version in the ConfigMap
+    C(meshfed-install-<operator name>) of the operator's namespace. When the recorded digest equals the one this run
+    would install, istioctl is not run and nothing changes. A new istioctl version (an upgrade) or any change of the
+    document installs again.
+  - Check mode compares the digests and runs nothing.
+author:
+  - meshfed.istio developers (@meshfed)
+requirements:
+  - istioctl on the control node
+  - kubernetes >= 24.2.0 (Python client)
+extends_documentation_fragment:
+  - meshfed.istio.request_timeout
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+    details: The digests before and after.
+options:
+  operator:
+    description: The IstioOperator document (C(metadata.name) required; C(metadata.namespace) defaults to C(istio-system)).
+    type: dict
+    required: true
+  istioctl:
+    description: istioctl binary (a name on PATH or a path).
+    type: str
+    default: istioctl
+  kubeconfig:
+    description: Kubeconfig file of the cluster; the default kubeconfig when omitted.
+    type: path
+  context:
+    description: Context of the kubeconfig; its current context when omitted.
+    type: str
+  readiness_timeout:
+    description: Seconds istioctl waits for the installed components to become ready.
+    type: int
+    default: 300
+seealso:
+  - name: istioctl install
+    description: The command this module runs.
+    link: https://istio.io/latest/docs/reference/commands/istioctl/#istioctl-install
+"""
+
+EXAMPLES = r"""
+- name: Control plane of a primary
+  meshfed.istio.istioctl_install:
+    kubeconfig: ~/.kube/config
+    context: east
+    operator:
+      apiVersion: install.istio.io/v1alpha1
+      kind: IstioOperator
+      metadata: {name: control-plane, namespace: istio-system}
+      spec:
+        values:
+          global:
+            meshID: mesh1
+            multiCluster: {clusterName: east}
+            network: network1
+"""
+
+RETURN = r"""
+digest:
+  description: SHA-256 of the operator document and the istioctl version.
+  returned: always
+  type: str
+previous_digest:
+  description: The digest recorded by the last install, null when there was none.
+  returned: always
+  type: str
+istioctl_version:
+  description: What C(istioctl version --remote=false --short) reported.
+  returned: always
+  type: str
+stdout_lines:
+  description: istioctl's output, when it ran.
+  returned: changed and not check mode
+  type: list
+  elements: str
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.meshfed.istio.plugins.module_utils import _istioctl, _k8s
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            operator=dict(type="dict", required=True),
+            istioctl=dict(type="str", default="istioctl"),
+            kubeconfig=dict(type="path"),
+            context=dict(type="str"),
+            readiness_timeout=dict(type="int", default=300),
+            request_timeout=dict(type="int", default=10),
+        ),
+        supports_check_mode=True,
+    )
+    if not _k8s.HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=traceback.format_exc())
+    params = module.params
+    operator = params["operator"]
+    if not (operator.get("metadata") or {}).get("name"):
+        module.fail_json(msg="operator.metadata.name is required: it names the install and its record")
+    operator.setdefault("metadata", {}).setdefault("namespace", "istio-system")
+    try:
+        cluster = _k8s.Cluster(params)
+        result = _istioctl.ensure(
+            params["istioctl"], operator, cluster, params["kubeconfig"], params["context"], params["readiness_timeout"], module.check_mode
+        )
+    except (_istioctl.IstioctlError, _k8s.K8sError) as exc:
+        module.fail_json(msg=f"{cluster_label(params)}: {exc}")
+    if module._diff:
+        result["diff"] = dict(before={"digest": result["previous_digest"]}, after={"digest": result["digest"]})
+    module.exit_json(**result)
+
+
+def cluster_label(params: dict) -> str:
+    return f"context {params['context']}" if params.get("context") else "the default context"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio
+
+
+@pytest.mark.parametrize(
+    ("base", "overlay", "merged"),
+    [
+        ({"a": {"b": 1}}, {"a": {"c": 2}}, {"a": {"b": 1, "c": 2}}),
+        ({"a": {"b": 1}}, {"a": {"b": 3}}, {"a": {"b": 3}}),
+        ({"a": [1, 2]}, {"a": [3]}, {"a": [3]}),
+        ({"a": {"b": 1}}, {"a": "x"}, {"a": "x"}),
+        ({"a": 1}, None, {"a": 1}),
+    ],
+)
+def test_deep_merge(base, overlay, merged):
+    before = repr(base)
+    assert _istio.deep_merge(base, overlay) == merged
+    assert repr(base) == before
+
+
+def test_primary_carries_mesh_identity():
+    operator = _istio.control_plane(mesh_id="mesh1", cluster_name="east", network="net1")
+    assert operator["metadata"] == {"name": "control-plane", "namespace": "istio-system"}
+    assert operator["spec"] == {"values": {"global": {"meshID": "mesh1", "multiCluster": {"clusterName": "east"}, "network": "net1"}}}
+
+
+def test_primary_serving_remotes_and_revision_and_overlay():
+    operator = _istio.control_plane(
+        mesh_id="m", cluster_name="east", network="n", revision="1-30", external_istiod=True,
+        overlay={"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}}, "global": {"network": "ignored-not"}}},
+    )
+    assert operator["metadata"]["name"] == "control-plane-1-30"
+    assert operator["spec"]["revision"] == "1-30"
+    assert operator["spec"]["values"]["global"]["externalIstiod"] is True
+    assert operator["spec"]["values"]["pilot"]["env"] == {"ISTIO_MULTIROOT_MESH": "true"}
+    assert operator["spec"]["values"]["global"]["meshID"] == "m"
+
+
+def test_remote_points_at_its_primary():
+    operator = _istio.control_plane(mesh_id="m", cluster_name="west", network="n2", role="remote", remote_pilot_address="127.0.1.1")
+    assert operator["spec"]["profile"] == "remote"
+    assert operator["spec"]["values"]["global"]["remotePilotAddress"] == "127.0.1.1"
+    assert operator["spec"]["values"]["istiodRemote"]["injectionPath"] == "/inject/cluster/west/net/n2"
+
+
+def test_eastwest_gateway_is_the_documented_one():
+    operator = _istio.eastwest_gateway(network="net1")
+    gateway = operator["spec"]["components"]["ingressGateways"][0]
+    assert operator["spec"]["profile"] == "empty"
+    assert gateway["name"] == "istio-eastwestgateway"
+    assert gateway["label"] == {"istio": "eastwestgateway", "app": "istio-eastwestgateway", "topology.istio.io/network": "net1"}
+    assert gateway["k8s"]["env"] == [{"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": "net1"}]
+    assert [port["port"] for port in gateway["k8s"]["service"]["ports"]] == [15021, 15443, 15012, 15017]
+
+
+def test_cross_network_gateway():
+    server = _istio.cross_network_gateway()["spec"]["servers"][0]
+    assert server == {"port": {"number": 15443, "name": "tls", "protocol": "TLS"}, "tls": {"mode": "AUTO_PASSTHROUGH"}, "hosts": ["*.local"]}
+
+
+def test_digest_changes_with_document_and_istioctl():
+    operator = _istio.control_plane(mesh_id="m", cluster_name="c", network="n")
+    same = _istio.control_plane(mesh_id="m", cluster_name="c", network="n")
+    assert _istio.digest(operator, "1.30.0") == _istio.digest(same, "1.30.0")
+    assert _istio.digest(operator, "1.30.0") != _istio.digest(operator, "1.30.1")
+    assert _istio.digest(operator, "1.30.0") != _istio.digest(_istio.control_plane(mesh_id="m", cluster_name="c", network="n2"), "1.30.0")
+
+
+def svc(type_="LoadBalancer", ingress=None, external_ips=None):
+    return {"spec": {"type": type_, "externalIPs": external_ips}, "status": {"loadBalancer": {"ingress": ingress or []}}}
+
+
+@pytest.mark.parametrize(
+    ("service", "addresses", "problem"),
+    [
+        (svc(ingress=[{"ip": "127.0.1.1"}]), ["127.0.1.1"], None),
+        (svc(external_ips=["127.0.2.1"]), ["127.0.2.1"], None),
+        (svc(ingress=[{"ip": "127.0.1.1"}], external_ips=["127.0.1.1"]), ["127.0.1.1"], None),
+        (svc(), [], "is pending"),
+        (svc(ingress=[{"hostname": "lb.example"}]), [], "has only a hostname (lb.example)"),
+        (svc(type_="NodePort"), [], "is of type NodePort"),
+        (None, [], "does not exist"),
+    ],
+)
+def test_gateway_address_problem(service, addresses, problem):
+    found, text = _istio.gateway_address_problem(service)
+    assert found == addresses
+    assert (text is None) if problem is None else (problem in text)

@@ -83,50 +83,6 @@ def eastwest_gateway(*, network: str, namespace: str = "istio-system", revision:
     return deep_merge(_operator("eastwest", namespace, spec), {"spec": overlay or {}})
 
 
-def cross_network_gateway(namespace: str = "istio-system") -> dict:
-    """Gateway exposing every *.local service on 15443 with AUTO_PASSTHROUGH (mTLS kept end to end)."""
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "Gateway",
-        "metadata": {"name": "cross-network-gateway", "namespace": namespace},
-        "spec": {
-            "selector": {"istio": "eastwestgateway"},
-            "servers": [{"port": {"number": 15443, "name": "tls", "protocol": "TLS"}, "tls": {"mode": "AUTO_PASSTHROUGH"}, "hosts": ["*.local"]}],
-        },
-    }
-
-
-def istiod_gateway(namespace: str = "istio-system") -> list[dict]:
-    """Gateway and VirtualService exposing istiod (15012 xDS, 15017 webhooks) to remotes through the east-west gateway."""
-    gateway = {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "Gateway",
-        "metadata": {"name": "istiod-gateway", "namespace": namespace},
-        "spec": {
-            "selector": {"istio": "eastwestgateway"},
-            "servers": [
-                {"port": {"name": name, "number": port, "protocol": "tls"}, "tls": {"mode": "PASSTHROUGH"}, "hosts": ["*"]}
-                for name, port in (("tls-istiod", 15012), ("tls-istiodwebhook", 15017))
-            ],
-        },
-    }
-    service = f"istiod.{namespace}.svc.cluster.local"
-    virtual_service = {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "VirtualService",
-        "metadata": {"name": "istiod-vs", "namespace": namespace},
-        "spec": {
-            "hosts": ["*"],
-            "gateways": ["istiod-gateway"],
-            "tls": [
-                {"match": [{"port": port, "sniHosts": ["*"]}], "route": [{"destination": {"host": service, "port": {"number": target}}}]}
-                for port, target in ((15012, 15012), (15017, 443))
-            ],
-        },
-    }
-    return [gateway, virtual_service]
-
-
 def digest(operator: dict, istioctl_version: str) -> str:
     """Identifies one install: the operator document and the istioctl that installs it."""
     canonical = json.dumps({"operator": operator, "istioctl": istioctl_version}, sort_keys=True, separators=(",", ":"))

@@ -104,6 +104,11 @@ class Cluster:
             return None
         return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
 
+    def service(self, namespace: str, name: str) -> dict | None:
+        """The Service as plain data (API field names), or None when it does not exist."""
+        service = self.call(f"reading service {namespace}/{name}", self.core.read_namespaced_service, name, namespace, missing_ok=True)
+        return None if service is None else self.api_client.sanitize_for_serialization(service)
+
     def configmap_data(self, namespace: str, name: str) -> dict | None:
         configmap = self.call(
             f"reading configmap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace, missing_ok=True

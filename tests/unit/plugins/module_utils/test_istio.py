@@ -56,11 +56,6 @@ def test_eastwest_gateway_is_the_documented_one():
     assert [port["port"] for port in gateway["k8s"]["service"]["ports"]] == [15021, 15443, 15012, 15017]
 
 
-def test_cross_network_gateway():
-    server = _istio.cross_network_gateway()["spec"]["servers"][0]
-    assert server == {"port": {"number": 15443, "name": "tls", "protocol": "TLS"}, "tls": {"mode": "AUTO_PASSTHROUGH"}, "hosts": ["*.local"]}
-
-
 def test_digest_changes_with_document_and_istioctl():
     operator = _istio.control_plane(mesh_id="m", cluster_name="c", network="n")
     same = _istio.control_plane(mesh_id="m", cluster_name="c", network="n")

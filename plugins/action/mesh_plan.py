@@ -11,12 +11,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _mesh
 
-VARIABLES = {
-    "cluster_name": "meshfed_cluster_name",
-    "network": "meshfed_network",
-    "mesh_id": "meshfed_mesh_id",
-    "primary": "meshfed_primary",
-}
+CLUSTER_VARIABLES = ("cluster_name", "network", "mesh_id", "primary", "kubeconfig", "context", "api_server", "eastwest_external_ips")
 ARGUMENT_SPEC = {
     "hosts": {"type": "list", "elements": "str"},
     "primary_group": {"type": "str", "default": "istio_primary"},
@@ -38,17 +33,24 @@ class ActionModule(ActionBase):
         remotes = set(groups.get(args["remote_group"], []))
         hosts = args["hosts"] or sorted(set(groups.get(args["primary_group"], [])) | remotes)
         hostvars = task_vars["hostvars"]
-        clusters = []
+        clusters, per_host_settings = [], {}
         for host in hosts:
             if host not in hostvars:
                 raise AnsibleActionFail(f"host {host!r} is not in the inventory")
-            variables = {key: self._templar.template(hostvars[host].get(name)) for key, name in VARIABLES.items()}
+            variables = {key: self._read(hostvars[host], key) for key in CLUSTER_VARIABLES}
             variables["role"] = "remote" if host in remotes else "primary"
             clusters.append(_mesh.cluster_from_host(host, variables))
-        found = _mesh.problems(clusters)
+            per_host_settings[host] = {key: self._read(hostvars[host], key) for key in _mesh.MESH_SETTINGS}
+            if not per_host_settings[host]["pki_dir"] and hostvars[host].get("inventory_dir"):
+                per_host_settings[host]["pki_dir"] = f"{hostvars[host]['inventory_dir']}/meshfed-pki"
+        settings, found = _mesh.mesh_settings(per_host_settings)
+        found = _mesh.problems(clusters) + found
         result["changed"] = False
         if found:
             result.update(failed=True, problems=found, msg="The inventory is not one consistent mesh: " + "; ".join(found))
             return result
-        result.update(_mesh.topology(clusters))
+        result.update(_mesh.topology(clusters, settings))
         return result
+
+    def _read(self, variables, key: str):
+        return self._templar.template(variables.get(f"meshfed_{key}"))

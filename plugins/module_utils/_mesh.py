@@ -18,6 +18,17 @@ ROLES = ("primary", "remote")
 DEFAULT_CLUSTER_NAME = "Kubernetes"
 
 
+# Mesh-wide settings: every host must agree on them. Defaults apply when a host leaves one unset.
+MESH_SETTINGS = {
+    "istioctl": "istioctl",
+    "istio_version": "",
+    "revision": "",
+    "namespace": "istio-system",
+    "pki_dir": "",
+    "allow_migration": False,
+}
+
+
 @dataclass(frozen=True)
 class Cluster:
     host: str
@@ -26,6 +37,10 @@ class Cluster:
     network: str
     mesh_id: str
     primary: str | None = None
+    kubeconfig: str = ""
+    context: str = ""
+    api_server: str = ""
+    eastwest_external_ips: tuple = ()
 
 
 def cluster_from_host(host: str, variables: dict) -> Cluster:
@@ -36,7 +51,24 @@ def cluster_from_host(host: str, variables: dict) -> Cluster:
         network=variables.get("network") or "",
         mesh_id=variables.get("mesh_id") or "",
         primary=variables.get("primary") or None,
+        kubeconfig=variables.get("kubeconfig") or "",
+        context=variables.get("context") or "",
+        api_server=variables.get("api_server") or "",
+        eastwest_external_ips=tuple(variables.get("eastwest_external_ips") or ()),
     )
+
+
+def mesh_settings(per_host: dict[str, dict]) -> tuple[dict, list[str]]:
+    """The mesh-wide settings, and a problem for each one the hosts disagree on."""
+    settings, found = {}, []
+    for key, default in MESH_SETTINGS.items():
+        values = {host: (variables.get(key) or default) for host, variables in per_host.items()}
+        distinct = sorted(set(values.values()))
+        if len(distinct) > 1:
+            by_value = ", ".join(f"{value or '<unset>'}: {', '.join(h for h, v in values.items() if v == value)}" for value in distinct)
+            found.append(f"the clusters disagree on meshfed_{key} ({by_value}); set it once for the whole inventory")
+        settings[key] = distinct[0] if distinct else default
+    return settings, found
 
 
 def problems(clusters: list[Cluster]) -> list[str]:
@@ -91,8 +123,7 @@ def primary_of(cluster: Cluster, clusters: list[Cluster]) -> Cluster | None:
 def watch_edges(clusters: list[Cluster]) -> list[tuple[str, str]]:
     """(watcher host, watched host): every primary watches every other primary and its own remotes."""
     edges = []
-    primaries = [cluster for cluster in clusters if cluster.role == "primary"]
-    for watcher in primaries:
+    for watcher in [cluster for cluster in clusters if cluster.role == "primary"]:
         for watched in clusters:
             if watched is watcher:
                 continue
@@ -101,11 +132,23 @@ def watch_edges(clusters: list[Cluster]) -> list[tuple[str, str]]:
     return edges
 
 
-def topology(clusters: list[Cluster]) -> dict:
+def _cluster_facts(cluster: Cluster, clusters: list[Cluster]) -> dict:
+    primary = primary_of(cluster, clusters) if cluster.role == "remote" else None
+    return {
+        **asdict(cluster),
+        "eastwest_external_ips": list(cluster.eastwest_external_ips),
+        "primary_host": primary.host if primary else None,
+        "primary_name": primary.name if primary else None,
+        "remotes": [other.host for other in clusters if other.role == "remote" and primary_of(other, clusters) is cluster],
+    }
+
+
+def topology(clusters: list[Cluster], settings: dict | None = None) -> dict:
     """The plan the roles follow; call problems() first."""
     edges = watch_edges(clusters)
     return {
-        "clusters": {cluster.host: asdict(cluster) for cluster in clusters},
+        "settings": settings or dict(MESH_SETTINGS),
+        "clusters": {cluster.host: _cluster_facts(cluster, clusters) for cluster in clusters},
         "primaries": [cluster.host for cluster in clusters if cluster.role == "primary"],
         "remotes": [cluster.host for cluster in clusters if cluster.role == "remote"],
         "networks": sorted({cluster.network for cluster in clusters}),

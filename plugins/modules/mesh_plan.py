@@ -16,8 +16,14 @@ description:
   - Checks that cluster names are unique DNS-1123 labels and not Istio's default C(Kubernetes), that all
     clusters share one C(meshfed_mesh_id), that every cluster has a DNS-1123 C(meshfed_network), that the
     inventory has a primary, and that every remote names a primary of the inventory in C(meshfed_primary).
-  - 'Host variables read: C(meshfed_cluster_name) (default: the inventory hostname), C(meshfed_network),
-    C(meshfed_mesh_id), C(meshfed_primary) (remotes only). Hosts in O(remote_group) are remotes, all others primaries.'
+  - 'Per-cluster host variables: C(meshfed_cluster_name) (default: the inventory hostname), C(meshfed_network),
+    C(meshfed_primary) (remotes only), C(meshfed_kubeconfig), C(meshfed_context), C(meshfed_api_server) (the API
+    server address other clusters use, for remote secrets), C(meshfed_eastwest_external_ips).'
+  - 'Mesh-wide variables, which every host must agree on: C(meshfed_mesh_id) (required), C(meshfed_istioctl)
+    (default C(istioctl)), C(meshfed_istio_version) (default empty: no version check), C(meshfed_revision) (default
+    empty), C(meshfed_namespace) (default C(istio-system)), C(meshfed_pki_dir) (default C(<inventory_dir>/meshfed-pki)),
+    C(meshfed_allow_migration) (default false; accept clusters whose istiod runs on its own self-signed CA and migrate them).'
+  - Hosts in O(remote_group) are remotes, all others primaries.
   - Every primary watches every other primary and its own remotes (RV(watches)); those are the remote secrets to create.
 author:
   - meshfed.istio developers (@meshfed)
@@ -54,8 +60,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+settings:
+  description: The mesh-wide settings (istioctl, istio_version, revision, namespace, pki_dir, allow_migration).
+  returned: success
+  type: dict
 clusters:
-  description: Per host, its cluster name, role, network, mesh ID and (remotes) primary.
+  description:
+    - Per host, its settings (name, role, network, mesh_id, primary, kubeconfig, context, api_server,
+      eastwest_external_ips), and for remotes C(primary_host) and C(primary_name), for primaries C(remotes).
   returned: success
   type: dict
 primaries:

@@ -67,3 +67,26 @@ def test_topology():
     assert plan["networks"] == ["net1", "net2"]
     assert plan["watched_by"] == {"a": ["b", "c"], "b": ["a"], "c": []}
     assert plan["clusters"]["c"]["primary"] == "a"
+
+
+@pytest.mark.parametrize(
+    ("per_host", "settings", "problem"),
+    [
+        ({"a": {}, "b": {}}, {"istioctl": "istioctl", "namespace": "istio-system"}, None),
+        ({"a": {"istio_version": "1.30.0"}, "b": {"istio_version": "1.30.0"}}, {"istio_version": "1.30.0"}, None),
+        ({"a": {"istio_version": "1.30.0"}, "b": {}}, {}, "the clusters disagree on meshfed_istio_version (<unset>: b, 1.30.0: a)"),
+        ({"a": {"pki_dir": "/x"}, "b": {"pki_dir": "/y"}}, {}, "the clusters disagree on meshfed_pki_dir (/x: a, /y: b)"),
+    ],
+)
+def test_mesh_settings(per_host, settings, problem):
+    found_settings, found = _mesh.mesh_settings(per_host)
+    assert {key: found_settings[key] for key in settings} == settings
+    assert found == ([] if problem is None else [problem + "; set it once for the whole inventory"])
+
+
+def test_cluster_facts_link_remotes_and_primaries():
+    plan = _mesh.topology(PRIMARY_REMOTE)
+    assert plan["clusters"]["west"]["primary_host"] == "east"
+    assert plan["clusters"]["west"]["primary_name"] == "east"
+    assert plan["clusters"]["east"]["remotes"] == ["west"]
+    assert plan["clusters"]["east"]["primary_host"] is None

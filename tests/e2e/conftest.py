@@ -1,0 +1,150 @@
+"""End-to-end tests of the site playbook on the kwok test bed.
+
+pytest runs on the host; everything that talks to a cluster (ansible-playbook, kubectl,
+istioctl) runs inside the test bed's network namespace through `clusters.sh exec`.
+Needs `make collection` and the test binaries (`make testbin`); `make e2e` does both.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLUSTERS = os.path.join(REPO, "tests", "testbed", "clusters.sh")
+TESTBIN = os.path.join(REPO, "tests", "testbed", "testbin.sh")
+CACHE = os.environ.get("MESHFED_CACHE", os.path.expanduser("~/.cache/meshfed"))
+ENV = {
+    **os.environ,
+    "MESHFED_RUN": os.environ.get("MESHFED_E2E_RUN", os.path.join(CACHE, "e2e-run")),
+    "MESHFED_NETNS": os.environ.get("MESHFED_E2E_NETNS", "meshfed-e2e"),
+    "ANSIBLE_COLLECTIONS_PATH": os.environ.get("ANSIBLE_COLLECTIONS_PATH", os.path.join(CACHE, "build", "collections")),
+    "ANSIBLE_NOCOLOR": "1",
+    "ANSIBLE_FORCE_COLOR": "0",
+}
+PLAYBOOK_TIMEOUT = 1200
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def run(argv, timeout=300, check=True, env=None, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env or ENV, check=False, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(argv[:6])} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def in_bed(*argv, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command inside the test bed's network namespace."""
+    return run([CLUSTERS, "exec", "--", *argv], **kwargs)
+
+
+def kubectl_json(context: str, *args) -> dict:
+    return json.loads(in_bed("kubectl", "--request-timeout=10s", "--context", context, *args, "-o", "json").stdout)
+
+
+def istioctl() -> str:
+    return run([TESTBIN, "path", "istioctl"]).stdout.strip()
+
+
+def istio_version() -> str:
+    return in_bed(istioctl(), "version", "--remote=false", "--short").stdout.strip()
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    output: str
+    recap: dict
+
+    @property
+    def changed(self) -> dict:
+        return {host: values["changed"] for host, values in self.recap.items()}
+
+
+class Bed:
+    """One test-bed topology: N clusters, optionally the last one a remote."""
+
+    def __init__(self, clusters: int, remote: bool):
+        self.clusters = clusters
+        self.remote = remote
+        self.work = tempfile.mkdtemp(prefix="meshfed-e2e-")
+        self.names = [f"cluster{i}" for i in range(1, clusters + 1)]
+        self.primaries = self.names[:-1] if remote else self.names
+
+    def up(self) -> None:
+        run([CLUSTERS, "down"], check=False)
+        run([CLUSTERS, "up", str(self.clusters)], env={**ENV, "MESHFED_REMOTE": "1" if self.remote else "0"}, timeout=600)
+        self.inventory = os.path.join(ENV["MESHFED_RUN"], "inventory.yml")
+        self.settings = os.path.join(self.work, "settings.yml")
+        self.write_settings({})
+
+    def down(self) -> None:
+        run([CLUSTERS, "down"], check=False)
+
+    def write_settings(self, extra: dict, path: str | None = None) -> str:
+        """Mesh-wide settings for the test bed, as a second inventory file."""
+        variables = {
+            "meshfed_istioctl": istioctl(),
+            "meshfed_istio_version": istio_version(),
+            "meshfed_pki_dir": os.path.join(self.work, "pki"),
+            "pki_key_algorithm": "ecdsa-p256",
+            # The test bed's API servers listen on loopback inside one network namespace.
+            "remote_secrets_allow_loopback": True,
+            "eastwest_gateway_address_retries": 30,
+        }
+        variables.update(extra)
+        path = path or self.settings
+        with open(path, "w", encoding="utf-8") as handle:
+            yaml.safe_dump({"all": {"vars": variables}}, handle)
+        return path
+
+    def playbook(self, name: str, *args, inventories: tuple = ()) -> PlaybookRun:
+        argv = ["ansible-playbook", f"meshfed.istio.{name}", "-i", self.inventory, "-i", self.settings]
+        for inventory in inventories:
+            argv += ["-i", inventory]
+        result = in_bed(os.path.join(REPO, ".venv", "bin", "ansible-playbook"), *argv[1:], *args, check=False, timeout=PLAYBOOK_TIMEOUT)
+        output = result.stdout + result.stderr
+        recap = {
+            host: {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
+            for host, ok, changed, unreachable, failed in RECAP.findall(output)
+        }
+        return PlaybookRun(result.returncode, output, recap)
+
+    def secret(self, context: str, namespace: str, name: str) -> dict | None:
+        result = in_bed("kubectl", "--request-timeout=10s", "--context", context, "-n", namespace, "get", "secret", name, "-o", "json",
+                        check=False)
+        if result.returncode != 0:
+            return None
+        data = json.loads(result.stdout)
+        return {key: base64.b64decode(value) for key, value in (data.get("data") or {}).items()} | {"_object": data}
+
+    def written_state(self) -> dict:
+        """What this collection writes, per cluster: resourceVersion (generation for workloads)."""
+        state = {}
+        for context in self.names:
+            for kinds, namespaced in (
+                ("secrets,configmaps,serviceaccounts,services,gateways.networking.istio.io,virtualservices.networking.istio.io,"
+                 "roles,rolebindings", True),
+                ("namespaces,clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations", False),
+            ):
+                args = ["get", kinds] + (["-n", "istio-system"] if namespaced else [])
+                for item in kubectl_json(context, *args).get("items", []):
+                    meta = item["metadata"]
+                    state[(context, item["kind"], meta.get("namespace"), meta["name"])] = meta["resourceVersion"]
+            for item in kubectl_json(context, "get", "deployments", "-n", "istio-system").get("items", []):
+                meta = item["metadata"]
+                state[(context, "Deployment", meta["namespace"], meta["name"])] = meta["generation"]
+        return state
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_bed_left_behind():
+    yield
+    run([CLUSTERS, "down"], check=False)

@@ -10,11 +10,12 @@ BUILD ?= $(MESHFED_CACHE)/build
 TREE := $(BUILD)/collections/ansible_collections
 COLLECTION := $(TREE)/meshfed/istio
 N ?= 2
+API_TARGETS ?= cacerts_info_api remote_secret_api
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 export ANSIBLE_NOCOLOR := 1
 
 .PHONY: help venv collection sanity lint unit integration testbin clusters clusters-down clusters-status \
-        smoke integration-api test bench clean
+        smoke integration-api e2e molecule molecule-syntax demo test bench clean
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -70,11 +71,46 @@ clusters-status: ## Health of the kwok clusters
 smoke: testbin ## Test-bed smoke test: clusters, istioctl install, LoadBalancer addresses, teardown
 	tests/testbed/smoke.sh
 
-test: ## What CI runs: unit, sanity, lint, integration, real-cluster tests
+API_RUN := $(MESHFED_CACHE)/api-run
+API_BED := MESHFED_RUN=$(API_RUN) MESHFED_NETNS=meshfed-api $(CURDIR)/tests/testbed/clusters.sh
+
+integration-api: collection testbin ## ansible-test targets against a real kube-apiserver (kwok test bed)
+	$(API_BED) down >/dev/null 2>&1 || true
+	$(API_BED) up 1
+	printf 'meshfed_test_kubeconfig: %s\nmeshfed_test_context: cluster1\n' $(API_RUN)/kubeconfig \
+	  > $(COLLECTION)/tests/integration/integration_config.yml
+	cd $(COLLECTION) && $(API_BED) exec -- env PATH=$(CURDIR)/$(BIN):$$PATH \
+	  $(CURDIR)/$(BIN)/ansible-test integration --local --color no --allow-unsupported $(API_TARGETS); \
+	  status=$$?; $(API_BED) down >/dev/null 2>&1; exit $$status
+
+e2e: collection testbin ## The site playbook on three kwok topologies, preflight refusals (pytest)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
+
+MOLECULE_RUN := $(MESHFED_CACHE)/molecule-run
+MOLECULE_BED := MESHFED_RUN=$(MOLECULE_RUN) MESHFED_NETNS=meshfed-molecule $(CURDIR)/tests/testbed/clusters.sh
+
+molecule: collection testbin ## molecule kwok scenario (converge, idempotence, verify) inside the test bed
+	$(MOLECULE_BED) down >/dev/null 2>&1 || true
+	$(MOLECULE_BED) up 2
+	$(MOLECULE_BED) exec -- env PATH=$(CURDIR)/$(BIN):$$PATH MESHFED_REPO=$(CURDIR) \
+	  MESHFED_ISTIOCTL=$$(tests/testbed/testbin.sh path istioctl) $(CURDIR)/$(BIN)/molecule test -s kwok; \
+	  status=$$?; $(MOLECULE_BED) down >/dev/null 2>&1; exit $$status
+
+molecule-syntax: collection ## Syntax check of the kind scenario (it needs Docker to run)
+	MOLECULE_EPHEMERAL_DIRECTORY=/tmp $(BIN)/ansible-playbook --syntax-check -i localhost, \
+	  extensions/molecule/kind/create.yml extensions/molecule/kind/destroy.yml extensions/molecule/shared/converge.yml \
+	  extensions/molecule/shared/verify.yml
+
+test: ## What CI runs: unit, lint, sanity, integration, then the real-cluster tests
 	$(MAKE) unit
 	$(MAKE) lint
-	$(MAKE) integration
 	$(MAKE) sanity
+	$(MAKE) integration
+	$(MAKE) molecule-syntax
+	$(MAKE) smoke
+	$(MAKE) integration-api
+	$(MAKE) e2e
+	$(MAKE) molecule
 
 bench: collection ## PKI benchmark against the openssl CLI
 	$(BIN)/python tests/bench/pki_bench.py

@@ -15,7 +15,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 export ANSIBLE_NOCOLOR := 1
 
 .PHONY: help venv collection sanity lint unit integration testbin clusters clusters-down clusters-status \
-        smoke integration-api e2e molecule molecule-syntax demo test bench clean
+        smoke integration-api e2e molecule molecule-syntax demo demo-down test bench clean
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -100,6 +100,12 @@ molecule-syntax: collection ## Syntax check of the kind scenario (it needs Docke
 	MOLECULE_EPHEMERAL_DIRECTORY=/tmp $(BIN)/ansible-playbook --syntax-check -i localhost, \
 	  extensions/molecule/kind/create.yml extensions/molecule/kind/destroy.yml extensions/molecule/shared/converge.yml \
 	  extensions/molecule/shared/verify.yml
+
+demo: collection testbin ## Local kwok clusters, the site playbook, the verify result (N=2)
+	tests/testbed/demo.sh $(N)
+
+demo-down: ## Remove the demo clusters
+	MESHFED_RUN=$(MESHFED_CACHE)/demo-run MESHFED_NETNS=meshfed-demo tests/testbed/clusters.sh down
 
 test: ## What CI runs: unit, lint, sanity, integration, then the real-cluster tests
 	$(MAKE) unit

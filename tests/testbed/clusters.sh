@@ -65,7 +65,8 @@ nsx() { ip netns exec "$NS" "$@"; }
 state_get() { [ -f "$STATE" ] && sed -n "s/^$1=//p" "$STATE" | head -n1; }
 cluster_names() { local n; n="$(state_get clusters)"; [ -n "$n" ] && seq -f 'cluster%g' 1 "$n"; return 0; }
 
-kwokctl_ns() { nsx env KWOK_WORKDIR="$KWOK_DIR" "$KWOKCTL" "$@"; }
+# kwokctl runs `kubectl` found on PATH (not its kubectlBinary setting): put ours first.
+kwok_env() { echo env KWOK_WORKDIR="$KWOK_DIR" KWOK_KUBECTL_BINARY="$KUBECTL" PATH="$(dirname "$KUBECTL"):$PATH"; }
 # kubectl inside the netns with a short per-request timeout.
 kc() { nsx env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s "$@"; }
 
@@ -94,9 +95,11 @@ do_down() {
   if [ -d "$KWOK_DIR/clusters" ]; then
     local pids=""
     for name in $(ls "$KWOK_DIR/clusters" 2>/dev/null); do
+      # keep the component logs of the last run for debugging
+      rm -rf "$RUN/logs/last-$name"; cp -r "$KWOK_DIR/clusters/$name/logs" "$RUN/logs/last-$name" 2>/dev/null || true
       while read -r comp pid; do [ -n "$pid" ] && pids="$pids $pid"; done < <(cluster_pids "$name")
       if [ -n "${KWOKCTL:-}" ] && [ -x "$KWOKCTL" ] && ns_exists; then
-        timeout 60 ip netns exec "$NS" env KWOK_WORKDIR="$KWOK_DIR" "$KWOKCTL" delete cluster --name "$name" \
+        timeout 60 ip netns exec "$NS" $(kwok_env) "$KWOKCTL" delete cluster --name "$name" \
           >>"$RUN/logs/kwokctl-delete.log" 2>&1 || say "kwokctl delete cluster $name failed (see $RUN/logs/kwokctl-delete.log); killing its processes"
       fi
     done
@@ -225,6 +228,15 @@ EOF
   mv -f "$tmp" "$INVENTORY"
 }
 
+wait_ready() { # NAME PORT: bounded (60 x 1 s) wait for /readyz with the cluster's own kubeconfig
+  local i
+  for i in $(seq 1 60); do
+    nsx "$KUBECTL" --kubeconfig "$KWOK_DIR/clusters/$1/kubeconfig.yaml" --request-timeout=3s get --raw /readyz >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  return 1
+}
+
 port_free_in_ns() { ! nsx ss -ltnH "sport = :$1" 2>/dev/null | grep -q .; }
 
 start_lb_filler() {
@@ -264,14 +276,17 @@ do_up() {
     name="cluster$i"; port=$((PORT_BASE + i))
     port_free_in_ns "$port" || die "port 127.0.0.1:$port is in use inside netns $NS (set MESHFED_APISERVER_PORT_BASE)"
     say "creating $name (kube-apiserver https://127.0.0.1:$port)"
-    if ! nsx env KWOK_WORKDIR="$KWOK_DIR" timeout 300 "$KWOKCTL" create cluster --name "$name" --runtime binary \
+    if ! nsx $(kwok_env) timeout 300 "$KWOKCTL" create cluster --name "$name" --runtime binary \
         --kube-apiserver-port "$port" \
         --kube-apiserver-binary "$KUBE_APISERVER" --kube-controller-manager-binary "$KCM" \
         --kube-scheduler-binary "$KSCHED" --etcd-binary "$ETCD" --kwok-controller-binary "$KWOK" \
-        --wait 120s --timeout 240s >"$RUN/logs/kwokctl-create-$name.log" 2>&1; then
+        --extra-args kube-apiserver=advertise-address=127.0.0.1 \
+        --wait 90s --timeout 180s >"$RUN/logs/kwokctl-create-$name.log" 2>&1; then
       tail -n 20 "$RUN/logs/kwokctl-create-$name.log" >&2
-      die "kwokctl create cluster $name failed (log: $RUN/logs/kwokctl-create-$name.log; component logs: $KWOK_DIR/clusters/$name/logs/)"
+      die "kwokctl create cluster $name failed (log: $RUN/logs/kwokctl-create-$name.log; component logs: $RUN/logs/last-$name/)"
     fi
+    # kwokctl may exit 0 although the cluster never became ready: check /readyz ourselves.
+    wait_ready "$name" "$port" || die "kube-apiserver of $name is not ready on https://127.0.0.1:$port (component logs: $RUN/logs/last-$name/, kwokctl log: $RUN/logs/kwokctl-create-$name.log)"
   done
   mv -f "$STATE.tmp" "$STATE"
   write_kubeconfig

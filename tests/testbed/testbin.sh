@@ -70,13 +70,28 @@ $out"
 }
 
 # run_build COMPONENT LOGFILE CMD... : run with output in a log; on failure name the component and log.
+# The module proxy sometimes answers 403 "This module version is not available" for a version it
+# serves a moment later (seen for istio.io/api pseudo-versions): such download errors are retried.
+RETRIES="${MESHFED_BUILD_RETRIES:-4}"
 run_build() {
-  local comp="$1" logf="$2"; shift 2
-  if ! "$@" >>"$logf" 2>&1; then
-    echo "----- last 30 lines of $logf -----" >&2
-    tail -n 30 "$logf" >&2 || true
-    die "building component '$comp' failed (full log: $logf)"
+  local comp="$1" logf="$2" try mark; shift 2
+  for try in $(seq 1 "$RETRIES"); do
+    mark="$(wc -l <"$logf")"
+    if "$@" >>"$logf" 2>&1; then return 0; fi
+    if [ "$try" -lt "$RETRIES" ] && tail -n +"$((mark + 1))" "$logf" | \
+        grep -qE '403 Forbidden|not available|i/o timeout|connection reset|TLS handshake timeout|unexpected EOF|502 Bad Gateway|503 Service'; then
+      log "$comp: module download error from the proxy; retry $((try + 1))/$RETRIES in $((try * 10))s"
+      sleep $((try * 10))
+      continue
+    fi
+    break
+  done
+  echo "----- last 30 lines of $logf -----" >&2
+  tail -n 30 "$logf" >&2 || true
+  if grep -qE '403 Forbidden|not available' "$logf"; then
+    echo "testbin: hint: the Go module proxy refused a module version (see the log); check GOPROXY=$(go env GOPROXY)" >&2
   fi
+  die "building component '$comp' failed (full log: $logf)"
 }
 
 timed() { # timed COMPONENT FUNC

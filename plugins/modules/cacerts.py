@@ -28,12 +28,14 @@ author:
   - meshfed.istio developers (@meshfed)
 requirements:
   - cryptography >= 42.0
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows subjects, SHA-256 fingerprints and expiry dates, never key material.
 options:

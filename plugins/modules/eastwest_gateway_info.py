@@ -19,13 +19,17 @@ description:
 author:
   - meshfed.istio developers (@meshfed)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - kubernetes.core.k8s_auth_options
   - meshfed.istio.request_timeout
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only.
+  diff_mode:
+    support: none
 options:
   namespace:
     description: Namespace of the gateway Service.

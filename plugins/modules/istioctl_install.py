@@ -24,13 +24,14 @@ requirements:
   - istioctl on the control node
   - kubernetes >= 24.2.0 (Python client)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - meshfed.istio.request_timeout
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The digests before and after.
 options:

@@ -27,16 +27,22 @@ description:
   - Every primary watches every other primary and its own remotes (RV(watches)); those are the remote secrets to create.
 author:
   - meshfed.istio developers (@meshfed)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
     support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
 options:
   hosts:
     description: The cluster hosts; default all hosts of O(primary_group) and O(remote_group).

@@ -48,9 +48,10 @@ CASES = {
                             ["the clusters disagree on meshfed_mesh_id (mesh1: cluster1, mesh2: cluster2)"]),
     "invalid-network-name": (lambda bed: host_overrides(bed, {"cluster2": {"meshfed_network": "Network_2"}}),
                              ["cluster2: network 'Network_2' is not a DNS-1123 label; set meshfed_network"]),
-    "unreachable-cluster": (lambda bed: host_overrides(bed, {"cluster2": {"meshfed_kubeconfig": unreachable_kubeconfig(bed),
-                                                                           "meshfed_context": "gone"}}),
-                            ["cluster cluster2 (cluster2)", "is unreachable", "check meshfed_kubeconfig and meshfed_context"]),
+    "unreachable-cluster": (
+        lambda bed: host_overrides(bed, {"cluster2": {"meshfed_kubeconfig": unreachable_kubeconfig(bed), "meshfed_context": "gone"}}),
+        ["cluster cluster2 (cluster2)", "is unreachable", "check meshfed_kubeconfig and meshfed_context"],
+    ),
     "istioctl-missing": (lambda bed: bed.write_settings({"meshfed_istioctl": "/nonexistent/istioctl"}, os.path.join(bed.work, "o.yml")),
                          ["istioctl (/nonexistent/istioctl) does not run", "set meshfed_istioctl to its path"]),
 }

@@ -19,6 +19,8 @@
 #   MESHFED_REMOTE  1: the last cluster goes to group istio_remote (meshfed_primary: cluster1)
 #   MESHFED_APISERVER_PORT_BASE  cluster i listens on 127.0.0.1:(base+i) (default 32440)
 #   MESHFED_LB_MAX_LIFETIME      seconds the LoadBalancer filler lives at most (default 21600)
+#   MESHFED_WEBHOOK_FAILURE_POLICY  Ignore (default): the filler turns failurePolicy Fail of every
+#                  admission webhook into Ignore (no webhook backend can run on kwok); keep: leave them
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,6 +33,7 @@ RUN="${MESHFED_RUN:-$HOME/.cache/meshfed/run}"
 NS="${MESHFED_NETNS:-meshfed-tb}"
 PORT_BASE="${MESHFED_APISERVER_PORT_BASE:-32440}"
 LB_MAX_LIFETIME="${MESHFED_LB_MAX_LIFETIME:-21600}"
+WEBHOOK_POLICY="${MESHFED_WEBHOOK_FAILURE_POLICY:-Ignore}"   # Ignore | keep
 MAX_CLUSTERS=6
 
 KWOK_DIR="$RUN/kwok"                # KWOK_WORKDIR
@@ -51,7 +54,11 @@ load_bins() {
   KSCHED="$(binpath kube-scheduler)"; KUBECTL="$(binpath kubectl)"; ETCD="$(binpath etcd)"
   KWOK="$(binpath kwok)"; KWOKCTL="$(binpath kwokctl)"; ISTIOCTL="$(binpath istioctl)"
   local b missing=""
-  for b in KUBE_APISERVER KCM KSCHED KUBECTL ETCD KWOK KWOKCTL; do [ -n "${!b}" ] || missing="$missing $b"; done
+  for b in KUBE_APISERVER:kube-apiserver KCM:kube-controller-manager KSCHED:kube-scheduler KUBECTL:kubectl \
+      ETCD:etcd KWOK:kwok KWOKCTL:kwokctl; do
+    local var="${b%%:*}"
+    [ -n "${!var}" ] || missing="$missing ${b#*:}"
+  done
   [ -z "$missing" ] || die "missing binaries:$missing — build them with: tests/testbed/testbin.sh (see '$HERE/testbin.sh check')"
 }
 
@@ -66,7 +73,10 @@ state_get() { [ -f "$STATE" ] && sed -n "s/^$1=//p" "$STATE" | head -n1; }
 cluster_names() { local n; n="$(state_get clusters)"; [ -n "$n" ] && seq -f 'cluster%g' 1 "$n"; return 0; }
 
 # kwokctl runs `kubectl` found on PATH (not its kubectlBinary setting): put ours first.
-kwok_env() { echo env KWOK_WORKDIR="$KWOK_DIR" KWOK_KUBECTL_BINARY="$KUBECTL" PATH="$(dirname "$KUBECTL"):$PATH"; }
+kwok_env() {
+  if [ -n "${KUBECTL:-}" ]; then echo env KWOK_WORKDIR="$KWOK_DIR" KWOK_KUBECTL_BINARY="$KUBECTL" PATH="$(dirname "$KUBECTL"):$PATH"
+  else echo env KWOK_WORKDIR="$KWOK_DIR"; fi
+}
 # kubectl inside the netns with a short per-request timeout.
 kc() { nsx env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s "$@"; }
 
@@ -338,46 +348,61 @@ lb_is_pending() { # CLUSTER NS SVC ANNOT
 }
 
 lb_filler() {
-  # Runs inside the netns. Bounded: stops when the state file disappears (down), when every
-  # API server has been unreachable for ~60 s, or after LB_MAX_LIFETIME seconds.
+  # Runs inside the netns. One kubectl call per cluster and poll lists the LoadBalancer Services
+  # and the admission webhook configurations. Bounded: stops when the state file disappears
+  # (down), when no API server answered for 30 polls, or after LB_MAX_LIFETIME seconds.
   load_bins
-  local deadline=$(( $(date +%s) + LB_MAX_LIFETIME )) fails=0 name i ns svc annot ip used n addr any_ok
-  echo "$(date -u +%FT%TZ) lb-filler start pid=$$ lifetime=${LB_MAX_LIFETIME}s"
+  local deadline=$(( $(date +%s) + LB_MAX_LIFETIME )) fails=0 name i kind ns obj stype annot ip fps keep used n addr any_ok list ops j
+  echo "$(date -u +%FT%TZ) lb-filler start pid=$$ lifetime=${LB_MAX_LIFETIME}s webhook-failure-policy=$WEBHOOK_POLICY"
+  local tpl='{range .items[*]}{.kind}{"|"}{.metadata.namespace}{"|"}{.metadata.name}{"|"}{.spec.type}{"|"}{.metadata.annotations.meshfed\.test/lb-pending}{"|"}{.status.loadBalancer.ingress[0].ip}{"|"}{.webhooks[*].failurePolicy}{"|"}{.metadata.annotations.meshfed\.test/keep-failure-policy}{"\n"}{end}'
+  local kinds="services"
+  [ "$WEBHOOK_POLICY" = Ignore ] && kinds="services,mutatingwebhookconfigurations,validatingwebhookconfigurations"
   while [ "$(date +%s)" -lt "$deadline" ]; do
     [ -f "$STATE" ] || { echo "$(date -u +%FT%TZ) state file gone: stopping"; return 0; }
     any_ok=0
     for name in $(cluster_names); do
       i="${name#cluster}"
-      local list
-      if ! list="$(env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s --context "$name" get svc -A -o \
-          jsonpath='{range .items[?(@.spec.type=="LoadBalancer")]}{.metadata.namespace}{" "}{.metadata.name}{" "}{.metadata.annotations.meshfed\.test/lb-pending}{"|"}{.status.loadBalancer.ingress[0].ip}{"\n"}{end}' 2>/dev/null)"; then
-        continue
-      fi
+      list="$(env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s --context "$name" get "$kinds" -A -o jsonpath="$tpl" 2>/dev/null)" || continue
       any_ok=1
-      used=" $(echo "$list" | awk -F'|' '{print $2}' | tr '\n' ' ') "
-      while IFS='|' read -r line ip; do
-        [ -n "$line" ] || continue
-        read -r ns svc annot <<<"$line"
-        if lb_is_pending "$name" "$ns" "$svc" "${annot:-}"; then
-          if [ -n "$ip" ]; then
-            env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s --context "$name" -n "$ns" patch svc "$svc" \
-              --subresource=status --type=merge -p '{"status":{"loadBalancer":{"ingress":null}}}' >/dev/null 2>&1 \
-              && echo "$(date -u +%FT%TZ) $name/$ns/$svc pending: cleared $ip"
-          fi
-          continue
-        fi
-        [ -z "$ip" ] || continue
-        addr=""
-        for n in $(seq 2 254); do
-          case "$used" in *" 127.0.$i.$n "*) ;; *) addr="127.0.$i.$n"; break ;; esac
-        done
-        [ -n "$addr" ] || { echo "$name: no free loopback address left"; continue; }
-        if env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s --context "$name" -n "$ns" patch svc "$svc" \
-            --subresource=status --type=merge \
-            -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$addr\",\"ipMode\":\"VIP\"}]}}}" >/dev/null 2>&1; then
-          used="$used$addr "
-          echo "$(date -u +%FT%TZ) $name/$ns/$svc -> $addr"
-        fi
+      used=" $(echo "$list" | awk -F'|' '$1=="Service" && $6!="" {print $6}' | tr '\n' ' ') "
+      while IFS='|' read -r kind ns obj stype annot ip fps keep; do
+        case "$kind" in
+          Service)
+            [ "$stype" = LoadBalancer ] || continue
+            if lb_is_pending "$name" "$ns" "$obj" "${annot:-}"; then
+              if [ -n "$ip" ]; then
+                env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s --context "$name" -n "$ns" patch svc "$obj" \
+                  --subresource=status --type=merge -p '{"status":{"loadBalancer":{"ingress":null}}}' >/dev/null 2>&1 \
+                  && echo "$(date -u +%FT%TZ) $name/$ns/$obj pending: cleared $ip"
+              fi
+              continue
+            fi
+            [ -z "$ip" ] || continue
+            addr=""
+            for n in $(seq 2 254); do
+              case "$used" in *" 127.0.$i.$n "*) ;; *) addr="127.0.$i.$n"; break ;; esac
+            done
+            [ -n "$addr" ] || { echo "$name: no free loopback address left"; continue; }
+            if env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s --context "$name" -n "$ns" patch svc "$obj" \
+                --subresource=status --type=merge \
+                -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$addr\",\"ipMode\":\"VIP\"}]}}}" >/dev/null 2>&1; then
+              used="$used$addr "
+              echo "$(date -u +%FT%TZ) $name/$ns/$obj -> $addr"
+            fi ;;
+          MutatingWebhookConfiguration|ValidatingWebhookConfiguration)
+            # No webhook backend can ever answer on kwok (pods are simulated): make them fail open,
+            # unless the configuration carries meshfed.test/keep-failure-policy: "true".
+            case " $fps " in *" Fail "*) ;; *) continue ;; esac
+            [ "$keep" = "true" ] && continue
+            ops=""; j=0
+            for n in $fps; do
+              [ "$n" = Fail ] && ops="$ops{\"op\":\"replace\",\"path\":\"/webhooks/$j/failurePolicy\",\"value\":\"Ignore\"},"
+              j=$((j + 1))
+            done
+            env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s --context "$name" patch "$(echo "$kind" | tr 'A-Z' 'a-z')" "$obj" \
+              --type=json -p "[${ops%,}]" >/dev/null 2>&1 \
+              && echo "$(date -u +%FT%TZ) $name: $kind $obj failurePolicy Fail -> Ignore" ;;
+        esac
       done <<<"$list"
     done
     if [ "$any_ok" = 1 ]; then fails=0; else fails=$((fails + 1)); fi
@@ -417,7 +442,7 @@ do_exec() {
 cmd="${1:-}"; [ $# -gt 0 ] && shift
 case "$cmd" in
   up) do_up "${1:-2}" ;;
-  down) load_bins 2>/dev/null || true; KWOKCTL="$(binpath kwokctl)"; mkdir -p "$RUN/logs"; do_down ;;
+  down) KWOKCTL="$(binpath kwokctl)"; KUBECTL="$(binpath kubectl)"; mkdir -p "$RUN/logs"; do_down ;;
   status) do_status ;;
   exec) do_exec "$@" ;;
   lb-pending) do_lb_mark pending "${1:-}" ;;

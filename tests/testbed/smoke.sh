@@ -77,6 +77,20 @@ check "istiod Deployment Available on cluster1" \
 check "istiod readyReplicas >= 1" bash -c \
   "[ \"\$('$CL' exec -- kubectl --context cluster1 -n istio-system get deploy istiod -o jsonpath='{.status.readyReplicas}')\" -ge 1 ]"
 
+t=$(date +%s)
+if x "$ISTIOCTL" install --context cluster1 -y -f "$HERE/istio-eastwest.yaml" --readiness-timeout 2m >>"$LOG" 2>&1; then
+  ok "istioctl install of an injected east-west gateway passed its readiness wait in $(( $(date +%s) - t ))s"
+else bad "istioctl install of the east-west gateway (see $LOG)"; fi
+ewip=""
+for _ in $(seq 1 20); do   # bounded: 20 polls x 1 s
+  ewip="$(k --context cluster1 -n istio-system get svc istio-eastwestgateway -o jsonpath='{.status.loadBalancer.ingress[0].ip}' 2>>"$LOG")"
+  [ -n "$ewip" ] && break
+  sleep 1
+done
+if [[ "$ewip" == 127.0.1.* ]]; then ok "east-west gateway Service got $ewip"; else bad "east-west gateway Service got no 127.0.1.x address (got '$ewip')"; fi
+check "istiod still Available after the gateway install" \
+  "$CL" exec -- kubectl --context cluster1 -n istio-system wait --for=condition=Available deployment/istiod --timeout=30s
+
 # 4. LoadBalancer filler
 k --context cluster2 create service loadbalancer smoke-lb --tcp=80:8080 >>"$LOG" 2>&1
 "$CL" lb-pending cluster2/default/smoke-lb-pending >>"$LOG" 2>&1
@@ -93,13 +107,16 @@ ipp="$(k --context cluster2 get svc smoke-lb-pending -o jsonpath='{.status.loadB
 if [ -z "$ipp" ]; then ok "LoadBalancer smoke-lb-pending stays pending (lb-pending)"; else bad "smoke-lb-pending got $ipp"; fi
 
 # 5. teardown
-RUN_PIDS="$(cat "$MESHFED_RUN"/kwok/clusters/*/pids/*.pid "$MESHFED_RUN/lb-filler.pid" 2>/dev/null | tr '\n' ' ')"
+RUN_PIDS=""
+for f in "$MESHFED_RUN"/kwok/clusters/*/pids/*.pid "$MESHFED_RUN/lb-filler.pid"; do
+  [ -f "$f" ] && RUN_PIDS="$RUN_PIDS $(tr -dc '0-9' <"$f")"
+done
 check "clusters.sh down" "$CL" down
 trap - EXIT
 check "netns $MESHFED_NETNS is gone" bash -c "! ip netns list | awk '{print \$1}' | grep -qx '$MESHFED_NETNS'"
 alive=""
 for p in $RUN_PIDS; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
-if [ -z "$alive" ] && [ -n "$RUN_PIDS" ]; then ok "no process of the run left (${RUN_PIDS% })"; else bad "processes left:${alive:- (no pids were recorded)}"; fi
+if [ -z "$alive" ] && [ -n "$RUN_PIDS" ]; then ok "no process of the run left (pids${RUN_PIDS})"; else bad "processes left:${alive:- (no pids were recorded)}"; fi
 check "status after down says not up" bash -c "! '$CL' status"
 
 finish

@@ -100,9 +100,16 @@ class Bed:
             "eastwest_gateway_address_retries": 30,
         }
         variables.update(extra)
+        inventory: dict = {"all": {"vars": variables}}
+        if self.remote:
+            # A remote's istiod Service gets an EndpointSlice with its primary's gateway address, and the
+            # API server refuses loopback addresses there. So the primary's gateway gets an external IP
+            # from TEST-NET-2 (RFC 5737), the inventory's fix for sites without a LoadBalancer. Nothing
+            # dials it: nothing runs behind it on kwok, and the test bed's namespace has no route out.
+            inventory["all"]["children"] = {"istio_primary": {"hosts": {"cluster1": {"meshfed_eastwest_external_ips": ["198.51.100.1"]}}}}
         path = path or self.settings
         with open(path, "w", encoding="utf-8") as handle:
-            yaml.safe_dump({"all": {"vars": variables}}, handle)
+            yaml.safe_dump(inventory, handle)
         return path
 
     def playbook(self, name: str, *args, inventories: tuple = ()) -> PlaybookRun:

@@ -124,7 +124,8 @@ def test_remote_points_at_its_primary_gateway(bed, converged):
     if not bed.remote:
         pytest.skip("this topology has no remote")
     gateway = kubectl_json("cluster1", "get", "service", "istio-eastwestgateway", "-n", "istio-system")
-    address = gateway["status"]["loadBalancer"]["ingress"][0]["ip"]
+    address = gateway["spec"]["externalIPs"][0]
+    assert address == "198.51.100.1"
     remote = bed.names[-1]
     record = kubectl_json(remote, "get", "configmap", "meshfed-install-control-plane", "-n", "istio-system")
     operator = json.loads(record["data"]["operator.json"])

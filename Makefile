@@ -15,7 +15,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 export ANSIBLE_NOCOLOR := 1
 
 .PHONY: help venv collection sanity lint unit integration testbin clusters clusters-down clusters-status \
-        smoke integration-api e2e molecule molecule-syntax demo demo-down test bench clean
+        smoke integration-api e2e molecule molecule-syntax demo demo-down test bench bench-site clean
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -120,6 +120,9 @@ test: ## What CI runs: unit, lint, sanity, integration, then the real-cluster te
 
 bench: collection ## PKI benchmark against the openssl CLI
 	$(BIN)/python tests/bench/pki_bench.py
+
+bench-site: collection testbin ## Site converge/rerun on 2, 3, 4 kwok clusters against kubectl+istioctl by hand
+	$(BIN)/python tests/bench/site_bench.py
 
 clean: ## Remove build output (not the binary cache)
 	rm -rf $(BUILD) tests/output

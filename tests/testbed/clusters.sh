@@ -87,6 +87,8 @@ cluster_pids() { # cluster_pids NAME -> "component pid" lines recorded by kwokct
   return 0
 }
 
+alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
 # ---------------------------------------------------------------------------------------- down
 do_down() {
   local quiet="${1:-}" name pid comp
@@ -114,9 +116,16 @@ do_down() {
       fi
     done
     # 3. Processes kwokctl recorded that are still alive (only those: pids from our run dir).
-    for pid in $pids; do kill -0 "$pid" 2>/dev/null && kill "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    for pid in $pids; do kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true; done
+    # Bounded: TERM, up to 5 s grace, then KILL. A zombie (exited, not yet reaped by init) holds
+    # no port or file and counts as gone.
+    for pid in $pids; do alive "$pid" && kill "$pid" 2>/dev/null || true; done
+    local k left
+    for k in $(seq 1 50); do
+      left=""; for pid in $pids; do alive "$pid" && left="$left $pid"; done
+      [ -n "$left" ] || break
+      [ "$k" = 50 ] && kill -9 $left 2>/dev/null || true
+      sleep 0.1
+    done
     rm -rf "$KWOK_DIR/clusters"
   fi
   # 4. Anything still running inside our netns was started by this harness.

@@ -115,7 +115,9 @@ check "clusters.sh down" "$CL" down
 trap - EXIT
 check "netns $MESHFED_NETNS is gone" bash -c "! ip netns list | awk '{print \$1}' | grep -qx '$MESHFED_NETNS'"
 alive=""
-for p in $RUN_PIDS; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
+for p in $RUN_PIDS; do   # a zombie (exited, not yet reaped by init) counts as gone
+  [ -r "/proc/$p/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$p/status" && alive="$alive $p"
+done
 if [ -z "$alive" ] && [ -n "$RUN_PIDS" ]; then ok "no process of the run left (pids${RUN_PIDS})"; else bad "processes left:${alive:- (no pids were recorded)}"; fi
 check "status after down says not up" bash -c "! '$CL' status"
 

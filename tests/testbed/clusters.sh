@@ -109,7 +109,10 @@ do_down() {
     for name in $(ls "$KWOK_DIR/clusters" 2>/dev/null); do
       # keep the component logs of the last run for debugging
       rm -rf "$RUN/logs/last-$name"; cp -r "$KWOK_DIR/clusters/$name/logs" "$RUN/logs/last-$name" 2>/dev/null || true
-      while read -r comp pid; do [ -n "$pid" ] && pids="$pids $pid"; done < <(cluster_pids "$name")
+      # only pids whose command line is a binary of this run dir (pid files can outlive a reboot)
+      while read -r comp pid; do
+        [ -n "$pid" ] && grep -qF "$KWOK_DIR/" "/proc/$pid/cmdline" 2>/dev/null && pids="$pids $pid"
+      done < <(cluster_pids "$name")
       if [ -n "${KWOKCTL:-}" ] && [ -x "$KWOKCTL" ] && ns_exists; then
         timeout 60 ip netns exec "$NS" $(kwok_env) "$KWOKCTL" delete cluster --name "$name" \
           >>"$RUN/logs/kwokctl-delete.log" 2>&1 || say "kwokctl delete cluster $name failed (see $RUN/logs/kwokctl-delete.log); killing its processes"
@@ -267,6 +270,8 @@ start_lb_filler() {
 do_up() {
   local n="${1:-2}" t0 name port i
   [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le "$MAX_CLUSTERS" ] || die "N must be 1..$MAX_CLUSTERS (got '$n')"
+  [[ "$PORT_BASE" =~ ^[0-9]+$ ]] && [ "$PORT_BASE" -ge 1024 ] && [ $((PORT_BASE + n)) -le 65535 ] || \
+    die "MESHFED_APISERVER_PORT_BASE=$PORT_BASE: cluster ports base+1..base+$n must lie in 1025..65535"
   need_root
   load_bins
   t0=$(date +%s)

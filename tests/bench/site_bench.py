@@ -37,7 +37,7 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         samples: dict[str, list[float]] = {"script": [], "converge": [], "rerun": []}
-        for _ in range(args.runs):
+        for _run in range(args.runs):
             bed = Bed(size, False)
             bed.up()
             samples["script"].append(timed(lambda: in_bed(os.path.join(HERE, "site_script.sh"), str(size), os.path.join(bed.work, "script"),

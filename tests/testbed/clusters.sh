@@ -93,6 +93,7 @@ alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1
 do_down() {
   local quiet="${1:-}" name pid comp
   need_root
+  set +e   # down always runs to the end: one failing step must not leave the rest behind
   [ -n "$quiet" ] || say "tearing down (netns $NS, run dir $RUN)"
   # 1. LoadBalancer filler.
   if [ -f "$LB_PID" ]; then
@@ -135,7 +136,7 @@ do_down() {
   if ns_exists; then
     local left i
     for i in 1 2 3 4 5 6 7 8 9 10; do
-      left="$(ip netns pids "$NS" 2>/dev/null | tr '\n' ' ')"
+      left="$(ip netns pids "$NS" 2>/dev/null | { grep -vxE "$$|$PPID" || true; } | tr '\n' ' ')"
       [ -n "${left// /}" ] || break
       if [ "$i" -lt 6 ]; then kill $left 2>/dev/null || true; else kill -9 $left 2>/dev/null || true; fi
       sleep 0.5

@@ -72,7 +72,6 @@ def kubeconfig(cluster_name: str, server: str, ca_data: str, token: str) -> str:
         "clusters": [{"name": cluster_name, "cluster": {"server": server, "certificate-authority-data": ca_data}}],
         "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
         "current-context": cluster_name,
-        "preferences": {},
         "users": [{"name": cluster_name, "user": {"token": token}}],
     }
     return yaml_dump(config, sort_keys=True, default_flow_style=False)

@@ -156,9 +156,17 @@ def test_rendered_operator_through_istioctl_manifest_generate(bed, converged):
         manifests = in_bed(istioctl(), "manifest", "generate", "-f", handle.name).stdout
     finally:
         os.unlink(handle.name)
-    assert "mesh1" in manifests and "meshID: mesh1" in manifests
-    assert "value: cluster1" in manifests or "clusterName: cluster1" in manifests
-    assert "network1" in manifests
+    documents = [doc for doc in yaml.safe_load_all(manifests) if doc]
+    istiod = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "istiod")
+    env = {e["name"]: e.get("value") for e in istiod["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CLUSTER_ID"] == "cluster1"
+    mesh = next(d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "istio")
+    assert yaml.safe_load(mesh["data"]["mesh"])["defaultConfig"]["meshId"] == "mesh1"
+    injector = next(d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "istio-sidecar-injector")
+    values = json.loads(injector["data"]["values"])
+    assert values["global"]["meshID"] == "mesh1"
+    assert values["global"]["multiCluster"]["clusterName"] == "cluster1"
+    assert values["global"]["network"] == "network1"
 
 
 def test_remote_secret_has_the_shape_istioctl_makes(bed, converged):

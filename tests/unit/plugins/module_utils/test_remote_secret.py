@@ -34,7 +34,6 @@ def test_kubeconfig_has_istioctls_shape_and_is_deterministic():
         "clusters": [{"name": "west", "cluster": {"server": "https://192.0.2.10:6443", "certificate-authority-data": "Q0E="}}],
         "contexts": [{"name": "west", "context": {"cluster": "west", "user": "west"}}],
         "current-context": "west",
-        "preferences": {},
         "users": [{"name": "west", "user": {"token": "tok"}}],
     }
 

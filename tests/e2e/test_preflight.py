@@ -6,7 +6,7 @@ import os
 import pytest
 import yaml
 
-from conftest import Bed, in_bed
+from conftest import Bed, in_bed, istioctl, kubectl_json
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +82,25 @@ def test_istiod_on_its_own_self_signed_ca_is_refused(bed):
     assert "set meshfed_allow_migration=true" in result.output
     assert bed.written_state() == before
     assert bed.secret("cluster1", "istio-system", "cacerts") is None
+
+
+def test_migration_opt_in_restarts_istiod_then_the_workloads(bed):
+    """After the refusal above: with meshfed_allow_migration, cacerts goes in, istiod restarts, then the workloads."""
+    minimal = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testbed", "istio-minimal.yaml")
+    in_bed(istioctl(), "install", "-y", "--context", "cluster2", "-f", minimal, timeout=600)
+    in_bed("kubectl", "--context", "cluster2", "create", "namespace", "app")
+    in_bed("kubectl", "--context", "cluster2", "label", "namespace", "app", "istio-injection=enabled")
+    in_bed("kubectl", "--context", "cluster2", "-n", "app", "create", "deployment", "web", "--image=example.invalid/web")
+    settings = bed.write_settings({"meshfed_allow_migration": True}, os.path.join(bed.work, "migrate.yml"))
+    result = bed.playbook("site", inventories=(settings,))
+    assert result.rc == 0, result.output[-5000:]
+    assert "Restart istiod so it loads cacerts" in result.output
+    istiod = kubectl_json("cluster2", "get", "deployment", "istiod", "-n", "istio-system")
+    web = kubectl_json("cluster2", "get", "deployment", "web", "-n", "app")
+    restarted_istiod = istiod["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+    restarted_web = web["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+    assert restarted_istiod <= restarted_web
+    assert bed.secret("cluster2", "istio-system", "istio-ca-secret") is None
+    assert bed.secret("cluster2", "istio-system", "cacerts") is not None
+    again = bed.playbook("site", inventories=(settings,))
+    assert again.rc == 0 and again.changed == {"cluster1": 0, "cluster2": 0}, again.output[-3000:]

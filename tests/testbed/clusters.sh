@@ -89,6 +89,17 @@ cluster_pids() { # cluster_pids NAME -> "component pid" lines recorded by kwokct
 
 alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 
+# This process and its ancestors: `down` may run inside the netns (molecule's destroy does), and
+# must not kill the tools that called it.
+ancestors() {
+  local pid=$$ list=""
+  while [ -n "$pid" ] && [ "$pid" -gt 1 ]; do
+    list="$list|$pid"
+    pid="$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $2}')"
+  done
+  echo "${list#|}"
+}
+
 # ---------------------------------------------------------------------------------------- down
 do_down() {
   local quiet="${1:-}" name pid comp
@@ -136,7 +147,7 @@ do_down() {
   if ns_exists; then
     local left i
     for i in 1 2 3 4 5 6 7 8 9 10; do
-      left="$(ip netns pids "$NS" 2>/dev/null | { grep -vxE "$$|$PPID" || true; } | tr '\n' ' ')"
+      left="$(ip netns pids "$NS" 2>/dev/null | { grep -vxE "$(ancestors)" || true; } | tr '\n' ' ')"
       [ -n "${left// /}" ] || break
       if [ "$i" -lt 6 ]; then kill $left 2>/dev/null || true; else kill -9 $left 2>/dev/null || true; fi
       sleep 0.5

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -86,7 +87,9 @@ class Bed:
         self.write_settings({})
 
     def down(self) -> None:
+        """Clusters down, and the work directory (it holds a root key) removed."""
         run([CLUSTERS, "down"], check=False)
+        shutil.rmtree(self.work, ignore_errors=True)
 
     def write_settings(self, extra: dict, path: str | None = None) -> str:
         """Mesh-wide settings for the test bed, as a second inventory file."""

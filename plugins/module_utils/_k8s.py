@@ -68,6 +68,7 @@ class Cluster:
     def __init__(self, params: dict) -> None:
         self.name = _target(params)
         self.timeout = params.get("request_timeout") or 10
+        self.calls = 0
         auth = {key: params.get(key) for key in AUTH_ARG_SPEC}
         try:
             # kubernetes.core's own option handling (K8S_AUTH_* environment, kubeconfig dicts, proxies),
@@ -83,6 +84,7 @@ class Cluster:
 
     def call(self, what: str, function, *args, missing_ok: bool = False, **kwargs):
         """Run one API call; None when the object is missing and missing_ok."""
+        self.calls += 1
         try:
             return function(*args, _request_timeout=self.timeout, **kwargs)
         except ApiException as exc:

@@ -341,7 +341,7 @@ def check_bundle(files: dict, now: datetime.datetime | None = None) -> tuple[Bun
     """
     now = now or utcnow()
     report = BundleReport()
-    facts: dict = {"roots": [], "intermediate": None}
+    facts: dict = {"roots": [], "intermediate": None, "chain_root": None}
     report.istio_generated_marker = "istio-generated" in files
     report.missing_keys = [name for name in BUNDLE_KEYS if files.get(name) is None]
     report.complete = not report.missing_keys
@@ -384,6 +384,8 @@ def check_bundle(files: dict, now: datetime.datetime | None = None) -> tuple[Bun
     if report.sha1_signatures:
         report.problems.append("a certificate in the bundle is signed with SHA-1, which istiod refuses")
     report.chain_valid = _chains_to(cert, chain[1:], roots, now)
+    signer = chain_root(cert, chain[1:], roots)
+    facts["chain_root"] = fingerprint(signer) if signer is not None else None
     if roots and not report.chain_valid:
         report.problems.append("ca-cert.pem does not chain to any root in root-cert.pem (or a certificate is expired)")
 
@@ -404,7 +406,16 @@ def _self_signed(cert) -> bool:
 
 
 def _valid_at(cert, now) -> bool:
-    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+    """Whether cert is valid at now; None means any time (signatures only)."""
+    return now is None or cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+
+
+def chain_root(cert, intermediates: list, roots: list):
+    """The root in roots that cert chains to through intermediates, ignoring validity periods; or None."""
+    for root in roots:
+        if _chains_to(cert, intermediates, [root], None):
+            return root
+    return None
 
 
 def _chains_to(cert, intermediates: list, roots: list, now, depth: int = 0) -> bool:

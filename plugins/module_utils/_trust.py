@@ -15,7 +15,7 @@ ISTIO_CA_SECRET = "istio-ca-secret"
 ROOT_CERT_CONFIGMAP = "istio-ca-root-cert"
 
 
-def _fingerprints(pem: bytes | str | None) -> list[str]:
+def fingerprints(pem: bytes | str | None) -> list[str]:
     if pem is None:
         return []
     data = pem.encode() if isinstance(pem, str) else pem
@@ -55,13 +55,13 @@ def from_cluster(cluster, namespace: str, secret_name: str, configmap_namespaces
         data = cluster.configmap_data(configmap_namespace, ROOT_CERT_CONFIGMAP)
         configmaps[configmap_namespace] = {
             "present": data is not None,
-            "root_fingerprints": _fingerprints((data or {}).get("root-cert.pem")),
+            "root_fingerprints": fingerprints((data or {}).get("root-cert.pem")),
         }
     return {
         "cacerts": cacerts,
         "istio_ca_secret": {
             "present": self_signed is not None,
-            "root_fingerprints": _fingerprints((self_signed or {}).get("ca-cert.pem")),
+            "root_fingerprints": fingerprints((self_signed or {}).get("ca-cert.pem")),
         },
         "root_cert_configmaps": configmaps,
     }

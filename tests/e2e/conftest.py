@@ -55,7 +55,7 @@ def istioctl() -> str:
 
 
 def istio_version() -> str:
-    return in_bed(istioctl(), "version", "--remote=false", "--short").stdout.strip()
+    return in_bed(istioctl(), "version", "--remote=false", "--short").stdout.strip().removeprefix("client version:").strip()
 
 
 @dataclass

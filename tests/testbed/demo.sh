@@ -12,7 +12,7 @@ CL="$HERE/clusters.sh"
 
 "$CL" up "$N"
 ISTIOCTL="$("$HERE/testbin.sh" path istioctl)"
-VERSION="$("$CL" exec -- "$ISTIOCTL" version --remote=false --short)"
+VERSION="$("$CL" exec -- "$ISTIOCTL" version --remote=false --short | sed "s/^client version: *//")"
 cat >"$MESHFED_RUN/demo-settings.yml" <<YAML
 all:
   vars:

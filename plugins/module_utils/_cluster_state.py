@@ -1,0 +1,298 @@
+# -*- coding: utf-8 -*-
+# Copyright: meshfed.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to meshfed.istio: everything the mesh doctor looks at in one cluster, read in batches.
+
+One list call per kind (secrets, ConfigMaps, Services, Deployments... of the Istio namespace,
+istio-ca-root-cert ConfigMaps and injected pods across namespaces), not one call per object.
+The result holds facts only: fingerprints, names, addresses, never a key or a token. Each
+remote secret's credential is tried against the cluster it names, from here, so the token
+never leaves this process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from ansible.module_utils.common.yaml import yaml_load
+
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _trust
+from ansible_collections.meshfed.istio.plugins.module_utils._remote_secret import is_loopback
+
+try:
+    from kubernetes import client as k8s_client
+except ImportError:  # pragma: no cover - reported by the module through missing_required_lib
+    pass
+
+MULTICLUSTER_LABEL = "istio/multiCluster"
+CLUSTER_ANNOTATION = "networking.istio.io/cluster"
+NETWORK_LABEL = "topology.istio.io/network"
+INJECTED_POD_SELECTOR = "security.istio.io/tlsMode=istio"
+ISTIO_GATEWAY_VERSIONS = ("v1", "v1beta1")
+
+
+def _decode(data: dict | None) -> dict:
+    return {key: base64.b64decode(value) for key, value in (data or {}).items()}
+
+
+def _env(container: dict) -> dict:
+    return {item["name"]: item.get("value", "") for item in container.get("env") or [] if "name" in item}
+
+
+def image_version(image: str) -> str:
+    """The tag of an image reference (docker.io/istio/pilot:1.27.1 -> 1.27.1), '' without one."""
+    tail = image.rsplit("/", 1)[-1].split("@", 1)[0]
+    return tail.split(":", 1)[1] if ":" in tail else ""
+
+
+def istiod_facts(deployment: dict) -> dict:
+    spec = deployment.get("spec") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    discovery = next((c for c in containers if c.get("name") == "discovery"), containers[0] if containers else {})
+    env = _env(discovery)
+    status = deployment.get("status") or {}
+    return {
+        "name": deployment["metadata"]["name"],
+        "revision": (deployment["metadata"].get("labels") or {}).get("istio.io/rev", ""),
+        "version": image_version(discovery.get("image", "")),
+        "cluster_id": env.get("CLUSTER_ID", ""),
+        "network": env.get("NETWORK", ""),
+        "multiroot": env.get("ISTIO_MULTIROOT_MESH", ""),
+        "ready_replicas": status.get("readyReplicas") or 0,
+    }
+
+
+def injector_values(configmaps: dict) -> dict:
+    """meshID, clusterName, network and remotePilotAddress as installed: the sidecar injector's values, else the
+    values istioctl recorded (a remote has no injector ConfigMap)."""
+    injector = next((item for name, item in sorted(configmaps.items()) if name.startswith("istio-sidecar-injector")), None)
+    sources = [((injector or {}).get("data") or {}).get("values"), ((configmaps.get("values") or {}).get("data") or {}).get("merged-values")]
+    values: dict = {}
+    for text in sources:
+        try:
+            values = json.loads(text or "{}")
+        except ValueError:
+            values = {}
+        if values:
+            break
+    global_values = values.get("global") or {}
+    return {
+        "present": bool(values),
+        "mesh_id": global_values.get("meshID", ""),
+        "cluster_name": (global_values.get("multiCluster") or {}).get("clusterName", ""),
+        "network": global_values.get("network", ""),
+        "remote_pilot_address": global_values.get("remotePilotAddress", ""),
+    }
+
+
+def webhook_targets(configuration: dict) -> list[dict]:
+    """Where each webhook of an injector configuration sends its requests: a URL, or a Service and path."""
+    targets = []
+    for hook in configuration.get("webhooks") or []:
+        client = hook.get("clientConfig") or {}
+        service = client.get("service") or {}
+        targets.append({
+            "url": client.get("url") or "",
+            "service": f"{service.get('namespace', '')}/{service.get('name', '')}" if service else "",
+            "path": service.get("path") or "",
+        })
+    return targets
+
+
+def mesh_config(configmap: dict | None) -> dict:
+    try:
+        mesh = yaml_load(((configmap or {}).get("data") or {}).get("mesh") or "") or {}
+    except Exception:  # a broken mesh config is a fact, not a crash
+        mesh = {}
+    default_config = mesh.get("defaultConfig") or {}
+    return {
+        "present": configmap is not None,
+        "mesh_id": (default_config.get("meshId") or mesh.get("meshId") or ""),
+        "trust_domain": mesh.get("trustDomain", ""),
+    }
+
+
+def cross_network_gateways(gateways: list[dict]) -> list[dict]:
+    """Gateways that expose *.local on 15443 with AUTO_PASSTHROUGH, as the multi-network guide does."""
+    found = []
+    for gateway in gateways:
+        for server in (gateway.get("spec") or {}).get("servers") or []:
+            port = (server.get("port") or {}).get("number")
+            mode = (server.get("tls") or {}).get("mode", "")
+            if port == 15443 and mode == "AUTO_PASSTHROUGH":
+                found.append({
+                    "name": gateway["metadata"]["name"],
+                    "hosts": server.get("hosts") or [],
+                    "selector": (gateway.get("spec") or {}).get("selector") or {},
+                })
+    return found
+
+
+def _kubeconfig_server(config: dict, context_name: str | None = None) -> tuple[str, str]:
+    contexts = {item.get("name"): item.get("context") or {} for item in config.get("contexts") or []}
+    context = contexts.get(context_name or config.get("current-context")) or {}
+    clusters = {item.get("name"): item.get("cluster") or {} for item in config.get("clusters") or []}
+    return (clusters.get(context.get("cluster")) or {}).get("server", ""), context.get("cluster", "")
+
+
+def try_credential(config: dict, timeout: int) -> dict:
+    """List Services and EndpointSlices with a remote secret's kubeconfig, as istiod would."""
+    cluster = None
+    try:
+        cluster = _k8s.Cluster({"kubeconfig": config, "request_timeout": timeout})
+        cluster.call("listing services", cluster.core.list_service_for_all_namespaces, limit=1)
+        discovery = k8s_client.DiscoveryV1Api(cluster.api_client)
+        cluster.call("listing endpointslices", discovery.list_endpoint_slice_for_all_namespaces, limit=1)
+    except _k8s.K8sError as exc:
+        return {"ok": False, "error": str(exc), "error_type": type(exc).__name__, "calls": cluster.calls if cluster else 0}
+    return {"ok": True, "error": "", "error_type": "", "calls": cluster.calls}
+
+
+def remote_secret_facts(secret: dict, check_credentials: bool, timeout: int) -> dict:
+    meta = secret["metadata"]
+    data = _decode(secret.get("data"))
+    entries = []
+    for key, value in sorted(data.items()):
+        entry = {"key": key, "server": "", "parsed": False, "loopback": False, "credential": None}
+        try:
+            config = yaml_load(value.decode("utf-8")) or {}
+        except Exception:  # not a kubeconfig: a fact for the doctor
+            config = None
+        if isinstance(config, dict):
+            entry["server"], _ = _kubeconfig_server(config)
+            entry["parsed"] = bool(entry["server"])
+            entry["loopback"] = is_loopback(entry["server"]) if entry["server"] else False
+            if check_credentials and entry["parsed"]:
+                entry["credential"] = try_credential(config, timeout)
+        entries.append(entry)
+    return {
+        "name": meta["name"],
+        "cluster_annotation": (meta.get("annotations") or {}).get(CLUSTER_ANNOTATION, ""),
+        "data_keys": sorted(data),
+        "entries": entries,
+    }
+
+
+def _items(cluster: _k8s.Cluster, result) -> list[dict]:
+    if result is None:
+        return []
+    return cluster.api_client.sanitize_for_serialization(result).get("items") or []
+
+
+def _custom_items(cluster: _k8s.Cluster, namespace: str) -> tuple[bool, list[dict]]:
+    custom = k8s_client.CustomObjectsApi(cluster.api_client)
+    for version in ISTIO_GATEWAY_VERSIONS:
+        result = cluster.call(
+            "listing Istio gateways", custom.list_namespaced_custom_object, "networking.istio.io", version, namespace, "gateways",
+            missing_ok=True,
+        )
+        if result is not None:
+            return True, result.get("items") or []
+    return False, []
+
+
+def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = True, pod_sample: int = 200,
+         configmap_sample: int = 200) -> dict:
+    """One cluster's mesh state in batched reads (about ten API calls plus two per remote secret credential)."""
+    core = cluster.core
+    apps = k8s_client.AppsV1Api(cluster.api_client)
+    admission = k8s_client.AdmissionregistrationV1Api(cluster.api_client)
+    discovery = k8s_client.DiscoveryV1Api(cluster.api_client)
+    serialize = cluster.api_client.sanitize_for_serialization
+
+    ns_object = cluster.call(f"reading namespace {namespace}", core.read_namespace, namespace, missing_ok=True)
+    ns_meta = (serialize(ns_object) or {}).get("metadata", {}) if ns_object is not None else {}
+    secrets = _items(cluster, cluster.call(f"listing secrets in {namespace}", core.list_namespaced_secret, namespace))
+    configmaps = {
+        item["metadata"]["name"]: item
+        for item in _items(cluster, cluster.call(f"listing configmaps in {namespace}", core.list_namespaced_config_map, namespace))
+    }
+    root_configmaps = _items(cluster, cluster.call(
+        "listing istio-ca-root-cert configmaps", core.list_config_map_for_all_namespaces,
+        field_selector=f"metadata.name={_trust.ROOT_CERT_CONFIGMAP}", limit=configmap_sample,
+    ))
+    services = {
+        item["metadata"]["name"]: item
+        for item in _items(cluster, cluster.call(f"listing services in {namespace}", core.list_namespaced_service, namespace))
+    }
+    deployments = _items(cluster, cluster.call(f"listing deployments in {namespace}", apps.list_namespaced_deployment, namespace))
+    slices = _items(cluster, cluster.call(
+        f"listing endpointslices in {namespace}", discovery.list_namespaced_endpoint_slice, namespace,
+        label_selector="kubernetes.io/service-name=istiod",
+    ))
+    webhooks = _items(cluster, cluster.call(
+        "listing mutating webhooks", admission.list_mutating_webhook_configuration, label_selector="app=sidecar-injector",
+    ))
+    gateway_crd, gateways = _custom_items(cluster, namespace)
+    pods = _items(cluster, cluster.call(
+        "listing injected pods", core.list_pod_for_all_namespaces, label_selector=INJECTED_POD_SELECTOR, limit=pod_sample,
+    ))
+
+    by_name = {item["metadata"]["name"]: item for item in secrets}
+    cacerts = by_name.get("cacerts")
+    self_signed = by_name.get(_trust.ISTIO_CA_SECRET)
+    remote_secrets = [
+        remote_secret_facts(item, check_credentials, cluster.timeout)
+        for item in secrets
+        if (item["metadata"].get("labels") or {}).get(MULTICLUSTER_LABEL) == "true"
+    ]
+    gateway_service = next(
+        (item for item in services.values() if (item["metadata"].get("labels") or {}).get("istio") == "eastwestgateway"),
+        services.get(_istio.EASTWEST_GATEWAY),
+    )
+    addresses, problem = _istio.gateway_address_problem(gateway_service)
+    mesh = configmaps.get("istio") or next((item for item in configmaps.values() if "mesh" in (item.get("data") or {})), None)
+    return {
+        "namespace": {
+            "present": ns_object is not None,
+            "labels": ns_meta.get("labels") or {},
+            "annotations": ns_meta.get("annotations") or {},
+        },
+        "cacerts": _trust.bundle_facts(None if cacerts is None else _decode(cacerts.get("data"))),
+        "istio_ca_secret": {
+            "present": self_signed is not None,
+            "root_fingerprints": _trust.fingerprints(_decode((self_signed or {}).get("data")).get("ca-cert.pem")),
+        },
+        "root_cert_configmaps": {
+            item["metadata"]["namespace"]: {"root_fingerprints": _trust.fingerprints((item.get("data") or {}).get("root-cert.pem"))}
+            for item in root_configmaps
+        },
+        "istiods": [
+            istiod_facts(item) for item in deployments
+            if (item["metadata"].get("labels") or {}).get("app") == "istiod" or item["metadata"]["name"].startswith("istiod")
+        ],
+        "istiod_service": {
+            "present": "istiod" in services,
+            "selector": ((services.get("istiod") or {}).get("spec") or {}).get("selector") or {},
+            "endpoint_addresses": sorted({
+                address for item in slices for endpoint in item.get("endpoints") or [] for address in endpoint.get("addresses") or []
+            }),
+        },
+        "injector": injector_values(configmaps),
+        "mesh_config": mesh_config(mesh),
+        "injection_webhooks": [{"name": item["metadata"]["name"], "targets": webhook_targets(item)} for item in webhooks],
+        "gateway": {
+            "present": gateway_service is not None,
+            "name": (gateway_service or {}).get("metadata", {}).get("name", ""),
+            "addresses": addresses,
+            "problem": problem,
+            "type": ((gateway_service or {}).get("spec") or {}).get("type", ""),
+            "labels": ((gateway_service or {}).get("metadata") or {}).get("labels") or {},
+        },
+        "gateway_crd": gateway_crd,
+        "cross_network_gateways": cross_network_gateways(gateways),
+        "remote_secrets": remote_secrets,
+        "injected_pods": [
+            {
+                "namespace": item["metadata"]["namespace"],
+                "name": item["metadata"]["name"],
+                "network": next(
+                    (_env(c).get("ISTIO_META_NETWORK", "") for c in (item.get("spec") or {}).get("containers") or []
+                     if c.get("name") == "istio-proxy"),
+                    "",
+                ),
+            }
+            for item in pods
+        ],
+    }

@@ -1,0 +1,434 @@
+# -*- coding: utf-8 -*-
+# Copyright: meshfed.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to meshfed.istio: the mesh doctor, Istio's multicluster troubleshooting checks as pure functions.
+
+Input: the plan of the inventory (module_utils/_mesh.topology) and, per inventory host, what
+module_utils/_cluster_state.read found in that cluster (or {"error": ...}). Output: findings,
+each with an id, a severity, the clusters it concerns, the evidence and the fix.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+SEVERITIES = (ERROR, WARNING, INFO)
+DEFAULT_CLUSTER_NAME = "Kubernetes"
+
+# id -> (severity, what it means); the README's table of checks is generated from the same words.
+CHECKS = {
+    "api_unreachable": (ERROR, "the cluster's API server did not answer the doctor"),
+    "self_signed_ca": (ERROR, "istiod runs its own self-signed CA (istio-ca-secret, no cacerts)"),
+    "cacerts_missing": (ERROR, "no cacerts secret: istiod will create its own root when it starts"),
+    "cacerts_incomplete": (ERROR, "cacerts lacks one of ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem"),
+    "cacerts_not_ca": (ERROR, "ca-cert.pem is not a CA certificate"),
+    "cacerts_key_mismatch": (ERROR, "ca-key.pem does not belong to ca-cert.pem"),
+    "cacerts_sha1": (ERROR, "a certificate of the bundle is signed with SHA-1"),
+    "cacerts_chain": (ERROR, "ca-cert.pem does not chain to a root in root-cert.pem"),
+    "cacerts_unreadable": (ERROR, "a PEM of cacerts cannot be read"),
+    "root_mismatch": (ERROR, "the cluster trusts a different root than the mesh"),
+    "untrusted_intermediate": (ERROR, "the cluster's intermediate chains to a root another cluster does not trust"),
+    "workload_root_mismatch": (ERROR, "istio-ca-root-cert (what workloads trust) disagrees with cacerts"),
+    "self_signed_leftover": (WARNING, "istio-ca-secret beside cacerts: a self-signed leftover"),
+    "root_expiry": (ERROR, "a root expires soon (warning) or has expired (error)"),
+    "intermediate_expiry": (ERROR, "the intermediate expires soon (warning) or has expired (error)"),
+    "remote_secret_missing": (ERROR, "a primary has no remote secret for a cluster it must watch"),
+    "remote_secret_data_key": (ERROR, "a remote secret's data key is not the cluster name"),
+    "remote_secret_credential": (ERROR, "a remote secret's credential does not work against its cluster"),
+    "remote_secret_unparsable": (ERROR, "a remote secret does not hold a kubeconfig with a server"),
+    "remote_secret_loopback": (ERROR, "a remote secret points at a loopback server"),
+    "remote_secret_duplicate": (ERROR, "two remote secrets claim the same cluster ID"),
+    "remote_secret_self": (ERROR, "a cluster holds a remote secret for itself"),
+    "remote_secret_unexpected": (WARNING, "a remote secret for a cluster this primary should not watch"),
+    "remote_pilot_address": (ERROR, "a remote's istiod Service does not point at its primary's gateway"),
+    "remote_local_istiod": (ERROR, "a remote runs its own istiod"),
+    "remote_injection": (ERROR, "a remote's injection webhook does not call its primary"),
+    "namespace_missing": (ERROR, "the Istio namespace does not exist"),
+    "namespace_network_label": (ERROR, "the Istio namespace lacks the right topology.istio.io/network label"),
+    "gateway_missing": (ERROR, "no east-west gateway in a multi-network mesh"),
+    "gateway_address": (ERROR, "the east-west gateway has no address other clusters can use"),
+    "gateway_network_label": (ERROR, "the east-west gateway is labelled with another network"),
+    "cross_network_gateway": (ERROR, "no Gateway exposing *.local on 15443 with AUTO_PASSTHROUGH"),
+    "pod_network": (ERROR, "injected pods carry another ISTIO_META_NETWORK than their cluster's network"),
+    "mesh_id_mismatch": (ERROR, "the installed meshID differs from the mesh's"),
+    "cluster_name_default": (ERROR, "the installed clusterName is Istio's default 'Kubernetes'"),
+    "cluster_name_mismatch": (ERROR, "the installed clusterName differs from the inventory's"),
+    "cluster_name_duplicate": (ERROR, "two clusters are installed with the same clusterName"),
+    "version_skew": (WARNING, "control planes more than one minor version apart"),
+    "gateway_unreachable": (WARNING, "the control node cannot open TCP 15443 on a gateway address"),
+}
+
+
+@dataclass
+class Finding:
+    id: str
+    severity: str
+    clusters: list[str]
+    title: str
+    evidence: str
+    fix: str
+    peers: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _short(fingerprint: str) -> str:
+    return fingerprint[:23] if fingerprint else "?"
+
+
+def _parse_time(value: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(value)
+
+
+class Doctor:
+    def __init__(self, plan: dict, states: dict, *, expected_roots: list[str] | None = None, expiry_days: int = 30,
+                 allow_loopback: bool = False, now: datetime.datetime | None = None) -> None:
+        self.plan = plan
+        self.states = states
+        self.expected_roots = list(expected_roots or [])
+        self.expiry_days = expiry_days
+        self.allow_loopback = allow_loopback
+        self.now = now or datetime.datetime.now(datetime.timezone.utc)
+        self.findings: list[Finding] = []
+        self.namespace = (plan.get("settings") or {}).get("namespace") or "istio-system"
+
+    # helpers
+    def add(self, check: str, clusters, evidence: str, fix: str, severity: str | None = None, peers=()) -> None:
+        default_severity, title = CHECKS[check]
+        self.findings.append(Finding(check, severity or default_severity, list(clusters), title, evidence, fix, list(peers)))
+
+    def name(self, host: str) -> str:
+        return self.plan["clusters"][host]["name"]
+
+    def hosts(self) -> list[str]:
+        return [host for host in self.plan["clusters"] if "error" not in (self.states.get(host) or {"error": "not read"})]
+
+    def state(self, host: str) -> dict:
+        return self.states[host]
+
+    def roots(self, host: str) -> list[str]:
+        return [root["fingerprint_sha256"] for root in self.state(host)["cacerts"].get("roots") or []]
+
+    def mesh_roots(self) -> set[str]:
+        if self.expected_roots:
+            return set(self.expected_roots)
+        counts = Counter(tuple(sorted(self.roots(host))) for host in self.hosts() if self.roots(host))
+        return set(counts.most_common(1)[0][0]) if counts else set()
+
+    # the checks
+    def run(self) -> list[Finding]:
+        for host in self.plan["clusters"]:
+            state = self.states.get(host) or {"error": "the doctor got no state for this cluster"}
+            if "error" in state:
+                self.add("api_unreachable", [self.name(host)], state["error"],
+                         f"check meshfed_kubeconfig / meshfed_context of host {host} and that its API server is up")
+        self.trust()
+        self.remote_secrets()
+        self.primary_remote()
+        self.networks()
+        self.identity()
+        order = {severity: index for index, severity in enumerate(SEVERITIES)}
+        self.findings.sort(key=lambda f: (order[f.severity], f.id, f.clusters))
+        return self.findings
+
+    def trust(self) -> None:
+        mesh_roots = self.mesh_roots()
+        mismatched = set()
+        for host in self.hosts():
+            name, state = self.name(host), self.state(host)
+            cacerts, self_signed = state["cacerts"], state["istio_ca_secret"]
+            if not cacerts["present"]:
+                if self_signed["present"]:
+                    self.add("self_signed_ca", [name],
+                             f"secret {self.namespace}/istio-ca-secret holds root {_short((self_signed['root_fingerprints'] or [''])[0])}; "
+                             "there is no cacerts secret",
+                             "install cacerts (site playbook with meshfed_allow_migration=true), then restart istiod, then the workloads")
+                else:
+                    self.add("cacerts_missing", [name], f"secret {self.namespace}/cacerts does not exist",
+                             "run the site playbook (cacerts role) before istiod starts; restart istiod if it already runs")
+                continue
+            self.bundle(name, cacerts)
+            roots = self.roots(host)
+            if mesh_roots and roots and not set(roots) & mesh_roots:
+                mismatched.add(host)
+                self.add("root_mismatch", [name],
+                         f"cacerts trusts {', '.join(map(_short, roots))}; the mesh root is {', '.join(map(_short, sorted(mesh_roots)))}",
+                         "reinstall this cluster's cacerts from the mesh PKI (site playbook), then restart istiod and the workloads")
+            if self_signed["present"]:
+                self.add("self_signed_leftover", [name],
+                         f"secret {self.namespace}/istio-ca-secret exists beside cacerts",
+                         "make sure istiod was restarted after cacerts was created (compare istio-ca-root-cert), then delete istio-ca-secret")
+            self.workload_roots(name, state, roots)
+            self.expiry(name, cacerts)
+        trusted = {host: set(self.roots(host)) for host in self.hosts() if host not in mismatched and self.roots(host)}
+        for host in trusted:
+            signer = self.state(host)["cacerts"].get("chain_root")
+            if not signer:
+                continue
+            distrusting = [self.name(other) for other in trusted if other != host and signer not in trusted[other]]
+            if distrusting:
+                self.add("untrusted_intermediate", [self.name(host)],
+                         f"the intermediate chains to root {_short(signer)}, which {', '.join(distrusting)} do(es) not trust",
+                         "add that root to every cluster's root-cert.pem first (root rotation phase 1), then switch intermediates",
+                         peers=distrusting)
+
+    def bundle(self, name: str, cacerts: dict) -> None:
+        fix = "regenerate the cluster's intermediate with meshfed.istio.cacerts and reinstall cacerts (site playbook)"
+        known = False
+        if cacerts.get("missing_keys"):
+            known = True
+            self.add("cacerts_incomplete", [name], f"missing keys: {', '.join(cacerts['missing_keys'])}", fix)
+        if cacerts.get("intermediate") and not cacerts.get("intermediate_is_ca"):
+            known = True
+            self.add("cacerts_not_ca", [name], f"ca-cert.pem {cacerts['intermediate']['subject']} has no CA:TRUE", fix)
+        if cacerts.get("intermediate") and "ca-key.pem" not in (cacerts.get("missing_keys") or []) and not cacerts.get("key_matches"):
+            known = True
+            self.add("cacerts_key_mismatch", [name], "the public key of ca-key.pem differs from ca-cert.pem's", fix)
+        if cacerts.get("sha1_signatures"):
+            known = True
+            self.add("cacerts_sha1", [name], "istiod refuses SHA-1 signatures", fix)
+        if cacerts.get("intermediate") and cacerts.get("roots") and not cacerts.get("chain_root"):
+            known = True
+            self.add("cacerts_chain", [name], f"{cacerts['intermediate']['subject']} is not signed by any root of root-cert.pem", fix)
+        if not known and cacerts.get("problems"):
+            unexplained = [p for p in cacerts["problems"] if "expired" not in p]
+            if unexplained:
+                self.add("cacerts_unreadable", [name], "; ".join(unexplained), fix)
+
+    def workload_roots(self, name: str, state: dict, roots: list[str]) -> None:
+        wrong = {
+            namespace: facts["root_fingerprints"]
+            for namespace, facts in sorted(state.get("root_cert_configmaps", {}).items())
+            if roots and set(facts["root_fingerprints"]) != set(roots)
+        }
+        if wrong:
+            evidence = "; ".join(f"{ns}: {', '.join(map(_short, fps)) or 'no certificate'}" for ns, fps in wrong.items())
+            self.add("workload_root_mismatch", [name], f"istio-ca-root-cert holds {evidence}; cacerts has {', '.join(map(_short, roots))}",
+                     "istiod started before cacerts or was not restarted: restart istiod, then the workloads")
+
+    def expiry(self, name: str, cacerts: dict) -> None:
+        soon = self.now + datetime.timedelta(days=self.expiry_days)
+        certs = [("root_expiry", root) for root in cacerts.get("roots") or []]
+        if cacerts.get("intermediate"):
+            certs.append(("intermediate_expiry", cacerts["intermediate"]))
+        for check, cert in certs:
+            not_after = _parse_time(cert["not_after"])
+            what = "root" if check == "root_expiry" else "intermediate"
+            if not_after <= self.now:
+                self.add(check, [name], f"the {what} {cert['subject']} expired on {cert['not_after']}",
+                         f"rotate the {what} now (CA rotation playbook); workloads in this cluster cannot get valid certificates",
+                         severity=ERROR)
+            elif not_after <= soon:
+                self.add(check, [name], f"the {what} {cert['subject']} expires on {cert['not_after']}",
+                         f"rotate the {what} (CA rotation playbook) before it expires", severity=WARNING)
+
+    def remote_secrets(self) -> None:
+        plan_names = {self.name(host): host for host in self.plan["clusters"]}
+        for watcher in self.hosts():
+            if self.plan["clusters"][watcher]["role"] != "primary":
+                continue
+            wname = self.name(watcher)
+            secrets = self.state(watcher).get("remote_secrets") or []
+            by_key: dict[str, list[tuple[dict, dict]]] = {}
+            for secret in secrets:
+                for entry in secret["entries"]:
+                    by_key.setdefault(entry["key"], []).append((secret, entry))
+            expected = {self.name(watched) for watched in self.plan["watched_by"].get(watcher, [])}
+            misnamed = set()
+            for cluster in sorted(expected):
+                if cluster in by_key:
+                    continue
+                annotated = [s for s in secrets if s["cluster_annotation"] == cluster]
+                if annotated:
+                    misnamed.update(annotated[0]["data_keys"])
+                    self.add("remote_secret_data_key", [wname],
+                             f"secret {annotated[0]['name']} is for cluster {cluster} but its data key is "
+                             f"{', '.join(annotated[0]['data_keys']) or 'missing'}: istiod uses the key as the cluster ID",
+                             f"recreate it with the data key {cluster} (remote_secrets role)", peers=[cluster])
+                else:
+                    self.add("remote_secret_missing", [wname], f"no secret labelled istio/multiCluster=true holds cluster {cluster}",
+                             "run the remote_secrets role (site playbook)", peers=[cluster])
+            for key, entries in sorted(by_key.items()):
+                if len(entries) > 1:
+                    self.add("remote_secret_duplicate", [wname],
+                             f"secrets {', '.join(sorted(s['name'] for s, _ in entries))} all hold cluster {key}",
+                             "delete all but one of them", peers=[key])
+                if key == wname:
+                    self.add("remote_secret_self", [wname], f"secret {entries[0][0]['name']} holds this cluster ({key}) itself",
+                             "delete it: istiod reads its own cluster in-cluster")
+                    continue
+                if key in misnamed:
+                    continue
+                if key not in expected:
+                    reason = "not in the inventory" if key not in plan_names else "not watched by this primary in the inventory"
+                    self.add("remote_secret_unexpected", [wname], f"secret {entries[0][0]['name']} holds cluster {key}, {reason}",
+                             "delete it, or add the cluster to the inventory", peers=[key])
+                for secret, entry in entries:
+                    self.remote_secret_entry(wname, key, secret, entry)
+
+    def remote_secret_entry(self, wname: str, key: str, secret: dict, entry: dict) -> None:
+        if not entry["parsed"]:
+            self.add("remote_secret_unparsable", [wname], f"secret {secret['name']} key {key} is no kubeconfig with a server",
+                     "recreate it (remote_secrets role)", peers=[key])
+            return
+        if entry["loopback"] and not self.allow_loopback:
+            self.add("remote_secret_loopback", [wname],
+                     f"secret {secret['name']} points at {entry['server']}: istiod would dial its own pod",
+                     "set meshfed_api_server of that cluster to an address reachable from this cluster's pods", peers=[key])
+        credential = entry.get("credential")
+        if credential is not None and not credential["ok"]:
+            self.add("remote_secret_credential", [wname],
+                     f"secret {secret['name']} ({entry['server']}): {credential['error']}",
+                     "recreate the token (remote_secrets role); check the reader ServiceAccount and its RBAC in that cluster",
+                     peers=[key])
+
+    def primary_remote(self) -> None:
+        for host in self.hosts():
+            cluster = self.plan["clusters"][host]
+            if cluster["role"] != "remote":
+                continue
+            name, state = cluster["name"], self.state(host)
+            primary = cluster.get("primary_host")
+            if state["istiods"]:
+                self.add("remote_local_istiod", [name], f"Deployments {', '.join(i['name'] for i in state['istiods'])} run here",
+                         "reinstall with profile remote (control_plane role); a remote's proxies use the primary's istiod")
+            if not primary or primary not in self.hosts():
+                continue
+            addresses = set(self.state(primary)["gateway"]["addresses"])
+            if not addresses:
+                continue
+            pointed = set(state["istiod_service"]["endpoint_addresses"]) | {state["injector"]["remote_pilot_address"]} - {""}
+            if not pointed & addresses:
+                self.add("remote_pilot_address", [name],
+                         f"istiod here resolves to {', '.join(sorted(pointed)) or 'nothing'}; "
+                         f"the primary {self.name(primary)}'s east-west gateway is {', '.join(sorted(addresses))}",
+                         "reinstall the remote with remotePilotAddress = the primary's gateway address (control_plane role)",
+                         peers=[self.name(primary)])
+            self.injection(name, cluster["network"], state, addresses, self.name(primary))
+
+    def injection(self, name: str, network: str, state: dict, addresses: set, primary: str) -> None:
+        """A remote's injector must reach the primary's istiod (a URL at its gateway, or the local istiod Service whose
+        endpoints are the gateway) on the path that injects for this cluster and network."""
+        expected_path = f"/inject/cluster/{name}/net/{network}"
+        local_service = f"{self.namespace}/istiod"
+        wrong = []
+        targets = [target for hook in state["injection_webhooks"] for target in hook["targets"]]
+        for target in targets:
+            if target["url"]:
+                good = any(address in target["url"] for address in addresses) and expected_path in target["url"]
+                where = target["url"]
+            else:
+                good = target["service"] == local_service and target["path"] == expected_path
+                where = f"service {target['service']} path {target['path'] or '/'}"
+            if not good:
+                wrong.append(where)
+        if not targets or wrong:
+            self.add("remote_injection", [name],
+                     f"injection webhooks call {', '.join(sorted(set(wrong))) or 'nothing'}; expected {expected_path} on the primary "
+                     f"{primary}'s istiod ({', '.join(sorted(addresses))}, directly or through service {local_service})",
+                     "reinstall the remote (control_plane role): its injector must call the primary's istiod", peers=[primary])
+
+    def networks(self) -> None:
+        multi_network = len({c["network"] for c in self.plan["clusters"].values()}) > 1
+        for host in self.hosts():
+            cluster = self.plan["clusters"][host]
+            name, state, network = cluster["name"], self.state(host), cluster["network"]
+            if not state["namespace"]["present"]:
+                self.add("namespace_missing", [name], f"namespace {self.namespace} does not exist", "run the site playbook")
+            else:
+                label = state["namespace"]["labels"].get("topology.istio.io/network", "")
+                if label != network:
+                    self.add("namespace_network_label", [name],
+                             f"namespace {self.namespace} has topology.istio.io/network={label or '<unset>'}, expected {network}",
+                             f"kubectl label namespace {self.namespace} topology.istio.io/network={network} --overwrite (namespace role)")
+            gateway = state["gateway"]
+            needed = multi_network or bool(cluster.get("remotes"))
+            if not gateway["present"]:
+                if needed:
+                    self.add("gateway_missing", [name], "no Service labelled istio=eastwestgateway",
+                             "run the eastwest_gateway role (site playbook)")
+            else:
+                if not gateway["addresses"]:
+                    self.add("gateway_address", [name], gateway["problem"] or "no address", "set meshfed_eastwest_external_ips "
+                             "for this cluster, or give the cluster a LoadBalancer implementation")
+                label = gateway["labels"].get("topology.istio.io/network", "")
+                if label != network:
+                    self.add("gateway_network_label", [name],
+                             f"Service {gateway['name']} has topology.istio.io/network={label or '<unset>'}, expected {network}",
+                             "reinstall the east-west gateway for this network (eastwest_gateway role)")
+                if multi_network and not state["cross_network_gateways"]:
+                    self.add("cross_network_gateway", [name],
+                             f"no Gateway in {self.namespace} has a 15443 server with tls mode AUTO_PASSTHROUGH"
+                             + ("" if state["gateway_crd"] else " (Istio's Gateway CRD is not installed)"),
+                             "run the eastwest_gateway role: services on this network are unreachable from other networks")
+            wrong = [pod for pod in state["injected_pods"] if pod["network"] != network]
+            if wrong:
+                sample = ", ".join(f"{p['namespace']}/{p['name']}={p['network'] or '<unset>'}" for p in wrong[:5])
+                self.add("pod_network", [name], f"{len(wrong)} injected pod(s) with ISTIO_META_NETWORK != {network}: {sample}",
+                         "fix the network label / install values, then restart these workloads")
+
+    def installed_name(self, state: dict) -> str:
+        for istiod in state["istiods"]:
+            if istiod["cluster_id"]:
+                return istiod["cluster_id"]
+        return state["injector"]["cluster_name"]
+
+    def identity(self) -> None:
+        mesh_id = self.plan.get("mesh_id", "")
+        names: dict[str, list[str]] = {}
+        minors: dict[str, tuple[int, int]] = {}
+        for host in self.hosts():
+            name, state = self.name(host), self.state(host)
+            installed_ids = {state["injector"]["mesh_id"], state["mesh_config"]["mesh_id"]} - {""}
+            if mesh_id and installed_ids and installed_ids != {mesh_id}:
+                self.add("mesh_id_mismatch", [name], f"installed meshID {', '.join(sorted(installed_ids))}, the mesh's is {mesh_id}",
+                         "reinstall the control plane with meshfed_mesh_id (control_plane role)")
+            installed = self.installed_name(state)
+            if installed:
+                names.setdefault(installed, []).append(name)
+            if installed == DEFAULT_CLUSTER_NAME:
+                self.add("cluster_name_default", [name], "istiod runs with CLUSTER_ID Kubernetes, Istio's default",
+                         f"reinstall the control plane with clusterName {name} (control_plane role)")
+            elif installed and installed != name:
+                self.add("cluster_name_mismatch", [name], f"installed clusterName {installed}, the inventory says {name}",
+                         "reinstall the control plane (control_plane role), or set meshfed_cluster_name to the installed name")
+            for istiod in state["istiods"]:
+                match = re.match(r"(\d+)\.(\d+)", istiod["version"])
+                if match:
+                    minors[name] = (int(match.group(1)), int(match.group(2)))
+        for installed, clusters in sorted(names.items()):
+            if len(clusters) > 1:
+                self.add("cluster_name_duplicate", clusters, f"{', '.join(clusters)} are all installed as {installed}",
+                         "give every cluster its own clusterName and reinstall")
+        if minors:
+            newest = max(minors.values())
+            behind = sorted(name for name, version in minors.items() if version[0] != newest[0] or newest[1] - version[1] > 1)
+            if behind:
+                evidence = ", ".join(f"{name}: {'.'.join(map(str, version))}" for name, version in sorted(minors.items()))
+                self.add("version_skew", behind, evidence, "upgrade these control planes (upgrade playbook), one minor at a time")
+
+
+def diagnose(plan: dict, states: dict, **options) -> list[dict]:
+    return [finding.as_dict() for finding in Doctor(plan, states, **options).run()]
+
+
+def reachability_findings(plan: dict, states: dict, results: dict) -> list[dict]:
+    """Findings for gateway addresses the control node could not connect to. results: host -> {address: error or ''}."""
+    findings = []
+    for host, attempts in sorted(results.items()):
+        failed = {address: error for address, error in attempts.items() if error}
+        if failed:
+            evidence = "; ".join(f"{address}:15443 {error}" for address, error in sorted(failed.items()))
+            findings.append(Finding("gateway_unreachable", WARNING, [plan["clusters"][host]["name"]], CHECKS["gateway_unreachable"][1],
+                                    evidence, "check firewalls and the load balancer between the networks").as_dict())
+    return findings
+
+
+def summary(findings: list[dict]) -> dict:
+    counts = Counter(finding["severity"] for finding in findings)
+    return {severity: counts.get(severity, 0) for severity in SEVERITIES}

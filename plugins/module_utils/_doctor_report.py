@@ -1,0 +1,124 @@
+# -*- coding: utf-8 -*-
+# Copyright: meshfed.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to meshfed.istio: the mesh doctor's report (Markdown) and picture (Graphviz), as pure functions."""
+
+from __future__ import annotations
+
+import hashlib
+
+from ansible_collections.meshfed.istio.plugins.module_utils._doctor import SEVERITIES, summary
+
+ICONS = {"error": "ERROR", "warning": "WARNING", "info": "INFO"}
+EDGE_COLORS = {"ok": "#2e7d32", "warning": "#ef6c00", "error": "#c62828"}
+ROOT_PALETTE = ("#1565c0", "#6a1b9a", "#00838f", "#ad1457", "#4e342e", "#558b2f")
+# Findings that say a watch edge (watcher -> watched) is broken.
+EDGE_CHECKS = ("remote_secret_missing", "remote_secret_data_key", "remote_secret_credential", "remote_secret_unparsable",
+               "remote_secret_loopback", "remote_secret_duplicate")
+
+
+def _quote(text: str) -> str:
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _root_of(state: dict) -> str:
+    roots = [root["fingerprint_sha256"] for root in (state.get("cacerts") or {}).get("roots") or []]
+    return roots[0] if roots else ""
+
+
+def _color(fingerprint: str) -> str:
+    index = int(hashlib.sha256(fingerprint.encode()).hexdigest(), 16) % len(ROOT_PALETTE)
+    return ROOT_PALETTE[index]
+
+
+def edge_state(findings: list[dict], watcher: str, watched: str) -> str:
+    severities = {f["severity"] for f in findings if f["id"] in EDGE_CHECKS and f["clusters"] == [watcher] and watched in f["peers"]}
+    for severity in ("error", "warning"):
+        if severity in severities:
+            return severity
+    return "ok"
+
+
+def cluster_severity(findings: list[dict], name: str) -> str:
+    severities = {f["severity"] for f in findings if name in f["clusters"]}
+    return next((s for s in ("error", "warning") if s in severities), "ok")
+
+
+def dot(plan: dict, states: dict, findings: list[dict]) -> str:
+    """The mesh as a Graphviz digraph: networks as boxes, clusters in them, roots, remote-secret edges by state."""
+    lines = ["digraph mesh {", '  graph [rankdir=LR, fontname="Helvetica", label=' + _quote(f"mesh {plan.get('mesh_id', '')}") + "];",
+             '  node [fontname="Helvetica", shape=box, style="rounded,filled", fillcolor="#ffffff"];',
+             '  edge [fontname="Helvetica", fontsize=10];']
+    clusters = plan["clusters"]
+    roots: dict[str, list[str]] = {}
+    for index, network in enumerate(sorted({c["network"] for c in clusters.values()})):
+        lines.append(f"  subgraph cluster_net{index} {{")
+        lines.append(f"    label={_quote('network ' + network)}; style=dashed;")
+        for host, cluster in clusters.items():
+            if cluster["network"] != network:
+                continue
+            state = states.get(host) or {}
+            gateway = (state.get("gateway") or {}).get("addresses") or []
+            label = [cluster["name"], cluster["role"]]
+            if "error" in state:
+                label.append("unreachable")
+            else:
+                label.append("gateway " + (", ".join(gateway) or "none"))
+            root = _root_of(state)
+            if root:
+                roots.setdefault(root, []).append(cluster["name"])
+            border = EDGE_COLORS[{"ok": "ok", "warning": "warning", "error": "error"}[cluster_severity(findings, cluster["name"])]]
+            lines.append(f"    {_quote(cluster['name'])} [label={_quote(chr(10).join(label))}, color={_quote(border)}, penwidth=2];")
+        lines.append("  }")
+    for root, names in sorted(roots.items()):
+        node = f"root {root[:11]}"
+        lines.append(f"  {_quote(node)} [shape=ellipse, fillcolor={_quote(_color(root))}, fontcolor=\"#ffffff\"];")
+        for name in names:
+            lines.append(f"  {_quote(name)} -> {_quote(node)} [style=dotted, arrowhead=none, color={_quote(_color(root))}];")
+    for edge in plan.get("watches") or []:
+        watcher, watched = clusters[edge["watcher"]]["name"], clusters[edge["watched"]]["name"]
+        state = edge_state(findings, watcher, watched)
+        lines.append(f"  {_quote(watcher)} -> {_quote(watched)} [color={_quote(EDGE_COLORS[state])}, label={_quote('watches: ' + state)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(plan: dict, states: dict, findings: list[dict], picture: str | None = None, dot_source: str = "") -> str:
+    counts = summary(findings)
+    out = [f"# Mesh doctor: {plan.get('mesh_id', '')}", ""]
+    verdict = "healthy" if not counts["error"] else "broken"
+    out.append(f"**{verdict}**: {counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} note(s) "
+               f"across {len(plan['clusters'])} cluster(s).")
+    out += ["", "## Clusters", "", "| cluster | role | network | root (SHA-256) | east-west gateway | istiod |", "|---|---|---|---|---|---|"]
+    for host, cluster in plan["clusters"].items():
+        state = states.get(host) or {}
+        if "error" in state:
+            out.append(f"| {cluster['name']} | {cluster['role']} | {cluster['network']} | unreachable | | |")
+            continue
+        istiod = ", ".join(f"{i['name']} {i['version']}" for i in state.get("istiods") or []) or "-"
+        gateway = ", ".join(state["gateway"]["addresses"]) or (state["gateway"]["problem"] or "none")
+        out.append(f"| {cluster['name']} | {cluster['role']} | {cluster['network']} | `{_root_of(state)[:23] or 'none'}` | "
+                   f"{gateway} | {istiod} |")
+    out += ["", "## Findings", ""]
+    if not findings:
+        out.append("None: every check passed.")
+    for severity in SEVERITIES:
+        selected = [f for f in findings if f["severity"] == severity]
+        if not selected:
+            continue
+        out += [f"### {ICONS[severity]} ({len(selected)})", ""]
+        for finding in selected:
+            out.append(f"- **{finding['id']}** in {', '.join(finding['clusters'])}: {finding['title']}")
+            out.append(f"  - evidence: {finding['evidence']}")
+            out.append(f"  - fix: {finding['fix']}")
+        out.append("")
+    out += ["", "## Picture", ""]
+    out.append("Clusters by network, their trust root, and who watches whom (green: remote secret works; red: broken).")
+    out.append("")
+    if picture:
+        out.append(f"![mesh]({picture})")
+    else:
+        out.append("Graphviz `dot` was not found: render mesh.dot with `dot -Tsvg mesh.dot -o mesh.svg`.")
+    if dot_source:
+        out += ["", "<details><summary>Graphviz source</summary>", "", "```dot", dot_source.rstrip(), "```", "", "</details>"]
+    return "\n".join(out) + "\n"

@@ -14,7 +14,7 @@ API_TARGETS ?= cacerts_info_api remote_secret_api
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help venv collection sanity lint unit integration testbin clusters clusters-down clusters-status \
+.PHONY: help tools venv collection sanity lint unit integration testbin clusters clusters-down clusters-status \
         smoke integration-api e2e molecule molecule-syntax demo demo-down test bench bench-site clean
 
 help: ## This list
@@ -83,7 +83,16 @@ integration-api: collection testbin ## ansible-test targets against a real kube-
 	  $(CURDIR)/$(BIN)/ansible-test integration --local --color no --allow-unsupported $(API_TARGETS); \
 	  status=$$?; $(API_BED) down >/dev/null 2>&1; exit $$status
 
-e2e: collection testbin ## The site playbook on three kwok topologies, preflight refusals (pytest)
+tools: ## System tools the tests use: Graphviz (the doctor's picture), rsvg-convert (renders it in a test)
+	@missing=""; command -v dot >/dev/null || missing="$$missing graphviz"; command -v rsvg-convert >/dev/null || missing="$$missing librsvg2-bin"; \
+	  if [ -n "$$missing" ]; then \
+	    command -v apt-get >/dev/null || { echo "make tools: install$$missing with your package manager" >&2; exit 1; }; \
+	    echo "installing$$missing (apt-get)"; \
+	    { apt-get install -y -q $$missing >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; } \
+	      || { echo "make tools: apt-get install$$missing failed (root and Debian's package mirror needed)" >&2; exit 1; }; \
+	  fi
+
+e2e: collection testbin tools ## The site playbook on three kwok topologies, preflight refusals (pytest)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
 
 MOLECULE_RUN := $(MESHFED_CACHE)/molecule-run

@@ -1,0 +1,211 @@
+"""The doctor's checks as a table: a healthy mesh, then one mutation per row and the exact finding it must give."""
+from __future__ import annotations
+
+import copy
+import datetime
+
+import pytest
+
+from ansible_collections.meshfed.istio.plugins.module_utils import _doctor, _doctor_report, _mesh
+
+NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+ROOT, OTHER_ROOT = "AA:" * 31 + "AA", "BB:" * 31 + "BB"
+GATEWAYS = {"a": "192.0.2.1", "b": "192.0.2.2", "c": "192.0.2.3"}
+
+
+def plan():
+    clusters = [
+        _mesh.Cluster(host="a", name="a", role="primary", network="net1", mesh_id="mesh1"),
+        _mesh.Cluster(host="b", name="b", role="primary", network="net2", mesh_id="mesh1"),
+        _mesh.Cluster(host="c", name="c", role="remote", network="net1", mesh_id="mesh1", primary="a"),
+    ]
+    return _mesh.topology(clusters)
+
+
+def cert(subject, days_left=300):
+    return {"subject": subject, "fingerprint_sha256": "", "not_after": (NOW + datetime.timedelta(days=days_left)).isoformat()}
+
+
+def entry(key, ok=True, server=None):
+    return {"key": key, "server": server or f"https://{key}.example:6443", "parsed": True, "loopback": False,
+            "credential": {"ok": ok, "error": "" if ok else "unauthorized", "error_type": "", "calls": 1}}
+
+
+def secret(key, **kwargs):
+    return {"name": f"istio-remote-secret-{key}", "cluster_annotation": key, "data_keys": [key], "entries": [entry(key, **kwargs)]}
+
+
+def state(name, network, role, watched=()):
+    root = {**cert("O=mesh,CN=root", 3000), "fingerprint_sha256": ROOT}
+    istiods = [] if role == "remote" else [{"name": "istiod", "revision": "", "version": "1.31.0", "cluster_id": name, "network": "",
+                                           "multiroot": "", "ready_replicas": 1}]
+    return {
+        "namespace": {"present": True, "labels": {"topology.istio.io/network": network}, "annotations": {}},
+        "cacerts": {"present": True, "usable": True, "complete": True, "missing_keys": [], "chain_valid": True, "key_matches": True,
+                    "intermediate_is_ca": True, "sha1_signatures": False, "istio_generated_marker": False, "problems": [],
+                    "roots": [root], "intermediate": cert(f"O=mesh,CN=intermediate,L={name}"), "chain_root": ROOT},
+        "istio_ca_secret": {"present": False, "root_fingerprints": []},
+        "root_cert_configmaps": {"istio-system": {"root_fingerprints": [ROOT]}},
+        "istiods": istiods,
+        "istiod_service": {"present": True, "selector": {}, "endpoint_addresses": [GATEWAYS["a"]] if role == "remote" else []},
+        "injector": {"present": True, "mesh_id": "mesh1", "cluster_name": name, "network": network, "remote_pilot_address": ""},
+        "mesh_config": {"present": role != "remote", "mesh_id": "mesh1", "trust_domain": "cluster.local"},
+        "injection_webhooks": [{"name": "istio-sidecar-injector", "targets": [
+            {"url": "", "service": "istio-system/istiod", "path": f"/inject/cluster/{name}/net/{network}" if role == "remote" else "/inject"}]}],
+        "gateway": {"present": True, "name": "istio-eastwestgateway", "addresses": [GATEWAYS[name]], "problem": None,
+                    "type": "LoadBalancer", "labels": {"topology.istio.io/network": network}},
+        "gateway_crd": True,
+        "cross_network_gateways": [{"name": "cross-network-gateway", "hosts": ["*.local"], "selector": {}}],
+        "remote_secrets": [secret(key) for key in watched],
+        "injected_pods": [{"namespace": "shop", "name": "cart-1", "network": network}],
+    }
+
+
+def healthy():
+    return {"a": state("a", "net1", "primary", ["b", "c"]), "b": state("b", "net2", "primary", ["a"]), "c": state("c", "net1", "remote")}
+
+
+def findings(states, **options):
+    return sorted((f["severity"], f["id"], tuple(f["clusters"])) for f in _doctor.diagnose(plan(), states, now=NOW, **options))
+
+
+def test_healthy_mesh_has_no_findings():
+    assert findings(healthy()) == []
+    assert findings(healthy(), expected_roots=[ROOT]) == []
+
+
+def _set(path, value):
+    def mutate(states):
+        target = states
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value(target[path[-1]]) if callable(value) else value
+    return mutate
+
+
+def _other_root(states):
+    states["b"]["cacerts"]["roots"][0]["fingerprint_sha256"] = OTHER_ROOT
+    states["b"]["cacerts"]["chain_root"] = OTHER_ROOT
+    states["b"]["root_cert_configmaps"]["istio-system"]["root_fingerprints"] = [OTHER_ROOT]
+
+
+def _rotation_half_done(states):
+    # b trusts both roots and already signs with the new one; a and c still trust only the old root
+    states["b"]["cacerts"]["roots"].append({**cert("O=mesh,CN=root2", 3000), "fingerprint_sha256": OTHER_ROOT})
+    states["b"]["cacerts"]["chain_root"] = OTHER_ROOT
+    states["b"]["root_cert_configmaps"]["istio-system"]["root_fingerprints"] = [ROOT, OTHER_ROOT]
+
+
+def _duplicate(states):
+    states["a"]["remote_secrets"].append({**secret("b"), "name": "old-secret-for-b"})
+
+
+def _two_keys(states):
+    states["a"]["remote_secrets"][0]["data_keys"] = ["wrong"]
+    states["a"]["remote_secrets"][0]["entries"][0]["key"] = "wrong"
+
+
+ROWS = {
+    "unreachable": (lambda s: s.__setitem__("b", {"error": "unreachable", "error_type": "K8sUnreachable"}),
+                    [("error", "api_unreachable", ("b",))]),
+    "cacerts missing": (_set(["b", "cacerts"], {"present": False}), [("error", "cacerts_missing", ("b",))]),
+    "self-signed CA": (lambda s: (_set(["b", "cacerts"], {"present": False})(s),
+                                  _set(["b", "istio_ca_secret"], {"present": True, "root_fingerprints": [OTHER_ROOT]})(s)),
+                       [("error", "self_signed_ca", ("b",))]),
+    "self-signed leftover": (_set(["a", "istio_ca_secret"], {"present": True, "root_fingerprints": [OTHER_ROOT]}),
+                             [("warning", "self_signed_leftover", ("a",))]),
+    "incomplete bundle": (_set(["a", "cacerts", "missing_keys"], ["cert-chain.pem"]), [("error", "cacerts_incomplete", ("a",))]),
+    "not a CA": (_set(["a", "cacerts", "intermediate_is_ca"], False), [("error", "cacerts_not_ca", ("a",))]),
+    "key mismatch": (_set(["a", "cacerts", "key_matches"], False), [("error", "cacerts_key_mismatch", ("a",))]),
+    "sha1": (_set(["a", "cacerts", "sha1_signatures"], True), [("error", "cacerts_sha1", ("a",))]),
+    "chain broken": (_set(["a", "cacerts", "chain_root"], None), [("error", "cacerts_chain", ("a",))]),
+    "different root": (_other_root, [("error", "root_mismatch", ("b",))]),
+    "rotation half done": (_rotation_half_done, [("error", "untrusted_intermediate", ("b",))]),
+    "workload root": (_set(["c", "root_cert_configmaps", "shop"], {"root_fingerprints": [OTHER_ROOT]}),
+                      [("error", "workload_root_mismatch", ("c",))]),
+    "intermediate expiring": (_set(["b", "cacerts", "intermediate"], cert("CN=i", 10)), [("warning", "intermediate_expiry", ("b",))]),
+    "intermediate expired": (_set(["b", "cacerts", "intermediate"], cert("CN=i", -1)), [("error", "intermediate_expiry", ("b",))]),
+    "root expiring": (_set(["a", "cacerts", "roots"], [{**cert("CN=r", 20), "fingerprint_sha256": ROOT}]),
+                      [("warning", "root_expiry", ("a",))]),
+    "remote secret missing": (_set(["a", "remote_secrets"], lambda v: v[:1]), [("error", "remote_secret_missing", ("a",))]),
+    "data key wrong": (_two_keys, [("error", "remote_secret_data_key", ("a",))]),
+    "dead credential": (_set(["b", "remote_secrets"], [secret("a", ok=False)]), [("error", "remote_secret_credential", ("b",))]),
+    "loopback": (_set(["b", "remote_secrets"], [{**secret("a"), "entries": [{**entry("a", server="https://127.0.0.1:6443"), "loopback": True}]}]),
+                 [("error", "remote_secret_loopback", ("b",))]),
+    "duplicate": (_duplicate, [("error", "remote_secret_duplicate", ("a",))]),
+    "secret for itself": (lambda s: s["b"]["remote_secrets"].append(secret("b")), [("error", "remote_secret_self", ("b",))]),
+    "unknown cluster": (lambda s: s["b"]["remote_secrets"].append(secret("z")), [("warning", "remote_secret_unexpected", ("b",))]),
+    "remote's istiod elsewhere": (_set(["c", "istiod_service", "endpoint_addresses"], ["198.51.100.9"]),
+                                  [("error", "remote_pilot_address", ("c",))]),
+    "remote runs istiod": (_set(["c", "istiods"], [{"name": "istiod", "version": "1.31.0", "cluster_id": "c"}]),
+                           [("error", "remote_local_istiod", ("c",))]),
+    "remote injection path": (_set(["c", "injection_webhooks"], [{"name": "x", "targets": [{"url": "", "service": "istio-system/istiod",
+                                                                                           "path": "/inject"}]}]),
+                              [("error", "remote_injection", ("c",))]),
+    "namespace label": (_set(["b", "namespace", "labels"], {}), [("error", "namespace_network_label", ("b",))]),
+    "namespace missing": (_set(["b", "namespace"], {"present": False, "labels": {}, "annotations": {}}),
+                          [("error", "namespace_missing", ("b",))]),
+    "gateway pending": (_set(["b", "gateway", "addresses"], []), [("error", "gateway_address", ("b",))]),
+    "gateway label": (_set(["b", "gateway", "labels"], {"topology.istio.io/network": "net1"}), [("error", "gateway_network_label", ("b",))]),
+    "no gateway": (_set(["b", "gateway"], {"present": False}), [("error", "gateway_missing", ("b",))]),
+    "no cross-network gateway": (_set(["b", "cross_network_gateways"], []), [("error", "cross_network_gateway", ("b",))]),
+    "pod network": (_set(["b", "injected_pods"], [{"namespace": "shop", "name": "p", "network": "net1"}]), [("error", "pod_network", ("b",))]),
+    "mesh id": (_set(["b", "injector", "mesh_id"], "other"), [("error", "mesh_id_mismatch", ("b",))]),
+    "clusterName Kubernetes": (_set(["b", "istiods", 0, "cluster_id"], "Kubernetes"), [("error", "cluster_name_default", ("b",))]),
+    "clusterName elsewhere": (_set(["b", "istiods", 0, "cluster_id"], "west"), [("error", "cluster_name_mismatch", ("b",))]),
+    "clusterName twice": (_set(["c", "injector", "cluster_name"], "b"),
+                          [("error", "cluster_name_duplicate", ("b", "c")), ("error", "cluster_name_mismatch", ("c",))]),
+    "versions two minors apart": (_set(["b", "istiods", 0, "version"], "1.29.2"), [("warning", "version_skew", ("b",))]),
+}
+
+
+@pytest.mark.parametrize("row", list(ROWS))
+def test_each_fault_gives_exactly_its_finding(row):
+    mutate, expected = ROWS[row]
+    states = copy.deepcopy(healthy())
+    mutate(states)
+    assert findings(states, expected_roots=[ROOT]) == expected
+
+
+def test_loopback_allowed_on_test_beds():
+    states = healthy()
+    ROWS["loopback"][0](states)
+    assert findings(states, allow_loopback=True) == []
+
+
+def test_mesh_root_is_the_most_common_without_a_pki():
+    states = healthy()
+    _other_root(states)
+    assert findings(states) == [("error", "root_mismatch", ("b",))]
+
+
+def test_every_check_has_a_row_or_a_test():
+    covered = {finding[1] for _, expected in ROWS.values() for finding in expected} | {"cacerts_unreadable", "remote_secret_unparsable",
+                                                                                       "gateway_unreachable"}
+    assert covered == set(_doctor.CHECKS)
+
+
+def test_reachability_findings():
+    result = _doctor.reachability_findings(plan(), healthy(), {"a": {"192.0.2.1": ""}, "b": {"192.0.2.2": "Connection refused"}})
+    assert [(f["id"], f["clusters"], f["evidence"]) for f in result] == [
+        ("gateway_unreachable", ["b"], "192.0.2.2:15443 Connection refused")]
+
+
+def test_unparsable_and_unreadable():
+    states = healthy()
+    states["b"]["remote_secrets"][0]["entries"][0].update(parsed=False, server="")
+    states["a"]["cacerts"]["problems"] = ["root-cert.pem: not a PEM certificate"]
+    assert findings(states) == [("error", "cacerts_unreadable", ("a",)), ("error", "remote_secret_unparsable", ("b",))]
+
+
+def test_report_and_picture_show_the_broken_edge():
+    states = healthy()
+    states["a"]["remote_secrets"] = states["a"]["remote_secrets"][:1]
+    result = _doctor.diagnose(plan(), states, now=NOW)
+    markdown = _doctor_report.markdown(plan(), states, result, "mesh.svg", "digraph {}")
+    assert "**broken**: 1 error(s)" in markdown
+    assert "- **remote_secret_missing** in a:" in markdown and "  - fix: run the remote_secrets role" in markdown
+    dot = _doctor_report.dot(plan(), states, result)
+    assert '"a" -> "c" [color="#c62828", label="watches: error"]' in dot
+    assert '"a" -> "b" [color="#2e7d32", label="watches: ok"]' in dot
+    assert dot.count("subgraph cluster_net") == 2

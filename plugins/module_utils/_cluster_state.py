@@ -20,11 +20,6 @@ from ansible.module_utils.common.yaml import yaml_load
 from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _trust
 from ansible_collections.meshfed.istio.plugins.module_utils._remote_secret import is_loopback
 
-try:
-    from kubernetes import client as k8s_client
-except ImportError:  # pragma: no cover - reported by the module through missing_required_lib
-    pass
-
 MULTICLUSTER_LABEL = "istio/multiCluster"
 CLUSTER_ANNOTATION = "networking.istio.io/cluster"
 NETWORK_LABEL = "topology.istio.io/network"
@@ -141,9 +136,8 @@ def try_credential(config: dict, timeout: int) -> dict:
     cluster = None
     try:
         cluster = _k8s.Cluster({"kubeconfig": config, "request_timeout": timeout})
-        cluster.call("listing services", cluster.core.list_service_for_all_namespaces, limit=1)
-        discovery = k8s_client.DiscoveryV1Api(cluster.api_client)
-        cluster.call("listing endpointslices", discovery.list_endpoint_slice_for_all_namespaces, limit=1)
+        cluster.get("listing services", "/api/v1/services", limit=1)
+        cluster.get("listing endpointslices", "/apis/discovery.k8s.io/v1/endpointslices", limit=1)
     except _k8s.K8sError as exc:
         return {"ok": False, "error": str(exc), "error_type": type(exc).__name__, "calls": cluster.calls if cluster else 0}
     return {"ok": True, "error": "", "error_type": "", "calls": cluster.calls}
@@ -160,7 +154,7 @@ def remote_secret_facts(secret: dict, check_credentials: bool, timeout: int) -> 
         except Exception:  # not a kubeconfig: a fact for the doctor
             config = None
         if isinstance(config, dict):
-            entry["server"], _ = _kubeconfig_server(config)
+            entry["server"] = _kubeconfig_server(config)[0]
             entry["parsed"] = bool(entry["server"])
             entry["loopback"] = is_loopback(entry["server"]) if entry["server"] else False
             if check_credentials and entry["parsed"]:
@@ -174,19 +168,11 @@ def remote_secret_facts(secret: dict, check_credentials: bool, timeout: int) -> 
     }
 
 
-def _items(cluster: _k8s.Cluster, result) -> list[dict]:
-    if result is None:
-        return []
-    return cluster.api_client.sanitize_for_serialization(result).get("items") or []
-
-
-def _custom_items(cluster: _k8s.Cluster, namespace: str) -> tuple[bool, list[dict]]:
-    custom = k8s_client.CustomObjectsApi(cluster.api_client)
+def _gateways(cluster: _k8s.Cluster, namespace: str) -> tuple[bool, list[dict]]:
+    """Istio's Gateways in namespace (first served version), and whether the CRD exists."""
     for version in ISTIO_GATEWAY_VERSIONS:
-        result = cluster.call(
-            "listing Istio gateways", custom.list_namespaced_custom_object, "networking.istio.io", version, namespace, "gateways",
-            missing_ok=True,
-        )
+        result = cluster.get("listing Istio gateways", _k8s.namespaced(namespace, "gateways", group="networking.istio.io", version=version),
+                             missing_ok=True)
         if result is not None:
             return True, result.get("items") or []
     return False, []
@@ -195,39 +181,23 @@ def _custom_items(cluster: _k8s.Cluster, namespace: str) -> tuple[bool, list[dic
 def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = True, pod_sample: int = 200,
          configmap_sample: int = 200) -> dict:
     """One cluster's mesh state in batched reads (about ten API calls plus two per remote secret credential)."""
-    core = cluster.core
-    apps = k8s_client.AppsV1Api(cluster.api_client)
-    admission = k8s_client.AdmissionregistrationV1Api(cluster.api_client)
-    discovery = k8s_client.DiscoveryV1Api(cluster.api_client)
-    serialize = cluster.api_client.sanitize_for_serialization
-
-    ns_object = cluster.call(f"reading namespace {namespace}", core.read_namespace, namespace, missing_ok=True)
-    ns_meta = (serialize(ns_object) or {}).get("metadata", {}) if ns_object is not None else {}
-    secrets = _items(cluster, cluster.call(f"listing secrets in {namespace}", core.list_namespaced_secret, namespace))
-    configmaps = {
-        item["metadata"]["name"]: item
-        for item in _items(cluster, cluster.call(f"listing configmaps in {namespace}", core.list_namespaced_config_map, namespace))
-    }
-    root_configmaps = _items(cluster, cluster.call(
-        "listing istio-ca-root-cert configmaps", core.list_config_map_for_all_namespaces,
-        field_selector=f"metadata.name={_trust.ROOT_CERT_CONFIGMAP}", limit=configmap_sample,
-    ))
-    services = {
-        item["metadata"]["name"]: item
-        for item in _items(cluster, cluster.call(f"listing services in {namespace}", core.list_namespaced_service, namespace))
-    }
-    deployments = _items(cluster, cluster.call(f"listing deployments in {namespace}", apps.list_namespaced_deployment, namespace))
-    slices = _items(cluster, cluster.call(
-        f"listing endpointslices in {namespace}", discovery.list_namespaced_endpoint_slice, namespace,
-        label_selector="kubernetes.io/service-name=istiod",
-    ))
-    webhooks = _items(cluster, cluster.call(
-        "listing mutating webhooks", admission.list_mutating_webhook_configuration, label_selector="app=sidecar-injector",
-    ))
-    gateway_crd, gateways = _custom_items(cluster, namespace)
-    pods = _items(cluster, cluster.call(
-        "listing injected pods", core.list_pod_for_all_namespaces, label_selector=INJECTED_POD_SELECTOR, limit=pod_sample,
-    ))
+    ns_object = cluster.get(f"reading namespace {namespace}", _k8s.cluster_scoped("namespaces", namespace), missing_ok=True)
+    ns_meta = (ns_object or {}).get("metadata") or {}
+    in_ns = {resource: cluster.items(f"listing {resource} in {namespace}", _k8s.namespaced(namespace, resource))
+             for resource in ("secrets", "configmaps", "services")}
+    secrets = in_ns["secrets"]
+    configmaps = {item["metadata"]["name"]: item for item in in_ns["configmaps"]}
+    services = {item["metadata"]["name"]: item for item in in_ns["services"]}
+    root_configmaps = cluster.items("listing istio-ca-root-cert configmaps", "/api/v1/configmaps",
+                                    fieldSelector=f"metadata.name={_trust.ROOT_CERT_CONFIGMAP}", limit=configmap_sample)
+    deployments = cluster.items(f"listing deployments in {namespace}", _k8s.namespaced(namespace, "deployments", group="apps"))
+    slices = cluster.items(f"listing endpointslices in {namespace}",
+                           _k8s.namespaced(namespace, "endpointslices", group="discovery.k8s.io"),
+                           labelSelector="kubernetes.io/service-name=istiod")
+    webhooks = cluster.items("listing mutating webhooks", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+                             labelSelector="app=sidecar-injector")
+    gateway_crd, gateways = _gateways(cluster, namespace)
+    pods = cluster.items("listing injected pods", "/api/v1/pods", labelSelector=INJECTED_POD_SELECTOR, limit=pod_sample)
 
     by_name = {item["metadata"]["name"]: item for item in secrets}
     cacerts = by_name.get("cacerts")

@@ -256,7 +256,7 @@ class Doctor:
             for key, entries in sorted(by_key.items()):
                 if len(entries) > 1:
                     self.add("remote_secret_duplicate", [wname],
-                             f"secrets {', '.join(sorted(s['name'] for s, _ in entries))} all hold cluster {key}",
+                             f"secrets {', '.join(sorted(found[0]['name'] for found in entries))} all hold cluster {key}",
                              "delete all but one of them", peers=[key])
                 if key == wname:
                     self.add("remote_secret_self", [wname], f"secret {entries[0][0]['name']} holds this cluster ({key}) itself",

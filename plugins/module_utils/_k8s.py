@@ -6,12 +6,17 @@
 Authentication reuses kubernetes.core's options and client factory, so module_defaults for
 kubernetes.core and for this collection take the same keys. API failures become one of three
 errors a user can act on: unreachable, unauthorized/forbidden, other.
+
+Requests go through the client's REST layer as plain JSON: the typed API classes of recent
+kubernetes clients build hundreds of pydantic models on import (about 0.4 s per module run).
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import json
+from urllib.parse import quote, urlencode
 
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 
@@ -73,63 +78,95 @@ class Cluster:
         try:
             # kubernetes.core's own option handling (K8S_AUTH_* environment, kubeconfig dicts, proxies),
             # without its dynamic client, which would run API discovery before the first call.
-            configuration = _create_configuration(_create_auth_spec(None, **auth))
+            self.configuration = _create_configuration(_create_auth_spec(None, **auth))
         except (CoreException, ConfigException, OSError, TypeError, ValueError) as exc:
             raise K8sError(f"cannot load the credentials for {self.name}: {exc}") from exc
-        configuration.retries = 1
-        self.api_client = k8s_client.ApiClient(configuration)
+        self.configuration.retries = 1
+        self.api_client = k8s_client.ApiClient(self.configuration)
         for header, value in _create_headers(None, **auth).items():
             _set_header(self.api_client, header, value)
-        self.core = k8s_client.CoreV1Api(self.api_client)
 
-    def call(self, what: str, function, *args, missing_ok: bool = False, **kwargs):
-        """Run one API call; None when the object is missing and missing_ok."""
+    def _fail(self, what: str, status: int, reason: str) -> K8sError:
+        if status in (401, 403):
+            verb = "unauthorized (the credentials were rejected)" if status == 401 else "forbidden by RBAC"
+            return K8sDenied(f"{what} on {self.name}: {verb}: {reason}")
+        return K8sError(f"{what} on {self.name} failed: HTTP {status} {reason}")
+
+    def _headers(self, body) -> dict:
+        headers = {"Accept": "application/json", **(self.api_client.default_headers or {})}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        for setting in self.configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[setting["key"]] = setting["value"]
+        return headers
+
+    def request(self, what: str, method: str, path: str, query: dict | None = None, body=None, missing_ok: bool = False):
+        """One API request as JSON; None when the object is missing and missing_ok."""
         self.calls += 1
+        url = self.configuration.host + path + (f"?{urlencode(query)}" if query else "")
         try:
-            return function(*args, _request_timeout=self.timeout, **kwargs)
-        except ApiException as exc:
-            if exc.status == 404 and missing_ok:
-                return None
-            if exc.status in (401, 403):
-                verb = "unauthorized (the credentials were rejected)" if exc.status == 401 else "forbidden by RBAC"
-                raise K8sDenied(f"{what} on {self.name}: {verb}: {exc.reason}") from exc
-            raise K8sError(f"{what} on {self.name} failed: HTTP {exc.status} {exc.reason}") from exc
+            response = self.api_client.rest_client.request(method, url, headers=self._headers(body), body=body,
+                                                           _request_timeout=self.timeout)
+            data = response.read() if getattr(response, "data", None) is None else response.data
+            status, reason = response.status, response.reason
+        except ApiException as exc:  # clients before 35 raise for every status >= 400
+            status, reason, data = exc.status, exc.reason, None
+            if not status:
+                raise K8sUnreachable(f"{what}: {self.name} is unreachable ({reason}); check the server address and the network") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise K8sUnreachable(
                 f"{what}: {self.name} is unreachable ({type(exc).__name__}); check the server address and the network"
             ) from exc
+        if status == 404 and missing_ok:
+            return None
+        if status >= 400:
+            raise self._fail(what, status, reason)
+        return json.loads(data) if data else {}
+
+    def get(self, what: str, path: str, missing_ok: bool = False, **query):
+        return self.request(what, "GET", path, query or None, missing_ok=missing_ok)
+
+    def items(self, what: str, path: str, missing_ok: bool = False, **query) -> list[dict]:
+        """The items of a list call (one page of at most `limit` when given); [] when missing and missing_ok."""
+        result = self.get(what, path, missing_ok=missing_ok, **query)
+        return [] if result is None else result.get("items") or []
 
     def secret_data(self, namespace: str, name: str) -> dict | None:
         """The secret's data decoded to bytes, or None when it does not exist."""
-        secret = self.call(f"reading secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace, missing_ok=True)
+        secret = self.get(f"reading secret {namespace}/{name}", namespaced(namespace, "secrets", name), missing_ok=True)
         if secret is None:
             return None
-        return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+        return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
 
     def service(self, namespace: str, name: str) -> dict | None:
         """The Service as plain data (API field names), or None when it does not exist."""
-        service = self.call(f"reading service {namespace}/{name}", self.core.read_namespaced_service, name, namespace, missing_ok=True)
-        return None if service is None else self.api_client.sanitize_for_serialization(service)
+        return self.get(f"reading service {namespace}/{name}", namespaced(namespace, "services", name), missing_ok=True)
 
     def configmap_data(self, namespace: str, name: str) -> dict | None:
-        configmap = self.call(
-            f"reading configmap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace, missing_ok=True
-        )
+        configmap = self.get(f"reading configmap {namespace}/{name}", namespaced(namespace, "configmaps", name), missing_ok=True)
         if configmap is None:
             return None
-        return dict(configmap.data or {})
+        return dict(configmap.get("data") or {})
 
 
-def configmap_body(namespace: str, name: str, data: dict, labels: dict | None = None):
-    return k8s_client.V1ConfigMap(
-        metadata=k8s_client.V1ObjectMeta(name=name, namespace=namespace, labels=labels or {}), data=data
-    )
+def namespaced(namespace: str, resource: str, name: str = "", group: str = "", version: str = "v1") -> str:
+    """The API path of a namespaced resource (collection when name is empty)."""
+    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    path = f"{base}/namespaces/{quote(namespace, safe='')}/{resource}"
+    return f"{path}/{quote(name, safe='')}" if name else path
+
+
+def cluster_scoped(resource: str, name: str = "", group: str = "", version: str = "v1") -> str:
+    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    return f"{base}/{resource}/{quote(name, safe='')}" if name else f"{base}/{resource}"
 
 
 def write_configmap(cluster: Cluster, namespace: str, name: str, data: dict, labels: dict | None = None) -> None:
     """Create or replace a ConfigMap."""
-    body = configmap_body(namespace, name, data, labels)
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+            "data": data}
     if cluster.configmap_data(namespace, name) is None:
-        cluster.call(f"creating configmap {namespace}/{name}", cluster.core.create_namespaced_config_map, namespace, body)
+        cluster.request(f"creating configmap {namespace}/{name}", "POST", namespaced(namespace, "configmaps"), body=body)
     else:
-        cluster.call(f"replacing configmap {namespace}/{name}", cluster.core.replace_namespaced_config_map, name, namespace, body)
+        cluster.request(f"replacing configmap {namespace}/{name}", "PUT", namespaced(namespace, "configmaps", name), body=body)

@@ -20,11 +20,6 @@ from ansible.module_utils.common.yaml import yaml_dump
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _k8s
 
-try:
-    from kubernetes import client as k8s_client
-except ImportError:  # pragma: no cover - reported by the module through missing_required_lib
-    pass
-
 READER_SA = "istio-reader-service-account"
 TOKEN_SUFFIX = "istio-remote-secret-token"
 READ = ["get", "list", "watch"]
@@ -92,41 +87,36 @@ def remote_secret(cluster_name: str, namespace: str, config: str) -> dict:
     }
 
 
-def _missing(cluster: _k8s.Cluster, what: str, read, *args) -> bool:
-    return cluster.call(f"reading {what}", read, *args, missing_ok=True) is None
-
-
 def ensure_reader(cluster: _k8s.Cluster, namespace: str, service_account: str, check_mode: bool) -> list[str]:
     """Create what is missing of the reader identity; returns what was (or would be) created."""
-    core, rbac = cluster.core, k8s_client.RbacAuthorizationV1Api(cluster.api_client)
-    if _missing(cluster, f"namespace {namespace}", core.read_namespace, namespace):
+    if cluster.get(f"reading namespace {namespace}", _k8s.cluster_scoped("namespaces", namespace), missing_ok=True) is None:
         raise RemoteSecretError(f"namespace {namespace} does not exist on {cluster.name}: run the namespace role first")
     role = f"istio-reader-clusterrole-{namespace}"
+    rbac = {"group": "rbac.authorization.k8s.io"}
+    token_secret = token_secret_name(service_account)
+    # (what, the object's path, its collection's path, the object to create)
     wanted = [
-        (f"serviceaccount {namespace}/{service_account}", core.read_namespaced_service_account, (service_account, namespace),
-         core.create_namespaced_service_account, (namespace, {"metadata": {"name": service_account}})),
-        (f"clusterrole {role}", rbac.read_cluster_role, (role,),
-         rbac.create_cluster_role, ({"metadata": {"name": role}, "rules": READER_RULES},)),
-        (f"clusterrolebinding {role}", rbac.read_cluster_role_binding, (role,),
-         rbac.create_cluster_role_binding, ({
+        (f"serviceaccount {namespace}/{service_account}", _k8s.namespaced(namespace, "serviceaccounts", service_account),
+         _k8s.namespaced(namespace, "serviceaccounts"), {"metadata": {"name": service_account}}),
+        (f"clusterrole {role}", _k8s.cluster_scoped("clusterroles", role, **rbac), _k8s.cluster_scoped("clusterroles", **rbac),
+         {"metadata": {"name": role}, "rules": READER_RULES}),
+        (f"clusterrolebinding {role}", _k8s.cluster_scoped("clusterrolebindings", role, **rbac),
+         _k8s.cluster_scoped("clusterrolebindings", **rbac), {
              "metadata": {"name": role},
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
              "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
-         },)),
-        (f"secret {namespace}/{token_secret_name(service_account)}", core.read_namespaced_secret,
-         (token_secret_name(service_account), namespace),
-         core.create_namespaced_secret, (namespace, {
-             "metadata": {"name": token_secret_name(service_account),
-                          "annotations": {"kubernetes.io/service-account.name": service_account}},
-             "type": "kubernetes.io/service-account-token",
-         })),
+         }),
+        (f"secret {namespace}/{token_secret}", _k8s.namespaced(namespace, "secrets", token_secret), _k8s.namespaced(namespace, "secrets"), {
+            "metadata": {"name": token_secret, "annotations": {"kubernetes.io/service-account.name": service_account}},
+            "type": "kubernetes.io/service-account-token",
+        }),
     ]
     created = []
-    for what, read, read_args, create, create_args in wanted:
-        if _missing(cluster, what, read, *read_args):
+    for what, path, collection, body in wanted:
+        if cluster.get(f"reading {what}", path, missing_ok=True) is None:
             created.append(what)
             if not check_mode:
-                cluster.call(f"creating {what}", create, *create_args)
+                cluster.request(f"creating {what}", "POST", collection, body=body)
     return created
 
 

@@ -11,7 +11,7 @@ module: mesh_doctor
 short_description: Istio's multicluster troubleshooting checks over every cluster of the mesh, with a report
 version_added: 0.1.0
 description:
-  - Runs on the control node over the plan of the inventory (M(meshfed.istio.mesh_plan)) and the state of every cluster
+  - Runs on the controller (an action plugin; the module is its fallback) over the plan of the inventory (M(meshfed.istio.mesh_plan)) and the state of every cluster
     (M(meshfed.istio.cluster_state_info)); makes no API call of its own.
   - "Trust: one root everywhere (the mesh PKI's root when O(pki_dir) is given, else the most common one); every
     intermediate chains to a root every other cluster trusts; cacerts as istiod checks it (four keys, chain, key match,
@@ -42,7 +42,7 @@ attributes:
     platforms: posix
   check_mode:
     support: full
-    details: The report files are not written; RV(changed) says whether they would change.
+    details: The report files are not written; C(changed) says whether they would change.
   diff_mode:
     support: none
 options:
@@ -150,104 +150,20 @@ report:
   type: dict
 """
 
-import json
-import os
-import shutil
-import socket
-import subprocess
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _doctor, _doctor_report, _trust
-from ansible_collections.meshfed.istio.plugins.module_utils._pki_store import read_optional, write_atomic
-
-DOT_TIMEOUT = 30
-
-
-def expected_roots(pki_dir: str) -> list[str]:
-    return _trust.fingerprints(read_optional(os.path.join(pki_dir, "root-cert.pem"))) if pki_dir else []
-
-
-def reachability(plan: dict, states: dict, timeout: float) -> dict:
-    results: dict = {}
-    for host in plan["clusters"]:
-        for address in ((states.get(host) or {}).get("gateway") or {}).get("addresses") or []:
-            try:
-                with socket.create_connection((address, 15443), timeout=timeout):
-                    error = ""
-            except OSError as exc:
-                error = type(exc).__name__ if not exc.strerror else exc.strerror
-            results.setdefault(host, {})[address] = error
-    return results
-
-
-def render_svg(dot_binary: str, source: str) -> tuple[bytes | None, str]:
-    path = shutil.which(dot_binary)
-    if not path:
-        return None, f"Graphviz {dot_binary!r} not found: mesh.svg not rendered (install graphviz)"
-    try:
-        result = subprocess.run([path, "-Tsvg"], input=source.encode(), capture_output=True, timeout=DOT_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired:
-        return None, f"{path} took longer than {DOT_TIMEOUT} s"
-    if result.returncode != 0:
-        return None, f"{path} failed: {result.stderr.decode(errors='replace').strip()}"
-    return result.stdout, ""
-
-
-def write_report(module: AnsibleModule, plan: dict, states: dict, findings: list[dict]) -> tuple[bool, dict]:
-    report_dir = module.params["report_dir"]
-    source = _doctor_report.dot(plan, states, findings)
-    svg, warning = render_svg(module.params["dot"], source)
-    if warning:
-        module.warn(warning)
-    files = {
-        "json": ("findings.json", json.dumps({"summary": _doctor.summary(findings), "findings": findings}, indent=2, sort_keys=True) + "\n"),
-        "dot": ("mesh.dot", source),
-        "markdown": ("report.md", _doctor_report.markdown(plan, states, findings, "mesh.svg" if svg else None, source)),
-    }
-    contents = {key: (name, text.encode()) for key, (name, text) in files.items()}
-    if svg is not None:
-        contents["svg"] = ("mesh.svg", svg)
-    changed = any(read_optional(os.path.join(report_dir, name)) != data for name, data in contents.values())
-    if changed and not module.check_mode:
-        os.makedirs(report_dir, mode=0o755, exist_ok=True)
-        for name, data in contents.values():
-            write_atomic(os.path.join(report_dir, name), data, 0o644)
-    paths = {key: os.path.join(report_dir, name) for key, (name, _) in contents.items()}
-    paths.setdefault("svg", "")
-    return changed, paths
+from ansible_collections.meshfed.istio.plugins.module_utils import _doctor_run
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            plan=dict(type="dict", required=True),
-            states=dict(type="dict", required=True),
-            pki_dir=dict(type="path", default=""),
-            expiry_warning_days=dict(type="int", default=30),
-            allow_loopback=dict(type="bool", default=False),
-            check_reachability=dict(type="bool", default=False),
-            reachability_timeout=dict(type="float", default=2.0),
-            report_dir=dict(type="path", default=""),
-            dot=dict(type="str", default="dot"),
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
-    plan, states = params["plan"], params["states"]
-    unknown = sorted(set(states) - set(plan.get("clusters") or {}))
-    if not plan.get("clusters") or unknown:
-        module.fail_json(msg=f"states and plan disagree: hosts {', '.join(unknown) or 'none'} are not in the plan; "
-                             "pass the result of meshfed.istio.mesh_plan for the same hosts")
-    findings = _doctor.diagnose(plan, states, expected_roots=expected_roots(params["pki_dir"]),
-                                expiry_days=params["expiry_warning_days"], allow_loopback=params["allow_loopback"])
-    if params["check_reachability"]:
-        findings += _doctor.reachability_findings(plan, states, reachability(plan, states, params["reachability_timeout"]))
-    changed, paths = (False, {})
-    if params["report_dir"]:
-        changed, paths = write_report(module, plan, states, findings)
-    summary = _doctor.summary(findings)
-    module.exit_json(changed=changed, findings=findings, summary=summary, healthy=summary["error"] == 0, report=paths)
+    module = AnsibleModule(argument_spec=_doctor_run.ARGUMENT_SPEC, supports_check_mode=True)
+    try:
+        result, warnings = _doctor_run.run(module.params, module.check_mode)
+    except _doctor_run.DoctorInputError as exc:
+        module.fail_json(msg=str(exc))
+    for warning in warnings:
+        module.warn(warning)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ def bed_env() -> dict:
 
 
 def wait_for(predicate, attempts: int = 30) -> None:
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         if predicate():
             return
         time.sleep(1)
@@ -239,7 +239,7 @@ def test_each_injected_failure_is_reported_exactly(bed, name):
     inject, expected = INJECTIONS[name]
     undo = inject(bed)
     try:
-        findings, _ = doctor(bed)
+        findings = doctor(bed)[0]
     finally:
         undo()
     assert findings == [expected]
@@ -257,7 +257,7 @@ def test_error_fails_the_playbook_with_a_summary(bed):
 
 
 def test_mesh_is_healthy_again_after_the_injections(bed):
-    findings, _ = doctor(bed)
+    findings = doctor(bed)[0]
     assert findings == []
 
 

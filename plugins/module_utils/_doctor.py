@@ -19,7 +19,7 @@ ERROR, WARNING, INFO = "error", "warning", "info"
 SEVERITIES = (ERROR, WARNING, INFO)
 DEFAULT_CLUSTER_NAME = "Kubernetes"
 
-# id -> (severity, what it means); the README's table of checks is generated from the same words.
+# id -> (default severity, what it means); the README lists the same checks (a unit test keeps them in step).
 CHECKS = {
     "api_unreachable": (ERROR, "the cluster's API server did not answer the doctor"),
     "self_signed_ca": (ERROR, "istiod runs its own self-signed CA (istio-ca-secret, no cacerts)"),

@@ -209,3 +209,11 @@ def test_report_and_picture_show_the_broken_edge():
     assert '"a" -> "c" [color="#c62828", label="watches: error"]' in dot
     assert '"a" -> "b" [color="#2e7d32", label="watches: ok"]' in dot
     assert dot.count("subgraph cluster_net") == 2
+
+
+def test_readme_lists_every_check():
+    import os
+    readme = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "README.md")
+    with open(readme, encoding="utf-8") as handle:
+        text = handle.read()
+    assert [check for check in _doctor.CHECKS if f"| `{check}` |" not in text] == []

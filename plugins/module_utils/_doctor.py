@@ -429,6 +429,14 @@ def reachability_findings(plan: dict, states: dict, results: dict) -> list[dict]
     return findings
 
 
+def roots_by_cluster(plan: dict, states: dict) -> dict[str, list[str]]:
+    """Root fingerprints of each readable cluster's cacerts, by cluster name (empty list: no cacerts)."""
+    return {
+        plan["clusters"][host]["name"]: sorted(root["fingerprint_sha256"] for root in (state.get("cacerts") or {}).get("roots") or [])
+        for host, state in states.items() if host in plan["clusters"] and "error" not in state
+    }
+
+
 def summary(findings: list[dict]) -> dict:
     counts = Counter(finding["severity"] for finding in findings)
     return {severity: counts.get(severity, 0) for severity in SEVERITIES}

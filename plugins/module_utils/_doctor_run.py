@@ -106,4 +106,5 @@ def run(params: dict, check_mode: bool) -> tuple[dict, list[str]]:
     if params["report_dir"]:
         changed, paths = write_report(params, check_mode, plan, states, findings, warnings)
     summary = _doctor.summary(findings)
-    return {"changed": changed, "findings": findings, "summary": summary, "healthy": summary["error"] == 0, "report": paths}, warnings
+    return {"changed": changed, "findings": findings, "summary": summary, "healthy": summary["error"] == 0, "report": paths,
+            "roots": _doctor.roots_by_cluster(plan, states)}, warnings

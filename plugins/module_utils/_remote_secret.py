@@ -94,6 +94,11 @@ def ensure_reader(cluster: _k8s.Cluster, namespace: str, service_account: str, c
     role = f"istio-reader-clusterrole-{namespace}"
     rbac = {"group": "rbac.authorization.k8s.io"}
     token_secret = token_secret_name(service_account)
+    binding = {
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+    }
     # (what, the object's path, its collection's path, the object to create)
     wanted = [
         (f"serviceaccount {namespace}/{service_account}", _k8s.namespaced(namespace, "serviceaccounts", service_account),
@@ -101,11 +106,7 @@ def ensure_reader(cluster: _k8s.Cluster, namespace: str, service_account: str, c
         (f"clusterrole {role}", _k8s.cluster_scoped("clusterroles", role, **rbac), _k8s.cluster_scoped("clusterroles", **rbac),
          {"metadata": {"name": role}, "rules": READER_RULES}),
         (f"clusterrolebinding {role}", _k8s.cluster_scoped("clusterrolebindings", role, **rbac),
-         _k8s.cluster_scoped("clusterrolebindings", **rbac), {
-             "metadata": {"name": role},
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-             "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
-         }),
+         _k8s.cluster_scoped("clusterrolebindings", **rbac), binding),
         (f"secret {namespace}/{token_secret}", _k8s.namespaced(namespace, "secrets", token_secret), _k8s.namespaced(namespace, "secrets"), {
             "metadata": {"name": token_secret, "annotations": {"kubernetes.io/service-account.name": service_account}},
             "type": "kubernetes.io/service-account-token",

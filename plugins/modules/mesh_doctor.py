@@ -11,8 +11,8 @@ module: mesh_doctor
 short_description: Istio's multicluster troubleshooting checks over every cluster of the mesh, with a report
 version_added: 0.1.0
 description:
-  - Runs on the controller (an action plugin; the module is its fallback) over the plan of the inventory (M(meshfed.istio.mesh_plan)) and the state of every cluster
-    (M(meshfed.istio.cluster_state_info)); makes no API call of its own.
+  - Runs on the controller (an action plugin; the module is its fallback) over the plan of the inventory
+    (M(meshfed.istio.mesh_plan)) and the state of every cluster (M(meshfed.istio.cluster_state_info)); makes no API call of its own.
   - "Trust: one root everywhere (the mesh PKI's root when O(pki_dir) is given, else the most common one); every
     intermediate chains to a root every other cluster trusts; cacerts as istiod checks it (four keys, chain, key match,
     CA bit, no SHA-1); C(istio-ca-root-cert) equal to cacerts in every sampled namespace; no C(istio-ca-secret) (self-signed
@@ -144,6 +144,11 @@ healthy:
   description: No error-level finding.
   returned: always
   type: bool
+roots:
+  description: SHA-256 fingerprints of the roots in each readable cluster's C(cacerts), by cluster name; an empty list where there is no C(cacerts).
+  returned: always
+  type: dict
+  sample: {cluster1: ["AB:CD:..."], cluster2: ["AB:CD:..."]}
 report:
   description: Paths of the written files (empty without O(report_dir)); C(svg) is empty when Graphviz is missing.
   returned: always

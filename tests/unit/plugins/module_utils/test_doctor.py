@@ -74,6 +74,13 @@ def test_healthy_mesh_has_no_findings():
     assert findings(healthy(), expected_roots=[ROOT]) == []
 
 
+def test_roots_by_cluster_names_each_readable_clusters_roots():
+    states = healthy()
+    states["b"]["cacerts"] = {"present": False}
+    states["c"] = {"error": "unreachable"}
+    assert _doctor.roots_by_cluster(plan(), states) == {"a": [ROOT], "b": []}
+
+
 def _set(path, value):
     def mutate(states):
         target = states

@@ -130,7 +130,7 @@ test: ## What CI runs: unit, lint, sanity, integration, then the real-cluster te
 bench: collection ## PKI benchmark against the openssl CLI
 	$(BIN)/python tests/bench/pki_bench.py
 
-bench-site: collection testbin ## Site converge/rerun on 2, 3, 4 kwok clusters against kubectl+istioctl by hand
+bench-site: collection testbin ## Site converge/rerun/verify on 2, 3, 4 kwok clusters against kubectl+istioctl by hand
 	$(BIN)/python tests/bench/site_bench.py
 
 clean: ## Remove build output (not the binary cache)

@@ -74,7 +74,7 @@ def main() -> None:
         rows.append((size, {name: statistics.median(values) for name, values in samples.items()}))
         raw.append((size, {name: [round(value, 1) for value in values] for name, values in samples.items()}))
     base = rows[0][1]["converge"]
-    print(f"median of {args.runs} runs, seconds; all samples: {[(size, m) for size, m in raw]}")
+    print(f"median of {args.runs} runs, seconds; all samples: {raw}")
     print("CPU busy (all cores, median): " + ", ".join(f"{phase} {statistics.median(values):.0%}" for phase, values in BUSY.items()) + "\n")
     print("| clusters | script (kubectl + istioctl) | site converge | converge/script | site rerun | rerun/script | converge/converge(2) | verify (doctor) |")
     print("|---|---|---|---|---|---|---|---|")

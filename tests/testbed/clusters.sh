@@ -106,6 +106,11 @@ do_down() {
   need_root
   set +e   # down always runs to the end: one failing step must not leave the rest behind
   [ -n "$quiet" ] || say "tearing down (netns $NS, run dir $RUN)"
+  # 0. Local istiods (istiod.sh) and their cacerts copies (key material).
+  if [ -d "$RUN/istiod" ]; then
+    MESHFED_RUN="$RUN" MESHFED_NETNS="$NS" "$HERE/istiod.sh" stop-all
+    rm -rf "$RUN/istiod"
+  fi
   # 1. LoadBalancer filler.
   if [ -f "$LB_PID" ]; then
     pid="$(tr -dc '0-9' <"$LB_PID")"

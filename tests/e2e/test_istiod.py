@@ -9,7 +9,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
+import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -18,12 +21,19 @@ import yaml
 from conftest import ENV, REPO, Bed, in_bed, kubectl_json, run
 
 ISTIOD = os.path.join(REPO, "tests", "testbed", "istiod.sh")
+CSR_CLIENT = os.path.join(REPO, "tests", "e2e", "csr_client.py")
+PYTHON = os.path.join(REPO, ".venv", "bin", "python")
 NS = "istio-system"
 WAIT = 90  # seconds any condition below may take at most
 
 
 def istiod(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return run([ISTIOD, *args], check=check, timeout=180)
+
+
+def istiod_pid(cluster: str) -> str:
+    with open(os.path.join(ENV["MESHFED_RUN"], "istiod", cluster, "istiod.pid"), encoding="ascii") as handle:
+        return handle.read().strip()
 
 
 def fingerprint(pem: str) -> str:
@@ -62,6 +72,67 @@ def clusterz(context: str) -> dict:
     port = istiod("port", context, "http").stdout.strip()
     out = in_bed("curl", "-sf", "--max-time", "5", f"http://127.0.0.1:{port}/debug/clusterz", check=False).stdout
     return {entry["id"]: entry["syncStatus"] for entry in json.loads(out or "[]")}
+
+
+class Workload:
+    """A workload of a cluster with a certificate issued by that cluster's istiod, trusting what istiod published."""
+
+    def __init__(self, bed: Bed, cluster: str, account: str, tag: str = ""):
+        self.cluster, self.spiffe_id = cluster, f"spiffe://cluster.local/ns/default/sa/{account}"
+        self.dir = os.path.join(bed.work, f"workload-{cluster}{tag}")
+        os.makedirs(self.dir, exist_ok=True)
+        in_bed("kubectl", "--context", cluster, "-n", "default", "create", "serviceaccount", account, check=False)
+        token = os.path.join(self.dir, "token")
+        with open(token, "w", encoding="ascii") as handle:
+            handle.write(in_bed("kubectl", "--context", cluster, "-n", "default", "create", "token", account, "--audience", "istio-ca",
+                                "--duration", "10m").stdout)
+        self.trust = os.path.join(self.dir, "root-cert.pem")
+        with open(self.trust, "w", encoding="ascii") as handle:  # what the sidecar trusts: the cluster's istio-ca-root-cert
+            handle.write(kubectl_json(cluster, "-n", "default", "get", "configmap", "istio-ca-root-cert")["data"]["root-cert.pem"])
+        port = istiod("port", cluster, "secure-grpc").stdout.strip()
+        issued = in_bed(PYTHON, CSR_CLIENT, "--address", f"127.0.0.1:{port}", "--root", self.trust, "--token-file", token,
+                        "--spiffe-id", self.spiffe_id, "--out", self.dir, timeout=60)
+        self.chain = json.loads(issued.stdout)
+
+    def context(self, server: bool) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+        context.load_cert_chain(os.path.join(self.dir, "chain.pem"), os.path.join(self.dir, "key.pem"))
+        context.load_verify_locations(cafile=self.trust)
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.check_hostname = False  # identities are SPIFFE URIs, compared below
+        return context
+
+
+def mutual_tls(client: Workload, server: Workload) -> dict:
+    """One mutual-TLS exchange over the host's loopback; the identities each side saw, or its error."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    outcome: dict = {}
+
+    def uri(tls) -> list[str]:
+        return [value for kind, value in tls.getpeercert().get("subjectAltName", ()) if kind == "URI"]
+
+    def serve():
+        try:
+            connection = listener.accept()[0]
+            connection.settimeout(10)
+            with server.context(True).wrap_socket(connection, server_side=True) as tls:
+                outcome["server_saw"] = uri(tls)
+                tls.sendall(b"ok")
+        except (ssl.SSLError, OSError) as exc:
+            outcome["server_error"] = str(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=10) as raw, client.context(False).wrap_socket(raw) as tls:
+            outcome["client_saw"] = uri(tls)
+            outcome["reply"] = tls.recv(2)
+    except (ssl.SSLError, OSError) as exc:
+        outcome["client_error"] = str(exc)
+    thread.join(10)
+    listener.close()
+    return outcome
 
 
 def collection_writes(bed: Bed) -> dict:
@@ -137,6 +208,36 @@ def test_a_changed_cacerts_secret_reaches_istiods_directory_like_a_kubelet_volum
     assert sorted(os.listdir(directory)) == sorted(secret["data"])
 
 
+def test_certificates_issued_by_both_istiods_pass_mutual_tls_both_ways(bed):
+    a, b = Workload(bed, "cluster1", "shop-a"), Workload(bed, "cluster2", "shop-b")
+    for workload in (a, b):
+        assert workload.chain["issuers"][0] == f"CN=Intermediate CA,L={workload.cluster},O=Istio", workload.chain
+        assert workload.chain["fingerprints"][-1] == bed.root
+    for client, server in ((a, b), (b, a)):
+        outcome = mutual_tls(client, server)
+        assert outcome.get("reply") == b"ok", outcome
+        assert outcome["client_saw"] == [server.spiffe_id] and outcome["server_saw"] == [client.spiffe_id]
+
+
+def test_a_new_intermediate_is_picked_up_by_the_running_istiod(bed):
+    """Same root, new intermediates (a changed lifetime re-issues them): no istiod restart, new certs chain through them."""
+    pid = istiod_pid("cluster1")
+    old = Workload(bed, "cluster1", "shop-a", "-old").chain["fingerprints"][1]
+    site = bed.playbook("site", "-e", "pki_intermediate_days=700")
+    assert site.rc == 0, site.output[-4000:]
+    with open(os.path.join(bed.work, "pki", "cluster1", "ca-cert.pem"), encoding="ascii") as handle:
+        new = fingerprint(handle.read())
+    assert new != old
+    chains = []
+    wait_for("cluster1's istiod signs with the new intermediate",
+             lambda: chains.append(Workload(bed, "cluster1", "shop-a", f"-new{len(chains)}")) or chains[-1].chain["fingerprints"][1] == new)
+    assert chains[-1].chain["fingerprints"][-1] == bed.root
+    assert istiod_pid("cluster1") == pid
+    assert "Use root cert from etc/cacerts/root-cert.pem" in istiod("logs", "cluster1").stdout
+    outcome = mutual_tls(chains[-1], Workload(bed, "cluster2", "shop-b", "-new"))
+    assert outcome.get("reply") == b"ok", outcome
+
+
 def test_istiod_started_before_cacerts_is_caught_by_verify_and_preflight(bed):
     """The failure this collection prevents, for real: cluster2's istiod comes up without cacerts."""
     istiod("stop", "cluster2")
@@ -162,3 +263,11 @@ def test_istiod_started_before_cacerts_is_caught_by_verify_and_preflight(bed):
     assert site.rc != 0
     assert "cluster cluster2: istiod already runs with its own self-signed root" in site.output
     assert collection_writes(bed) == before
+
+    # and the A -> B / B -> A story with certificates from the real control planes: both directions fail
+    a, b = Workload(bed, "cluster1", "shop-a", "-split"), Workload(bed, "cluster2", "shop-b", "-split")
+    assert b.chain["fingerprints"][-1] == own_root
+    for client, server in ((a, b), (b, a)):
+        outcome = mutual_tls(client, server)
+        assert "reply" not in outcome, outcome
+        assert "certificate verify failed" in outcome.get("client_error", "") + outcome.get("server_error", ""), outcome

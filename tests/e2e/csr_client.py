@@ -63,7 +63,7 @@ def decode_response(data: bytes) -> list[str]:
                 chain.append(data[offset:offset + length].decode())
             offset += length
         elif wire == 0:
-            _, offset = read_varint(data, offset)
+            offset = read_varint(data, offset)[1]
         else:
             raise ValueError(f"unexpected wire type {wire} in the response")
     return chain

@@ -169,7 +169,8 @@ do_start() {  # CLUSTER
   echo $! >"$dir/sync.pid"
   deadline=$(( $(date +%s) + READY_TIMEOUT ))
   while [ "$(date +%s)" -lt "$deadline" ]; do
-    if ip netns exec "$NS" curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$(port_of "$cluster" http)/ready"; then
+    if ip netns exec "$NS" python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+        "http://127.0.0.1:$(port_of "$cluster" http)/ready" 2>/dev/null; then
       say "$cluster: istiod ready (pid $(pid_of "$dir/istiod.pid"), http $(port_of "$cluster" http), log $dir/istiod.log)"
       return 0
     fi
@@ -195,7 +196,8 @@ do_stop() {  # CLUSTER
   cluster_index "$1" >/dev/null
   stop_pid "$dir/istiod.pid"
   # istiod runs under timeout: make sure the child went with it
-  pkill -f "$dir/kubeconfig" 2>/dev/null || true
+  local pid
+  for pid in $(grep -lF "$dir/kubeconfig" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do kill "$pid" 2>/dev/null || true; done
   stop_pid "$dir/sync.pid"
 }
 

@@ -3,41 +3,40 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private to meshfed.istio: Kubernetes API access.
 
-Authentication reuses kubernetes.core's options and client factory, so module_defaults for
-kubernetes.core and for this collection take the same keys. API failures become one of three
-errors a user can act on: unreachable, unauthorized/forbidden, other.
+Authentication takes kubernetes.core's options, so module_defaults for kubernetes.core and for this
+collection take the same keys. API failures become one of three errors a user can act on:
+unreachable, unauthorized/forbidden, other.
 
-Requests go through the client's REST layer as plain JSON: the typed API classes of recent
-kubernetes clients build hundreds of pydantic models on import (about 0.4 s per module run).
+Two ways to the API server, chosen per call of Cluster by lean_connection():
+- lean: a kubeconfig (path or dict) whose context uses a client certificate or a bearer token and
+  nothing else. It is read directly and requests go over http.client with one kept-alive
+  connection. Importing the kubernetes client costs about 0.3 s of CPU per module run (its package
+  imports every API class), which is most of what a module run costs beyond Ansible's own start-up.
+- core: everything else (host/api_key options, K8S_AUTH_* environment, exec and auth-provider
+  plugins, proxies, impersonation, in-cluster config) goes through kubernetes.core's own
+  option handling and the kubernetes client's REST layer, as plain JSON.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import http.client
+import importlib.util
 import json
-from urllib.parse import quote, urlencode
+import os
+import ssl
+import tempfile
+from urllib.parse import quote, urlencode, urlsplit
 
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 
-try:
-    import urllib3
-    from kubernetes import client as k8s_client
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config import ConfigException
-    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import (
-        _create_auth_spec,
-        _create_configuration,
-        _create_headers,
-        _set_header,
-    )
-    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
-except ImportError:  # pragma: no cover - reported by the module through missing_required_lib
-    HAS_KUBERNETES = False
-else:
-    HAS_KUBERNETES = True
+HAS_KUBERNETES = importlib.util.find_spec("kubernetes") is not None
 
 REQUEST_TIMEOUT_SPEC = {"request_timeout": {"type": "int", "default": 10}}
+# What a kubeconfig context may hold for the lean way; anything else goes through kubernetes.core.
+LEAN_USER_KEYS = frozenset({"client-certificate", "client-certificate-data", "client-key", "client-key-data", "token", "tokenFile"})
+LEAN_CLUSTER_KEYS = frozenset({"server", "certificate-authority", "certificate-authority-data", "insecure-skip-tls-verify", "extensions"})
 
 
 def auth_argument_spec() -> dict:
@@ -67,6 +66,190 @@ def _target(params: dict) -> str:
     return "the default kubeconfig context"
 
 
+def kubeconfig_source(auth: dict, environ) -> tuple[object, str]:
+    """The kubeconfig the lean way would read (a dict, or a file path), or (None, why kubernetes.core is needed)."""
+    others = sorted(key for key, value in auth.items() if key not in ("kubeconfig", "context") and value not in (None, {}, []))
+    if others:
+        return None, f"options {', '.join(others)}"
+    if any(name.startswith("K8S_AUTH_") for name in environ):
+        return None, "K8S_AUTH_* environment"
+    if isinstance(auth.get("kubeconfig"), dict):
+        return auth["kubeconfig"], ""
+    path = auth.get("kubeconfig") or environ.get("KUBECONFIG") or "~/.kube/config"
+    if os.pathsep in path:
+        return None, "a KUBECONFIG list to merge"
+    return os.path.expanduser(path), ""
+
+
+def lean_connection(config: dict, context_name: str | None, base_dir: str) -> tuple[dict | None, str]:
+    """Server and credentials of a kubeconfig context, when it holds nothing but a client certificate or a token.
+
+    Returns (connection, "") or (None, why kubernetes.core's loader is needed). Relative file names are
+    relative to base_dir, the kubeconfig's directory, as kubectl reads them.
+    """
+    if not isinstance(config, dict):
+        return None, "not a kubeconfig"
+    name = context_name or config.get("current-context")
+    contexts = {item.get("name"): item.get("context") or {} for item in config.get("contexts") or [] if isinstance(item, dict)}
+    clusters = {item.get("name"): item.get("cluster") or {} for item in config.get("clusters") or [] if isinstance(item, dict)}
+    users = {item.get("name"): item.get("user") or {} for item in config.get("users") or [] if isinstance(item, dict)}
+    if name not in contexts:
+        return None, f"no context {name!r}"
+    context = contexts[name]
+    cluster, user = clusters.get(context.get("cluster")), users.get(context.get("user"), {})
+    if not cluster or not cluster.get("server"):
+        return None, "no cluster server"
+    extra = sorted((set(cluster) - LEAN_CLUSTER_KEYS) | (set(user) - LEAN_USER_KEYS))
+    if extra:
+        return None, f"kubeconfig fields {', '.join(extra)}"
+    scheme = urlsplit(cluster["server"]).scheme
+    if scheme not in ("https", "http"):
+        return None, f"server scheme {scheme!r}"
+    has_cert = bool(user.get("client-certificate") or user.get("client-certificate-data"))
+    has_key = bool(user.get("client-key") or user.get("client-key-data"))
+    if has_cert != has_key:
+        return None, "a client certificate without its key"
+
+    def file_of(key: str) -> str | None:
+        value = cluster.get(key) if key in cluster else user.get(key)
+        return os.path.join(base_dir, os.path.expanduser(value)) if value else None
+
+    return {
+        "server": cluster["server"].rstrip("/"),
+        "insecure": bool(cluster.get("insecure-skip-tls-verify")),
+        "ca_file": file_of("certificate-authority"),
+        "ca_data": cluster.get("certificate-authority-data"),
+        "cert_file": file_of("client-certificate"),
+        "cert_data": user.get("client-certificate-data"),
+        "key_file": file_of("client-key"),
+        "key_data": user.get("client-key-data"),
+        "token": user.get("token"),
+        "token_file": file_of("tokenFile"),
+    }, ""
+
+
+class _LeanTransport:
+    """http.client with one kept-alive connection, TLS from the kubeconfig's own material."""
+
+    def __init__(self, conn: dict, timeout: int) -> None:
+        parts = urlsplit(conn["server"])
+        self.host = conn["server"]
+        self.prefix = parts.path.rstrip("/")
+        self.address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        self.timeout = timeout
+        self.headers = {"Accept": "application/json"}
+        token = conn["token"]
+        if conn["token_file"]:
+            with open(conn["token_file"], encoding="utf-8") as handle:
+                token = handle.read().strip()
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.context = None
+        if parts.scheme == "https":
+            self.context = self._tls(conn)
+        self.connection = None
+
+    @staticmethod
+    def _tls(conn: dict) -> ssl.SSLContext:
+        if conn["insecure"]:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif conn["ca_data"]:
+            context = ssl.create_default_context(cadata=base64.b64decode(conn["ca_data"]).decode("ascii"))
+        else:
+            context = ssl.create_default_context(cafile=conn["ca_file"])
+        if conn["cert_file"] or conn["cert_data"]:
+            with tempfile.TemporaryDirectory(prefix="meshfed-tls-") as scratch:  # mode 0700, removed at once
+                paths = []
+                for kind, path, data in (("cert", conn["cert_file"], conn["cert_data"]), ("key", conn["key_file"], conn["key_data"])):
+                    if data:
+                        path = os.path.join(scratch, kind)
+                        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as handle:
+                            handle.write(base64.b64decode(data))
+                    paths.append(path)
+                context.load_cert_chain(*paths)
+        return context
+
+    def send(self, method: str, path: str, headers: dict, body) -> tuple[int, str, bytes]:
+        for attempt in (1, 2):
+            fresh = self.connection is None
+            if fresh:
+                if self.context is None:
+                    self.connection = http.client.HTTPConnection(*self.address, timeout=self.timeout)
+                else:
+                    self.connection = http.client.HTTPSConnection(*self.address, timeout=self.timeout, context=self.context)
+            try:
+                self.connection.request(method, self.prefix + path, body=None if body is None else json.dumps(body),
+                                        headers={**self.headers, **headers})
+                response = self.connection.getresponse()
+                return response.status, response.reason, response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                if fresh or attempt == 2:  # only a kept-alive connection the server closed is worth a second try
+                    raise
+            except (OSError, http.client.HTTPException):
+                self.close()
+                raise
+        raise OSError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+class _Unreachable(OSError):
+    """The kubernetes client's own words for a connection that failed."""
+
+
+class _CoreTransport:
+    """kubernetes.core's option handling and the kubernetes client's REST layer, as plain JSON."""
+
+    def __init__(self, auth: dict, timeout: int) -> None:
+        # imported here: the lean way must not pay for the kubernetes client
+        from kubernetes import client as k8s_client  # pylint: disable=import-outside-toplevel
+        from kubernetes.client.exceptions import ApiException  # pylint: disable=import-outside-toplevel
+        import urllib3  # pylint: disable=import-outside-toplevel
+        from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import (  # pylint: disable=import-outside-toplevel
+            _create_auth_spec,
+            _create_configuration,
+            _create_headers,
+            _set_header,
+        )
+
+        self.api_exception, self.http_error = ApiException, urllib3.exceptions.HTTPError
+        # kubernetes.core's own option handling (K8S_AUTH_* environment, kubeconfig dicts, proxies),
+        # without its dynamic client, which would run API discovery before the first call.
+        self.configuration = _create_configuration(_create_auth_spec(None, **auth))
+        self.configuration.retries = 1
+        self.host = self.configuration.host
+        self.api_client = k8s_client.ApiClient(self.configuration)
+        for header, value in _create_headers(None, **auth).items():
+            _set_header(self.api_client, header, value)
+        self.timeout = timeout
+
+    def send(self, method: str, path: str, headers: dict, body) -> tuple[int, str, bytes]:
+        headers = {"Accept": "application/json", **(self.api_client.default_headers or {}), **headers}
+        for setting in self.configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[setting["key"]] = setting["value"]
+        try:
+            response = self.api_client.rest_client.request(method, self.host + path, headers=headers, body=body,
+                                                           _request_timeout=self.timeout)
+            data = response.read() if getattr(response, "data", None) is None else response.data
+            return response.status, response.reason, data
+        except self.api_exception as exc:  # clients before 35 raise for every status >= 400
+            if not exc.status:
+                raise _Unreachable(exc.reason) from exc
+            return exc.status, exc.reason, b""
+        except self.http_error as exc:
+            raise _Unreachable(type(exc).__name__) from exc
+
+    def close(self) -> None:
+        pass
+
+
 class Cluster:
     """One cluster's API, with bounded timeouts and errors that name the cluster."""
 
@@ -75,16 +258,39 @@ class Cluster:
         self.timeout = params.get("request_timeout") or 10
         self.calls = 0
         auth = {key: params.get(key) for key in AUTH_ARG_SPEC}
+        self.transport = None
         try:
-            # kubernetes.core's own option handling (K8S_AUTH_* environment, kubeconfig dicts, proxies),
-            # without its dynamic client, which would run API discovery before the first call.
-            self.configuration = _create_configuration(_create_auth_spec(None, **auth))
-        except (CoreException, ConfigException, OSError, TypeError, ValueError) as exc:
+            self.transport = self._lean(auth)
+            if self.transport is None:
+                if not HAS_KUBERNETES:
+                    raise K8sError(f"cannot load the credentials for {self.name}: the kubernetes Python library is not installed")
+                self.transport = _CoreTransport(auth, self.timeout)
+        except K8sError:
+            raise
+        # kubernetes' ConfigException, kubernetes.core's CoreException, ssl errors, unreadable files...
+        except Exception as exc:  # pylint: disable=broad-exception-caught
             raise K8sError(f"cannot load the credentials for {self.name}: {exc}") from exc
-        self.configuration.retries = 1
-        self.api_client = k8s_client.ApiClient(self.configuration)
-        for header, value in _create_headers(None, **auth).items():
-            _set_header(self.api_client, header, value)
+        self.host = self.transport.host
+        self.way = "lean" if isinstance(self.transport, _LeanTransport) else "core"
+
+    def _lean(self, auth: dict):
+        source, _why = kubeconfig_source(auth, os.environ)
+        if source is None:
+            return None
+        base_dir = ""
+        if isinstance(source, str):
+            if not os.path.isfile(source):
+                return None  # kubernetes.core decides: in-cluster config, or its own error
+            try:
+                # a dependency of kubernetes, which the core way needs anyway
+                import yaml  # pylint: disable=import-outside-toplevel
+            except ImportError:
+                return None
+            base_dir = os.path.dirname(source)
+            with open(source, encoding="utf-8") as handle:
+                source = yaml.safe_load(handle)
+        conn, _why = lean_connection(source, auth.get("context"), base_dir)
+        return _LeanTransport(conn, self.timeout) if conn else None
 
     def _fail(self, what: str, status: int, reason: str) -> K8sError:
         if status in (401, 403):
@@ -92,32 +298,15 @@ class Cluster:
             return K8sDenied(f"{what} on {self.name}: {verb}: {reason}")
         return K8sError(f"{what} on {self.name} failed: HTTP {status} {reason}")
 
-    def _headers(self, body) -> dict:
-        headers = {"Accept": "application/json", **(self.api_client.default_headers or {})}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        for setting in self.configuration.auth_settings().values():
-            if setting.get("in") == "header" and setting.get("value"):
-                headers[setting["key"]] = setting["value"]
-        return headers
-
     def request(self, what: str, method: str, path: str, query: dict | None = None, body=None, missing_ok: bool = False):
         """One API request as JSON; None when the object is missing and missing_ok."""
         self.calls += 1
-        url = self.configuration.host + path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         try:
-            response = self.api_client.rest_client.request(method, url, headers=self._headers(body), body=body,
-                                                           _request_timeout=self.timeout)
-            data = response.read() if getattr(response, "data", None) is None else response.data
-            status, reason = response.status, response.reason
-        except ApiException as exc:  # clients before 35 raise for every status >= 400
-            status, reason, data = exc.status, exc.reason, None
-            if not status:
-                raise K8sUnreachable(f"{what}: {self.name} is unreachable ({reason}); check the server address and the network") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise K8sUnreachable(
-                f"{what}: {self.name} is unreachable ({type(exc).__name__}); check the server address and the network"
-            ) from exc
+            status, reason, data = self.transport.send(method, path + (f"?{urlencode(query)}" if query else ""), headers, body)
+        except (OSError, http.client.HTTPException) as exc:
+            detail = str(exc) if isinstance(exc, (ssl.SSLError, _Unreachable)) else type(exc).__name__
+            raise K8sUnreachable(f"{what}: {self.name} is unreachable ({detail}); check the server address and the network") from exc
         if status == 404 and missing_ok:
             return None
         if status >= 400:

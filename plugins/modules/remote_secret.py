@@ -132,7 +132,7 @@ def main() -> None:
         module.fail_json(msg=f"cluster_name {name!r} is not a DNS-1123 label")
     try:
         cluster = _k8s.Cluster(params)
-        server = params["server"] or cluster.api_client.configuration.host
+        server = params["server"] or cluster.host
         if _remote_secret.is_loopback(server) and not params["allow_loopback_server"]:
             module.fail_json(
                 msg=f"cluster {name}: the API server address {server} is loopback, which the watching istiod cannot reach; "

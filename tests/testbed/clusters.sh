@@ -43,7 +43,6 @@ STATE="$RUN/state"                  # "clusters=N" "netns=NAME" lines
 LB_PID="$RUN/lb-filler.pid"
 LB_LOG="$RUN/logs/lb-filler.log"
 LB_PENDING="$RUN/lb-pending.list"   # lines CLUSTER/NS/SVC
-LB_ANNOTATION="meshfed.test/lb-pending"
 
 die() { echo "clusters: ERROR: $*" >&2; exit 1; }
 say() { echo "clusters: $*" >&2; }
@@ -373,74 +372,13 @@ do_status() {
 }
 
 # ---------------------------------------------------------------------------------------- LB filler
-lb_is_pending() { # CLUSTER NS SVC ANNOT
-  [ "$4" = "true" ] && return 0
-  [ -f "$LB_PENDING" ] && grep -qxF "$1/$2/$3" "$LB_PENDING"
-}
-
 lb_filler() {
-  # Runs inside the netns. One kubectl call per cluster and poll lists the LoadBalancer Services
-  # and the admission webhook configurations. Bounded: stops when the state file disappears
-  # (down), when no API server answered for 30 polls, or after LB_MAX_LIFETIME seconds.
-  load_bins
-  local deadline=$(( $(date +%s) + LB_MAX_LIFETIME )) fails=0 name i kind ns obj stype annot ip fps keep used n addr any_ok list ops j
-  echo "$(date -u +%FT%TZ) lb-filler start pid=$$ lifetime=${LB_MAX_LIFETIME}s webhook-failure-policy=$WEBHOOK_POLICY"
-  local tpl='{range .items[*]}{.kind}{"|"}{.metadata.namespace}{"|"}{.metadata.name}{"|"}{.spec.type}{"|"}{.metadata.annotations.meshfed\.test/lb-pending}{"|"}{.status.loadBalancer.ingress[0].ip}{"|"}{.webhooks[*].failurePolicy}{"|"}{.metadata.annotations.meshfed\.test/keep-failure-policy}{"\n"}{end}'
-  local kinds="services"
-  [ "$WEBHOOK_POLICY" = Ignore ] && kinds="services,mutatingwebhookconfigurations,validatingwebhookconfigurations"
-  while [ "$(date +%s)" -lt "$deadline" ]; do
-    [ -f "$STATE" ] || { echo "$(date -u +%FT%TZ) state file gone: stopping"; return 0; }
-    any_ok=0
-    for name in $(cluster_names); do
-      i="${name#cluster}"
-      list="$(env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s --context "$name" get "$kinds" -A -o jsonpath="$tpl" 2>/dev/null)" || continue
-      any_ok=1
-      used=" $(echo "$list" | awk -F'|' '$1=="Service" && $6!="" {print $6}' | tr '\n' ' ') "
-      while IFS='|' read -r kind ns obj stype annot ip fps keep; do
-        case "$kind" in
-          Service)
-            [ "$stype" = LoadBalancer ] || continue
-            if lb_is_pending "$name" "$ns" "$obj" "${annot:-}"; then
-              if [ -n "$ip" ]; then
-                env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s --context "$name" -n "$ns" patch svc "$obj" \
-                  --subresource=status --type=merge -p '{"status":{"loadBalancer":{"ingress":null}}}' >/dev/null 2>&1 \
-                  && echo "$(date -u +%FT%TZ) $name/$ns/$obj pending: cleared $ip"
-              fi
-              continue
-            fi
-            [ -z "$ip" ] || continue
-            addr=""
-            for n in $(seq 2 254); do
-              case "$used" in *" 127.0.$i.$n "*) ;; *) addr="127.0.$i.$n"; break ;; esac
-            done
-            [ -n "$addr" ] || { echo "$name: no free loopback address left"; continue; }
-            if env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s --context "$name" -n "$ns" patch svc "$obj" \
-                --subresource=status --type=merge \
-                -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$addr\",\"ipMode\":\"VIP\"}]}}}" >/dev/null 2>&1; then
-              used="$used$addr "
-              echo "$(date -u +%FT%TZ) $name/$ns/$obj -> $addr"
-            fi ;;
-          MutatingWebhookConfiguration|ValidatingWebhookConfiguration)
-            # No webhook backend can ever answer on kwok (pods are simulated): make them fail open,
-            # unless the configuration carries meshfed.test/keep-failure-policy: "true".
-            case " $fps " in *" Fail "*) ;; *) continue ;; esac
-            [ "$keep" = "true" ] && continue
-            ops=""; j=0
-            for n in $fps; do
-              [ "$n" = Fail ] && ops="$ops{\"op\":\"replace\",\"path\":\"/webhooks/$j/failurePolicy\",\"value\":\"Ignore\"},"
-              j=$((j + 1))
-            done
-            env KUBECONFIG="$KCFG" "$KUBECTL" --request-timeout=5s --context "$name" patch "$(echo "$kind" | tr 'A-Z' 'a-z')" "$obj" \
-              --type=json -p "[${ops%,}]" >/dev/null 2>&1 \
-              && echo "$(date -u +%FT%TZ) $name: $kind $obj failurePolicy Fail -> Ignore" ;;
-        esac
-      done <<<"$list"
-    done
-    if [ "$any_ok" = 1 ]; then fails=0; else fails=$((fails + 1)); fi
-    [ "$fails" -lt 30 ] || { echo "$(date -u +%FT%TZ) no API server reachable for 30 polls: stopping"; return 0; }
-    sleep 2
-  done
-  echo "$(date -u +%FT%TZ) max lifetime reached: stopping"
+  # Runs inside the netns: tests/testbed/lb-filler.py (standard-library Python, one kept-alive
+  # HTTPS connection per API server, a poll every 0.5 s). Bounded: stops when the state file
+  # disappears (down), when no API server answered for 60 s, or after LB_MAX_LIFETIME seconds.
+  exec python3 "$HERE/lb-filler.py" --kwok-dir "$KWOK_DIR" --clusters "$(state_get clusters)" \
+    --port-base "$PORT_BASE" --state "$STATE" --pending "$LB_PENDING" \
+    --webhook-policy "$WEBHOOK_POLICY" --max-lifetime "$LB_MAX_LIFETIME"
 }
 
 do_lb_mark() { # pending|ready C/NS/SVC
@@ -451,7 +389,7 @@ do_lb_mark() { # pending|ready C/NS/SVC
   touch "$LB_PENDING"
   if [ "$what" = pending ]; then
     grep -qxF "$c/$ns/$svc" "$LB_PENDING" || echo "$c/$ns/$svc" >>"$LB_PENDING"
-    say "$c/$ns/$svc stays pending (the filler clears any address it has within ~2 s)"
+    say "$c/$ns/$svc stays pending (the filler clears any address it has within ~1 s)"
   else
     grep -vxF "$c/$ns/$svc" "$LB_PENDING" >"$LB_PENDING.tmp" || true; mv -f "$LB_PENDING.tmp" "$LB_PENDING"
     say "$c/$ns/$svc gets an address again"

@@ -124,13 +124,6 @@ def cross_network_gateways(gateways: list[dict]) -> list[dict]:
     return found
 
 
-def _kubeconfig_server(config: dict, context_name: str | None = None) -> tuple[str, str]:
-    contexts = {item.get("name"): item.get("context") or {} for item in config.get("contexts") or []}
-    context = contexts.get(context_name or config.get("current-context")) or {}
-    clusters = {item.get("name"): item.get("cluster") or {} for item in config.get("clusters") or []}
-    return (clusters.get(context.get("cluster")) or {}).get("server", ""), context.get("cluster", "")
-
-
 def try_credential(config: dict, timeout: int) -> dict:
     """List Services and EndpointSlices with a remote secret's kubeconfig, as istiod would."""
     cluster = None
@@ -154,7 +147,7 @@ def remote_secret_facts(secret: dict, check_credentials: bool, timeout: int) -> 
         except Exception:  # not a kubeconfig: a fact for the doctor
             config = None
         if isinstance(config, dict):
-            entry["server"] = _kubeconfig_server(config)[0]
+            entry["server"] = _k8s.kubeconfig_context(config)[1].get("server", "")
             entry["parsed"] = bool(entry["server"])
             entry["loopback"] = is_loopback(entry["server"]) if entry["server"] else False
             if check_credentials and entry["parsed"]:

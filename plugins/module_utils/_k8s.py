@@ -29,6 +29,8 @@ import ssl
 import tempfile
 from urllib.parse import quote, urlencode, urlsplit
 
+from ansible.module_utils.common.yaml import HAS_YAML, yaml_load
+
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 
 HAS_KUBERNETES = importlib.util.find_spec("kubernetes") is not None
@@ -81,6 +83,20 @@ def kubeconfig_source(auth: dict, environ) -> tuple[object, str]:
     return os.path.expanduser(path), ""
 
 
+def kubeconfig_context(config: dict, context_name: str | None = None) -> tuple[bool, dict, dict]:
+    """The cluster and user entries of a kubeconfig's named (default: current) context; False when there is no such context."""
+
+    def entries(section: str, key: str) -> dict:
+        return {item.get("name"): item.get(key) or {} for item in config.get(section) or [] if isinstance(item, dict)}
+
+    contexts = entries("contexts", "context")
+    name = context_name or config.get("current-context")
+    if name not in contexts:
+        return False, {}, {}
+    context = contexts[name]
+    return True, entries("clusters", "cluster").get(context.get("cluster")) or {}, entries("users", "user").get(context.get("user")) or {}
+
+
 def lean_connection(config: dict, context_name: str | None, base_dir: str) -> tuple[dict | None, str]:
     """Server and credentials of a kubeconfig context, when it holds nothing but a client certificate or a token.
 
@@ -89,15 +105,10 @@ def lean_connection(config: dict, context_name: str | None, base_dir: str) -> tu
     """
     if not isinstance(config, dict):
         return None, "not a kubeconfig"
-    name = context_name or config.get("current-context")
-    contexts = {item.get("name"): item.get("context") or {} for item in config.get("contexts") or [] if isinstance(item, dict)}
-    clusters = {item.get("name"): item.get("cluster") or {} for item in config.get("clusters") or [] if isinstance(item, dict)}
-    users = {item.get("name"): item.get("user") or {} for item in config.get("users") or [] if isinstance(item, dict)}
-    if name not in contexts:
-        return None, f"no context {name!r}"
-    context = contexts[name]
-    cluster, user = clusters.get(context.get("cluster")), users.get(context.get("user"), {})
-    if not cluster or not cluster.get("server"):
+    found, cluster, user = kubeconfig_context(config, context_name)
+    if not found:
+        return None, f"no context {context_name or config.get('current-context')!r}"
+    if not cluster.get("server"):
         return None, "no cluster server"
     extra = sorted((set(cluster) - LEAN_CLUSTER_KEYS) | (set(user) - LEAN_USER_KEYS))
     if extra:
@@ -258,20 +269,13 @@ class Cluster:
         self.timeout = params.get("request_timeout") or 10
         self.calls = 0
         auth = {key: params.get(key) for key in AUTH_ARG_SPEC}
-        self.transport = None
         try:
-            self.transport = self._lean(auth)
-            if self.transport is None:
-                if not HAS_KUBERNETES:
-                    raise K8sError(f"cannot load the credentials for {self.name}: the kubernetes Python library is not installed")
-                self.transport = _CoreTransport(auth, self.timeout)
-        except K8sError:
-            raise
-        # kubernetes' ConfigException, kubernetes.core's CoreException, ssl errors, unreadable files...
+            self.transport = self._lean(auth) or _CoreTransport(auth, self.timeout)
+        # kubernetes' ConfigException, kubernetes.core's CoreException, ssl errors, unreadable files,
+        # the kubernetes library missing...
         except Exception as exc:  # pylint: disable=broad-exception-caught
             raise K8sError(f"cannot load the credentials for {self.name}: {exc}") from exc
         self.host = self.transport.host
-        self.way = "lean" if isinstance(self.transport, _LeanTransport) else "core"
 
     def _lean(self, auth: dict):
         source, _why = kubeconfig_source(auth, os.environ)
@@ -279,16 +283,11 @@ class Cluster:
             return None
         base_dir = ""
         if isinstance(source, str):
-            if not os.path.isfile(source):
+            if not HAS_YAML or not os.path.isfile(source):
                 return None  # kubernetes.core decides: in-cluster config, or its own error
-            try:
-                # a dependency of kubernetes, which the core way needs anyway
-                import yaml  # pylint: disable=import-outside-toplevel
-            except ImportError:
-                return None
             base_dir = os.path.dirname(source)
             with open(source, encoding="utf-8") as handle:
-                source = yaml.safe_load(handle)
+                source = yaml_load(handle)
         conn, _why = lean_connection(source, auth.get("context"), base_dir)
         return _LeanTransport(conn, self.timeout) if conn else None
 

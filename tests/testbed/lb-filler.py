@@ -95,14 +95,14 @@ def fill_services(api: ApiServer, services: list[dict], marks: set[str]) -> None
             continue
         if address:
             continue
-        free = [f"127.0.{api.index}.{n}" for n in range(2, 255) if f"127.0.{api.index}.{n}" not in used]
-        if not free:
+        free = next((ip for ip in (f"127.0.{api.index}.{n}" for n in range(2, 255)) if ip not in used), None)
+        if free is None:
             log(f"{api.name}: no free loopback address left")
             continue
-        patch = {"status": {"loadBalancer": {"ingress": [{"ip": free[0], "ipMode": "VIP"}]}}}
+        patch = {"status": {"loadBalancer": {"ingress": [{"ip": free, "ipMode": "VIP"}]}}}
         api.request("PATCH", status_path, patch, "application/merge-patch+json")
-        used.add(free[0])
-        log(f"{ref} -> {free[0]}")
+        used.add(free)
+        log(f"{ref} -> {free}")
 
 
 def open_webhooks(api: ApiServer, kind: str, configurations: list[dict]) -> None:

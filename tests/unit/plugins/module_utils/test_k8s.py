@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 
 import pytest
@@ -133,6 +134,6 @@ class TestLeanTls:
         config = kubeconfig({"client-certificate-data": b64(cert), "client-key-data": b64(other_key)},
                             {"certificate-authority-data": b64(_pki.cert_pem(ca.root))})
         path = tmp_path / "config"
-        path.write_text(__import__("json").dumps(config))
+        path.write_text(json.dumps(config))
         with pytest.raises(_k8s.K8sError, match="cannot load the credentials"):
             _k8s.Cluster({**NO_AUTH, "kubeconfig": str(path)})

@@ -17,7 +17,7 @@ import json
 
 from ansible.module_utils.common.yaml import yaml_load
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _trust
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _observed, _trust
 from ansible_collections.meshfed.istio.plugins.module_utils._remote_secret import is_loopback
 
 MULTICLUSTER_LABEL = "istio/multiCluster"
@@ -161,19 +161,28 @@ def remote_secret_facts(secret: dict, check_credentials: bool, timeout: int) -> 
     }
 
 
-def _gateways(cluster: _k8s.Cluster, namespace: str) -> tuple[bool, list[dict]]:
-    """Istio's Gateways in namespace (first served version), and whether the CRD exists."""
+def _istio_networking(cluster: _k8s.Cluster, namespace: str, resource: str) -> tuple[bool, list[dict]]:
+    """Istio networking objects (gateways, virtualservices) in namespace (first served version), and whether the CRD exists."""
     for version in ISTIO_GATEWAY_VERSIONS:
-        result = cluster.get("listing Istio gateways", _k8s.namespaced(namespace, "gateways", group="networking.istio.io", version=version),
+        result = cluster.get(f"listing Istio {resource}", _k8s.namespaced(namespace, resource, group="networking.istio.io", version=version),
                              missing_ok=True)
         if result is not None:
             return True, result.get("items") or []
     return False, []
 
 
+def _with_kind(items: list[dict], api_version: str, kind: str) -> list[dict]:
+    """List items carry no apiVersion and kind of their own."""
+    return [{"apiVersion": api_version, "kind": kind, **item} for item in items]
+
+
 def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = True, pod_sample: int = 200,
-         configmap_sample: int = 200) -> dict:
-    """One cluster's mesh state in batched reads (about ten API calls plus two per remote secret credential)."""
+         configmap_sample: int = 200, objects: bool = False) -> dict:
+    """One cluster's mesh state in batched reads (about ten API calls plus two per remote secret credential).
+
+    With objects, also the objects the roles write (namespace, its Secrets, Services, Gateways and VirtualServices)
+    as _observed projects them (one more list call), for the roles to skip writes that would change nothing.
+    """
     ns_object = cluster.get(f"reading namespace {namespace}", _k8s.cluster_scoped("namespaces", namespace), missing_ok=True)
     ns_meta = (ns_object or {}).get("metadata") or {}
     in_ns = {resource: cluster.items(f"listing {resource} in {namespace}", _k8s.namespaced(namespace, resource))
@@ -189,7 +198,7 @@ def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = Tru
                            labelSelector="kubernetes.io/service-name=istiod")
     webhooks = cluster.items("listing mutating webhooks", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
                              labelSelector="app=sidecar-injector")
-    gateway_crd, gateways = _gateways(cluster, namespace)
+    gateway_crd, gateways = _istio_networking(cluster, namespace, "gateways")
     pods = cluster.items("listing injected pods", "/api/v1/pods", labelSelector=INJECTED_POD_SELECTOR, limit=pod_sample)
 
     by_name = {item["metadata"]["name"]: item for item in secrets}
@@ -206,7 +215,7 @@ def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = Tru
     )
     addresses, problem = _istio.gateway_address_problem(gateway_service)
     mesh = configmaps.get("istio") or next((item for item in configmaps.values() if "mesh" in (item.get("data") or {})), None)
-    return {
+    state = {
         "namespace": {
             "present": ns_object is not None,
             "labels": ns_meta.get("labels") or {},
@@ -259,3 +268,12 @@ def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = Tru
             for item in pods
         ],
     }
+    if objects:
+        state["objects"] = _observed.index(
+            ([{"apiVersion": "v1", "kind": "Namespace", **ns_object}] if ns_object is not None else [])
+            + _with_kind(secrets, "v1", "Secret")
+            + _with_kind(list(services.values()), "v1", "Service")
+            + _with_kind(gateways, "networking.istio.io/v1", "Gateway")
+            + _with_kind(_istio_networking(cluster, namespace, "virtualservices")[1], "networking.istio.io/v1", "VirtualService")
+        )
+    return state

@@ -47,6 +47,15 @@ options:
       - At most this many injected pods and C(istio-ca-root-cert) ConfigMaps are read across namespaces.
     type: int
     default: 200
+  objects:
+    description:
+      - Also return, under C(state.objects), the objects the roles of this collection write - the Istio namespace and its
+        Secrets, Services, Istio Gateways and VirtualServices - as labels, annotations and spec, a Secret as its type and
+        the SHA-256 digest of each value (never the value). One more list call.
+      - The preflight role reads them once, so later roles can skip a write that would change nothing
+        (filter P(meshfed.istio.k8s_unchanged#filter)).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -71,7 +80,9 @@ state:
       C(injector) and C(mesh_config) (meshID, clusterName, network, remotePilotAddress as installed),
       C(injection_webhooks), C(gateway) (the east-west gateway - addresses, problem, type, labels), C(gateway_crd),
       C(cross_network_gateways), C(remote_secrets) (per secret - name, cluster annotation, data keys, per key the
-      server, whether it is loopback, and the credential test result), C(injected_pods) (namespace, name, network).
+      server, whether it is loopback, and the credential test result), C(injected_pods) (namespace, name, network), and
+      with O(objects) C(objects) (key C(group/Kind/namespace/name), value labels, annotations and spec, or type and value
+      digests of a Secret).
   returned: success
   type: dict
 api_calls:
@@ -93,6 +104,7 @@ def main() -> None:
         namespace=dict(type="str", default="istio-system"),
         check_credentials=dict(type="bool", default=True),
         sample_size=dict(type="int", default=200),
+        objects=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not _k8s.HAS_KUBERNETES:
@@ -101,7 +113,7 @@ def main() -> None:
         cluster = _k8s.Cluster(module.params)
         state = _cluster_state.read(
             cluster, module.params["namespace"], check_credentials=module.params["check_credentials"],
-            pod_sample=module.params["sample_size"], configmap_sample=module.params["sample_size"],
+            pod_sample=module.params["sample_size"], configmap_sample=module.params["sample_size"], objects=module.params["objects"],
         )
     except _k8s.K8sError as exc:
         module.fail_json(msg=str(exc), error_type=type(exc).__name__)

@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _observed
 
 
-def k8s_unchanged(desired, observed=None, namespace=""):
+def k8s_unchanged(desired: Any, observed: Any = None, namespace: str = "") -> bool:
     """Whether writing desired (an object or a list of them) would change nothing in what was observed."""
     objects = [desired] if isinstance(desired, Mapping) else desired
     if not isinstance(objects, Sequence) or isinstance(objects, str) or not all(isinstance(item, Mapping) for item in objects):

@@ -69,6 +69,8 @@ def injector_values(configmaps: dict) -> dict:
             values = json.loads(text or "{}")
         except ValueError:
             values = {}
+        if not isinstance(values, dict):  # JSON, but not Helm values: a fact, not a crash
+            values = {}
         if values:
             break
     global_values = values.get("global") or {}
@@ -180,8 +182,9 @@ def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = Tru
          configmap_sample: int = 200, objects: bool = False) -> dict:
     """One cluster's mesh state in batched reads (about ten API calls plus two per remote secret credential).
 
-    With objects, also the objects the roles write (namespace, its Secrets, Services, Gateways and VirtualServices)
-    as _observed projects them (one more list call), for the roles to skip writes that would change nothing.
+    With objects, also the objects the roles write (namespace, its cacerts and remote Secrets, Services, Gateways and
+    VirtualServices) as _observed projects them (one or two more list calls), for the roles to skip writes that would
+    change nothing.
     """
     ns_object = cluster.get(f"reading namespace {namespace}", _k8s.cluster_scoped("namespaces", namespace), missing_ok=True)
     ns_meta = (ns_object or {}).get("metadata") or {}

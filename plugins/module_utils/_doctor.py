@@ -18,6 +18,9 @@ from dataclasses import asdict, dataclass, field
 ERROR, WARNING, INFO = "error", "warning", "info"
 SEVERITIES = (ERROR, WARNING, INFO)
 DEFAULT_CLUSTER_NAME = "Kubernetes"
+ROTATE_INTERMEDIATE = ("issue a new intermediate: re-run the site playbook (the pki role re-issues intermediates within "
+                       "pki_renew_before_days of expiry; istiod takes the new cacerts without a restart)")
+ROTATE_ROOT = "change the root with overlapping trust (both roots in every cluster's root-cert.pem before any intermediate changes)"
 
 # id -> (default severity, what it means); the README lists the same checks (a unit test keeps them in step).
 CHECKS = {
@@ -219,13 +222,13 @@ class Doctor:
         for check, cert in certs:
             not_after = _parse_time(cert["not_after"])
             what = "root" if check == "root_expiry" else "intermediate"
+            fix = ROTATE_INTERMEDIATE if what == "intermediate" else ROTATE_ROOT
             if not_after <= self.now:
                 self.add(check, [name], f"the {what} {cert['subject']} expired on {cert['not_after']}",
-                         f"rotate the {what} now (CA rotation playbook); workloads in this cluster cannot get valid certificates",
-                         severity=ERROR)
+                         f"{fix}, now: workloads in this cluster cannot get valid certificates", severity=ERROR)
             elif not_after <= soon:
                 self.add(check, [name], f"the {what} {cert['subject']} expires on {cert['not_after']}",
-                         f"rotate the {what} (CA rotation playbook) before it expires", severity=WARNING)
+                         f"{fix}, before it expires", severity=WARNING)
 
     def remote_secrets(self) -> None:
         plan_names = {self.name(host): host for host in self.plan["clusters"]}

@@ -6,8 +6,9 @@
 The preflight reads each cluster once; a later role compares the object it would write with what was read
 and skips the write (a kubernetes.core.k8s run) when the write would change nothing. The comparison follows
 what a merge patch of the wanted object does: every wanted label, annotation and field must already be there
-with the same value (lists element by element), fields the server added are ignored. Secret values are never
-kept: both sides hold SHA-256 digests of them.
+with the same value, fields the server added beside them are ignored, and a list must be equal as a whole (a
+merge patch replaces lists). Anything the projection does not cover counts as a change, so the write happens.
+Secret values are never kept: both sides hold SHA-256 digests of them, and only of the Secrets the roles write.
 """
 
 from __future__ import annotations
@@ -15,8 +16,21 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from typing import Any
 
 CLUSTER_SCOPED_KINDS = frozenset({"Namespace"})
+# kubectl apply keeps the whole object in this annotation, a Secret's values included
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# top-level and metadata fields a projection covers; a wanted object with others is never skipped
+PROJECTED = frozenset({"apiVersion", "kind", "metadata", "spec", "type", "data", "stringData"})
+PROJECTED_METADATA = frozenset({"name", "namespace", "labels", "annotations"})
+CHANGE = "not comparable"  # a wanted value that matches nothing observed
+
+
+def written_secret(obj: dict) -> bool:
+    """The Secrets the roles write: cacerts and remote secrets (istio/multiCluster=true)."""
+    meta = obj.get("metadata") or {}
+    return meta.get("name") == "cacerts" or (meta.get("labels") or {}).get("istio/multiCluster") == "true"
 
 
 def digest(value: bytes) -> str:
@@ -38,34 +52,51 @@ def _secret_digests(obj: dict) -> dict:
     digests = {}
     for key, value in (obj.get("data") or {}).items():
         try:
-            digests[key] = digest(base64.b64decode(value or "", validate=True))
-        except (binascii.Error, TypeError, ValueError):
-            digests[key] = "not base64"
+            digests[key] = digest(base64.b64decode(value, validate=True)) if isinstance(value, str) else CHANGE
+        except (binascii.Error, ValueError):
+            digests[key] = CHANGE
     for key, value in (obj.get("stringData") or {}).items():
-        digests[key] = digest(str(value).encode("utf-8"))
+        digests[key] = digest(value.encode("utf-8")) if isinstance(value, str) else CHANGE
     return digests
 
 
 def project(obj: dict) -> dict:
-    """What a write of this collection can set: labels, annotations, then spec, or type and value digests for a Secret."""
+    """What a write of this collection can set: labels, annotations, then spec, or type and value digests for a Secret.
+
+    A null (which a merge patch reads as "delete") stays null and so matches nothing observed.
+    """
     meta = obj.get("metadata") or {}
-    projected: dict = {"labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}}
+    annotations = meta.get("annotations", {})
+    if isinstance(annotations, dict):
+        annotations = {key: value for key, value in annotations.items() if key != LAST_APPLIED}
+    projected: dict = {"labels": meta.get("labels", {}), "annotations": annotations}
     if obj.get("kind") == "Secret":
         if obj.get("type"):
             projected["type"] = obj["type"]
-        projected["data"] = _secret_digests(obj)
+        projected["data"] = None if "data" in obj and obj["data"] is None else _secret_digests(obj)
     elif "spec" in obj:
         projected["spec"] = obj["spec"]
     return projected
 
 
 def index(objects: list[dict]) -> dict:
-    """Observed objects by key, projected."""
-    return {object_key(obj): project(obj) for obj in objects}
+    """Observed objects by key, projected; of the Secrets only those the roles write."""
+    return {object_key(obj): project(obj) for obj in objects if obj.get("kind") != "Secret" or written_secret(obj)}
 
 
-def contains(observed, wanted) -> bool:
-    """Whether a merge patch of wanted onto observed would change nothing."""
+def equal(observed: Any, wanted: Any) -> bool:
+    """Deep equality that tells booleans from numbers and lists from tuples alike."""
+    if isinstance(wanted, dict):
+        return isinstance(observed, dict) and observed.keys() == wanted.keys() and all(equal(observed[k], v) for k, v in wanted.items())
+    if isinstance(wanted, (list, tuple)):
+        return isinstance(observed, (list, tuple)) and len(observed) == len(wanted) and all(map(equal, observed, wanted))
+    if isinstance(wanted, bool) or isinstance(observed, bool):
+        return type(wanted) is type(observed) and wanted == observed
+    return observed == wanted
+
+
+def contains(observed: Any, wanted: Any) -> bool:
+    """Whether a merge patch of wanted onto observed would change nothing: maps merge key by key, anything else is replaced."""
     if isinstance(wanted, dict):
         if not isinstance(observed, dict):
             return False
@@ -73,11 +104,12 @@ def contains(observed, wanted) -> bool:
             (key not in observed or observed[key] is None) if value is None else key in observed and contains(observed[key], value)
             for key, value in wanted.items()
         )
-    if isinstance(wanted, (list, tuple)):
-        return isinstance(observed, (list, tuple)) and len(observed) == len(wanted) and all(map(contains, observed, wanted))
-    if isinstance(wanted, bool) or isinstance(observed, bool):
-        return type(wanted) is type(observed) and wanted == observed
-    return observed == wanted
+    return equal(observed, wanted)
+
+
+def comparable(wanted: dict) -> bool:
+    """Whether every field of a wanted object is one the projection covers."""
+    return set(wanted) <= PROJECTED and set(wanted.get("metadata") or {}) <= PROJECTED_METADATA
 
 
 def unchanged(desired, observed: dict | None, default_namespace: str = "") -> bool:
@@ -90,6 +122,6 @@ def unchanged(desired, observed: dict | None, default_namespace: str = "") -> bo
     wanted_objects = desired if isinstance(desired, (list, tuple)) else [desired]
     for wanted in wanted_objects:
         seen = observed.get(object_key(wanted, default_namespace))
-        if seen is None or not contains(seen, project(wanted)):
+        if seen is None or not comparable(wanted) or not contains(seen, project(wanted)):
             return False
     return True

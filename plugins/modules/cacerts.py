@@ -100,8 +100,9 @@ options:
     description:
       - Replace the existing root (generate a new one, or import a different one). Every intermediate is
         then issued again, so every cluster must be rotated.
-      - Destructive, and not idempotent with a generated root (a new root on every run). Use the CA
-        rotation playbook for a root change in a running mesh.
+      - Destructive, and not idempotent with a generated root (a new root on every run). In a running mesh a root
+        change needs overlapping trust (both roots in every cluster's C(root-cert.pem) before any intermediate
+        changes), which this option does not do.
     type: bool
     default: false
 notes:

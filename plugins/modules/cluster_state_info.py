@@ -49,9 +49,10 @@ options:
     default: 200
   objects:
     description:
-      - Also return, under C(state.objects), the objects the roles of this collection write - the Istio namespace and its
-        Secrets, Services, Istio Gateways and VirtualServices - as labels, annotations and spec, a Secret as its type and
-        the SHA-256 digest of each value (never the value). One more list call.
+      - Also return, under C(state.objects), the objects the roles of this collection write - the Istio namespace, its
+        C(cacerts) and remote secrets (label C(istio/multiCluster=true)), Services, Istio Gateways and VirtualServices -
+        as labels, annotations (without C(kubectl.kubernetes.io/last-applied-configuration)) and spec, a Secret as its
+        type and the SHA-256 digest of each value (never the value). One or two more list calls.
       - The preflight role reads them once, so later roles can skip a write that would change nothing
         (filter P(meshfed.istio.k8s_unchanged#filter)).
     type: bool
@@ -95,7 +96,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _cluster_state, _k8s
+from ansible_collections.meshfed.istio.plugins.module_utils import _cluster_state, _k8s, _pki
 
 
 def main() -> None:
@@ -107,6 +108,8 @@ def main() -> None:
         objects=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not _pki.HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=traceback.format_exc())
     if not _k8s.HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=traceback.format_exc())
     try:

@@ -73,6 +73,9 @@ def drift(bed) -> set:
                "--type", "merge", "-p", json.dumps({"spec": {"hosts": ["istiod.example"]}}))
         in_bed(*kubectl, "--context", first, "-n", "istio-system", "patch", "service", "istio-eastwestgateway", "--type", "merge",
                "-p", json.dumps({"spec": {"externalIPs": None}}))
+    # inside a list element: the write replaces the list, so this is drift too
+    in_bed(*kubectl, "--context", last, "-n", "istio-system", "patch", "gateways.networking.istio.io", "cross-network-gateway",
+           "--type", "json", "-p", json.dumps([{"op": "add", "path": "/spec/servers/0/tls/credentialName", "value": "someone-elses"}]))
     root = bed.secret(last, "istio-system", "cacerts")["root-cert.pem"]
     in_bed(*kubectl, "--context", last, "-n", "istio-system", "patch", "secret", "cacerts", "--type", "merge",
            "-p", json.dumps({"data": {"ca-cert.pem": base64.b64encode(root).decode()}}))
@@ -94,6 +97,8 @@ def test_drift_is_seen_and_repaired(bed, converged):
     first, last = bed.names[0], bed.names[-1]
     assert kubectl_json(first, "get", "namespace", "istio-system")["metadata"]["labels"]["topology.istio.io/network"] != "elsewhere"
     kubectl_json(first, "get", "gateways.networking.istio.io", "cross-network-gateway", "-n", "istio-system")
+    server = kubectl_json(last, "get", "gateways.networking.istio.io", "cross-network-gateway", "-n", "istio-system")["spec"]["servers"][0]
+    assert server["tls"] == {"mode": "AUTO_PASSTHROUGH"}
     with open(os.path.join(bed.work, "pki", last, "ca-cert.pem"), "rb") as handle:
         assert bed.secret(last, "istio-system", "cacerts")["ca-cert.pem"] == handle.read()
     if bed.remote:

@@ -1,0 +1,85 @@
+"""_cluster_state.read with objects: what the preflight hands the roles, from list calls as the API server answers them."""
+from __future__ import annotations
+
+import base64
+
+from ansible_collections.meshfed.istio.plugins.module_utils import _cluster_state, _observed
+
+NS = "istio-system"
+
+
+class FakeCluster:
+    """Answers GETs from a table of paths; a path not in it is a 404 (an error unless missing_ok)."""
+
+    timeout = 5
+
+    def __init__(self, answers: dict):
+        self.answers = answers
+        self.paths: list[str] = []
+
+    def get(self, what, path, missing_ok=False, **query):
+        self.paths.append(path)
+        if path not in self.answers:
+            if missing_ok:
+                return None
+            raise AssertionError(f"unexpected call {what}: {path}")
+        return self.answers[path]
+
+    def items(self, what, path, missing_ok=False, **query):
+        result = self.get(what, path, missing_ok=missing_ok, **query)
+        return (result or {}).get("items") or []
+
+
+def listed(*items):
+    return {"items": list(items)}
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+CACERTS = {"metadata": {"name": "cacerts", "namespace": NS,
+                        "annotations": {_observed.LAST_APPLIED: '{"data":{"ca-key.pem":"%s"}}' % b64("KEY")}},
+           "type": "Opaque", "data": {"ca-key.pem": b64("KEY")}}
+HELM = {"metadata": {"name": "sh.helm.release.v1.x.v1", "namespace": NS}, "type": "helm.sh/release.v1", "data": {"release": b64("R")}}
+VS = {"metadata": {"name": "istiod-vs", "namespace": NS}, "spec": {"hosts": ["*"]}}
+
+
+def answers(virtualservices_version="v1"):
+    base = "/apis/networking.istio.io"
+    return {
+        f"/api/v1/namespaces/{NS}": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"topology.istio.io/network": "n1"}}},
+        f"/api/v1/namespaces/{NS}/secrets": listed(CACERTS, HELM),
+        f"/api/v1/namespaces/{NS}/configmaps": listed({"metadata": {"name": "values"}, "data": {"merged-values": "[1, 2]"}}),
+        f"/api/v1/namespaces/{NS}/services": listed(),
+        "/api/v1/configmaps": listed(),
+        f"/apis/apps/v1/namespaces/{NS}/deployments": listed(),
+        f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices": listed(),
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": listed(),
+        f"{base}/v1/namespaces/{NS}/gateways": listed(),
+        f"{base}/{virtualservices_version}/namespaces/{NS}/virtualservices": listed(VS),
+        "/api/v1/pods": listed(),
+    }
+
+
+def test_objects_are_read_only_when_asked():
+    cluster = FakeCluster(answers())
+    state = _cluster_state.read(cluster, NS, check_credentials=False)
+    assert "objects" not in state
+    assert not any(path.endswith("/virtualservices") for path in cluster.paths)
+
+
+def test_objects_keep_what_the_roles_write_and_no_value():
+    state = _cluster_state.read(FakeCluster(answers(virtualservices_version="v1beta1")), NS, check_credentials=False, objects=True)
+    objects = state["objects"]
+    assert sorted(objects) == ["/Namespace//istio-system", "/Secret/istio-system/cacerts", "networking.istio.io/VirtualService/istio-system/istiod-vs"]
+    assert objects["/Secret/istio-system/cacerts"] == {"labels": {}, "annotations": {}, "type": "Opaque",
+                                                       "data": {"ca-key.pem": _observed.digest(b"KEY")}}
+    assert b64("KEY") not in repr(state) and _observed.digest(b"R") not in repr(state)
+    assert _observed.unchanged({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                                "metadata": {"name": "istiod-vs", "namespace": NS}, "spec": {"hosts": ["*"]}}, objects)
+
+
+def test_injector_values_that_are_not_a_map_are_a_fact():
+    state = _cluster_state.read(FakeCluster(answers()), NS, check_credentials=False)
+    assert state["injector"]["present"] is False

@@ -18,9 +18,8 @@ import json
 from ansible.module_utils.common.yaml import yaml_load
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _observed, _trust
-from ansible_collections.meshfed.istio.plugins.module_utils._remote_secret import is_loopback
+from ansible_collections.meshfed.istio.plugins.module_utils._remote_secret import is_loopback, is_remote_secret
 
-MULTICLUSTER_LABEL = "istio/multiCluster"
 CLUSTER_ANNOTATION = "networking.istio.io/cluster"
 NETWORK_LABEL = "topology.istio.io/network"
 INJECTED_POD_SELECTOR = "security.istio.io/tlsMode=istio"
@@ -210,7 +209,7 @@ def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = Tru
     remote_secrets = [
         remote_secret_facts(item, check_credentials, cluster.timeout)
         for item in secrets
-        if (item["metadata"].get("labels") or {}).get(MULTICLUSTER_LABEL) == "true"
+        if is_remote_secret(item)
     ]
     gateway_service = next(
         (item for item in services.values() if (item["metadata"].get("labels") or {}).get("istio") == "eastwestgateway"),

@@ -257,9 +257,6 @@ class _CoreTransport:
         except self.http_error as exc:
             raise _Unreachable(type(exc).__name__) from exc
 
-    def close(self) -> None:
-        pass
-
 
 class Cluster:
     """One cluster's API, with bounded timeouts and errors that name the cluster."""

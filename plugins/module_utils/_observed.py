@@ -18,6 +18,8 @@ import binascii
 import hashlib
 from typing import Any
 
+from ansible_collections.meshfed.istio.plugins.module_utils._remote_secret import is_remote_secret
+
 CLUSTER_SCOPED_KINDS = frozenset({"Namespace"})
 # kubectl apply keeps the whole object in this annotation, a Secret's values included
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -29,8 +31,7 @@ CHANGE = "not comparable"  # a wanted value that matches nothing observed
 
 def written_secret(obj: dict) -> bool:
     """The Secrets the roles write: cacerts and remote secrets (istio/multiCluster=true)."""
-    meta = obj.get("metadata") or {}
-    return meta.get("name") == "cacerts" or (meta.get("labels") or {}).get("istio/multiCluster") == "true"
+    return (obj.get("metadata") or {}).get("name") == "cacerts" or is_remote_secret(obj)
 
 
 def digest(value: bytes) -> str:

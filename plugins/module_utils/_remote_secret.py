@@ -21,6 +21,7 @@ from ansible.module_utils.common.yaml import yaml_dump
 from ansible_collections.meshfed.istio.plugins.module_utils import _k8s
 
 READER_SA = "istio-reader-service-account"
+MULTICLUSTER_LABEL = "istio/multiCluster"
 TOKEN_SUFFIX = "istio-remote-secret-token"
 READ = ["get", "list", "watch"]
 # What a primary's istiod reads in a cluster it watches (the rules of Istio's reader role).
@@ -55,6 +56,11 @@ def is_loopback(server: str) -> bool:
         return False
 
 
+def is_remote_secret(secret: dict) -> bool:
+    """Whether a Secret is a remote secret: istiod watches the clusters of those labelled istio/multiCluster=true."""
+    return ((secret.get("metadata") or {}).get("labels") or {}).get(MULTICLUSTER_LABEL) == "true"
+
+
 def token_secret_name(service_account: str) -> str:
     return f"{service_account}-{TOKEN_SUFFIX}"
 
@@ -80,7 +86,7 @@ def remote_secret(cluster_name: str, namespace: str, config: str) -> dict:
         "metadata": {
             "name": f"istio-remote-secret-{cluster_name}",
             "namespace": namespace,
-            "labels": {"istio/multiCluster": "true"},
+            "labels": {MULTICLUSTER_LABEL: "true"},
             "annotations": {"networking.istio.io/cluster": cluster_name},
         },
         "data": {cluster_name: base64.b64encode(config.encode()).decode()},

@@ -17,7 +17,7 @@ import json
 
 from ansible.module_utils.common.yaml import yaml_load
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _observed, _trust
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _kubeconfig, _observed, _trust
 from ansible_collections.meshfed.istio.plugins.module_utils._remote_secret import is_loopback, is_remote_secret
 
 CLUSTER_ANNOTATION = "networking.istio.io/cluster"
@@ -125,11 +125,11 @@ def cross_network_gateways(gateways: list[dict]) -> list[dict]:
     return found
 
 
-def try_credential(config: dict, timeout: int) -> dict:
-    """List Services and EndpointSlices with a remote secret's kubeconfig, as istiod would."""
+def try_credential(conn: dict, timeout: int, secret_name: str) -> dict:
+    """List Services and EndpointSlices with a remote secret's parsed credential, as istiod would."""
     cluster = None
     try:
-        cluster = _k8s.Cluster({"kubeconfig": config, "request_timeout": timeout})
+        cluster = _k8s.Cluster.of_connection(conn, timeout, f"the server of remote secret {secret_name}")
         cluster.get("listing services", "/api/v1/services", limit=1)
         cluster.get("listing endpointslices", "/apis/discovery.k8s.io/v1/endpointslices", limit=1)
     except _k8s.K8sError as exc:
@@ -138,27 +138,32 @@ def try_credential(config: dict, timeout: int) -> dict:
 
 
 def remote_secret_facts(secret: dict, check_credentials: bool, timeout: int) -> dict:
+    """What a remote secret holds, as facts: per data key the server, whether it is loopback, the fields that make it
+    unsafe (untrusted input: nothing in it is executed or opened) and, when asked and safe, the credential test."""
     meta = secret["metadata"]
     data = _decode(secret.get("data"))
     entries = []
     for key, value in sorted(data.items()):
-        entry = {"key": key, "server": "", "parsed": False, "loopback": False, "credential": None}
+        entry = {"key": key, "server": "", "parsed": False, "loopback": False, "unsafe": [], "credential": None}
         try:
             config = yaml_load(value.decode("utf-8")) or {}
         except Exception:  # not a kubeconfig: a fact for the doctor
             config = None
         if isinstance(config, dict):
-            entry["server"] = _k8s.kubeconfig_context(config)[1].get("server", "")
+            server = _kubeconfig.kubeconfig_context(config)[1].get("server", "")
+            entry["server"] = server if isinstance(server, str) and server.isprintable() else ""
             entry["parsed"] = bool(entry["server"])
             entry["loopback"] = is_loopback(entry["server"]) if entry["server"] else False
-            if check_credentials and entry["parsed"]:
-                entry["credential"] = try_credential(config, timeout)
+            conn, entry["unsafe"] = _kubeconfig.untrusted_connection(config)
+            if check_credentials and conn is not None:
+                entry["credential"] = try_credential(conn, timeout, meta["name"])
         entries.append(entry)
     return {
         "name": meta["name"],
         "cluster_annotation": (meta.get("annotations") or {}).get(CLUSTER_ANNOTATION, ""),
         "data_keys": sorted(data),
         "entries": entries,
+        "unsafe": [f"secret {meta['name']} key {entry['key']}: {problem}" for entry in entries for problem in entry["unsafe"]],
     }
 
 

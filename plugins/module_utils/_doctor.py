@@ -42,7 +42,9 @@ CHECKS = {
     "remote_secret_missing": (ERROR, "a primary has no remote secret for a cluster it must watch"),
     "remote_secret_data_key": (ERROR, "a remote secret's data key is not the cluster name"),
     "remote_secret_credential": (ERROR, "a remote secret's credential does not work against its cluster"),
-    "remote_secret_unparsable": (ERROR, "a remote secret does not hold a kubeconfig with a server"),
+    "remote_secret_unparsable": (ERROR, "a remote secret's data is not a kubeconfig (a YAML mapping)"),
+    "remote_secret_unsafe": (ERROR, "a remote secret holds more than inline credentials (a command, a file, a proxy, TLS off): "
+                                    "nothing in it was run, opened or tried"),
     "remote_secret_loopback": (ERROR, "a remote secret points at a loopback server"),
     "remote_secret_duplicate": (ERROR, "two remote secrets claim the same cluster ID"),
     "remote_secret_self": (ERROR, "a cluster holds a remote secret for itself"),
@@ -131,6 +133,7 @@ class Doctor:
                 self.add("api_unreachable", [self.name(host)], state["error"],
                          f"check meshfed_kubeconfig / meshfed_context of host {host} and that its API server is up")
         self.trust()
+        self.remote_secret_safety()
         self.remote_secrets()
         self.primary_remote()
         self.networks()
@@ -230,6 +233,17 @@ class Doctor:
                 self.add(check, [name], f"the {what} {cert['subject']} expires on {cert['not_after']}",
                          f"{fix}, before it expires", severity=WARNING)
 
+    def remote_secret_safety(self) -> None:
+        """Every cluster's remote secrets, primaries' and remotes': a kubeconfig from a cluster is untrusted input."""
+        for host in self.hosts():
+            name = self.name(host)
+            for secret in self.state(host).get("remote_secrets") or []:
+                for entry in secret["entries"]:
+                    if entry.get("unsafe"):
+                        self.add("remote_secret_unsafe", [name], f"secret {secret['name']} key {entry['key']}: {'; '.join(entry['unsafe'])}",
+                                 f"delete it and find out who can write Secrets in {self.namespace} of this cluster; remote secrets "
+                                 "made by the remote_secrets role hold a server, its CA data and a token, nothing else")
+
     def remote_secrets(self) -> None:
         plan_names = {self.name(host): host for host in self.plan["clusters"]}
         for watcher in self.hosts():
@@ -275,6 +289,8 @@ class Doctor:
                     self.remote_secret_entry(wname, key, secret, entry)
 
     def remote_secret_entry(self, wname: str, key: str, secret: dict, entry: dict) -> None:
+        if entry.get("unsafe"):
+            return  # remote_secret_unsafe says it; its credential was never tried
         if not entry["parsed"]:
             self.add("remote_secret_unparsable", [wname], f"secret {secret['name']} key {key} is no kubeconfig with a server",
                      "recreate it (remote_secrets role)", peers=[key])

@@ -14,7 +14,7 @@ EDGE_COLORS = {"ok": "#2e7d32", "warning": "#ef6c00", "error": "#c62828"}
 ROOT_PALETTE = ("#1565c0", "#6a1b9a", "#00838f", "#ad1457", "#4e342e", "#558b2f")
 # Findings that say a watch edge (watcher -> watched) is broken.
 EDGE_CHECKS = ("remote_secret_missing", "remote_secret_data_key", "remote_secret_credential", "remote_secret_unparsable",
-               "remote_secret_loopback", "remote_secret_duplicate")
+               "remote_secret_unsafe", "remote_secret_loopback", "remote_secret_duplicate")
 
 
 def _quote(text: str) -> str:

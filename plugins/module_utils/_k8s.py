@@ -32,13 +32,13 @@ from urllib.parse import quote, urlencode, urlsplit
 from ansible.module_utils.common.yaml import HAS_YAML, yaml_load
 
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.meshfed.istio.plugins.module_utils._kubeconfig import KubeconfigError, header_safe, kubeconfig_source, lean_connection
 
 HAS_KUBERNETES = importlib.util.find_spec("kubernetes") is not None
 
+# A bound on one answer: list calls here are paged (limit) and a server named by a remote secret is untrusted.
+MAX_RESPONSE_BYTES = 128 * 1024 * 1024
 REQUEST_TIMEOUT_SPEC = {"request_timeout": {"type": "int", "default": 10}}
-# What a kubeconfig context may hold for the lean way; anything else goes through kubernetes.core.
-LEAN_USER_KEYS = frozenset({"client-certificate", "client-certificate-data", "client-key", "client-key-data", "token", "tokenFile"})
-LEAN_CLUSTER_KEYS = frozenset({"server", "certificate-authority", "certificate-authority-data", "insecure-skip-tls-verify", "extensions"})
 
 
 def auth_argument_spec() -> dict:
@@ -68,77 +68,6 @@ def _target(params: dict) -> str:
     return "the default kubeconfig context"
 
 
-def kubeconfig_source(auth: dict, environ) -> tuple[object, str]:
-    """The kubeconfig the lean way would read (a dict, or a file path), or (None, why kubernetes.core is needed)."""
-    others = sorted(key for key, value in auth.items() if key not in ("kubeconfig", "context") and value not in (None, {}, []))
-    if others:
-        return None, f"options {', '.join(others)}"
-    if any(name.startswith("K8S_AUTH_") for name in environ):
-        return None, "K8S_AUTH_* environment"
-    if isinstance(auth.get("kubeconfig"), dict):
-        return auth["kubeconfig"], ""
-    path = auth.get("kubeconfig") or environ.get("KUBECONFIG") or "~/.kube/config"
-    if os.pathsep in path:
-        return None, "a KUBECONFIG list to merge"
-    return os.path.expanduser(path), ""
-
-
-def kubeconfig_context(config: dict, context_name: str | None = None) -> tuple[bool, dict, dict]:
-    """The cluster and user entries of a kubeconfig's named (default: current) context; False when there is no such context."""
-
-    def entries(section: str, key: str) -> dict:
-        return {item.get("name"): item.get(key) or {} for item in config.get(section) or [] if isinstance(item, dict)}
-
-    contexts = entries("contexts", "context")
-    name = context_name or config.get("current-context")
-    if name not in contexts:
-        return False, {}, {}
-    context = contexts[name]
-    return True, entries("clusters", "cluster").get(context.get("cluster")) or {}, entries("users", "user").get(context.get("user")) or {}
-
-
-def lean_connection(config: dict, context_name: str | None, base_dir: str) -> tuple[dict | None, str]:
-    """Server and credentials of a kubeconfig context, when it holds nothing but a client certificate or a token.
-
-    Returns (connection, "") or (None, why kubernetes.core's loader is needed). Relative file names are
-    relative to base_dir, the kubeconfig's directory, as kubectl reads them.
-    """
-    if not isinstance(config, dict):
-        return None, "not a kubeconfig"
-    found, cluster, user = kubeconfig_context(config, context_name)
-    if not found:
-        return None, f"no context {context_name or config.get('current-context')!r}"
-    if not cluster.get("server"):
-        return None, "no cluster server"
-    extra = sorted((set(cluster) - LEAN_CLUSTER_KEYS) | (set(user) - LEAN_USER_KEYS))
-    if extra:
-        return None, f"kubeconfig fields {', '.join(extra)}"
-    scheme = urlsplit(cluster["server"]).scheme
-    if scheme not in ("https", "http"):
-        return None, f"server scheme {scheme!r}"
-    has_cert = bool(user.get("client-certificate") or user.get("client-certificate-data"))
-    has_key = bool(user.get("client-key") or user.get("client-key-data"))
-    if has_cert != has_key:
-        return None, "a client certificate without its key"
-
-    def file_of(key: str) -> str | None:
-        value = cluster.get(key) if key in cluster else user.get(key)
-        return os.path.join(base_dir, os.path.expanduser(value)) if value else None
-
-    return {
-        "server": cluster["server"].rstrip("/"),
-        "insecure": bool(cluster.get("insecure-skip-tls-verify")),
-        "ca_file": file_of("certificate-authority"),
-        "ca_data": cluster.get("certificate-authority-data"),
-        "cert_file": file_of("client-certificate"),
-        "cert_data": user.get("client-certificate-data"),
-        "key_file": file_of("client-key"),
-        "key_data": user.get("client-key-data"),
-        "token": user.get("token"),
-        "token_file": file_of("tokenFile"),
-    }, ""
-
-
 class _LeanTransport:
     """http.client with one kept-alive connection, TLS from the kubeconfig's own material."""
 
@@ -154,6 +83,8 @@ class _LeanTransport:
             with open(conn["token_file"], encoding="utf-8") as handle:
                 token = handle.read().strip()
         if token:
+            if not header_safe(token):
+                raise KubeconfigError("the token holds characters an HTTP header cannot carry (line breaks, spaces, non-ASCII)")
             self.headers["Authorization"] = f"Bearer {token}"
         self.context = None
         if parts.scheme == "https":
@@ -194,7 +125,11 @@ class _LeanTransport:
                 self.connection.request(method, self.prefix + path, body=None if body is None else json.dumps(body),
                                         headers={**self.headers, **headers})
                 response = self.connection.getresponse()
-                return response.status, response.reason, response.read()
+                data = response.read(MAX_RESPONSE_BYTES + 1)
+                if len(data) > MAX_RESPONSE_BYTES:
+                    self.close()
+                    raise http.client.HTTPException(f"an answer over {MAX_RESPONSE_BYTES} bytes")
+                return response.status, response.reason, data
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 self.close()
                 if fresh or attempt == 2:  # only a kept-alive connection the server closed is worth a second try
@@ -274,6 +209,20 @@ class Cluster:
             raise K8sError(f"cannot load the credentials for {self.name}: {exc}") from exc
         self.host = self.transport.host
 
+    @classmethod
+    def of_connection(cls, conn: dict, timeout: int, name: str) -> Cluster:
+        """A cluster reached with a connection parsed from an untrusted kubeconfig (_kubeconfig.untrusted_connection)."""
+        cluster = cls.__new__(cls)
+        cluster.name, cluster.timeout, cluster.calls = name, timeout, 0
+        try:
+            cluster.transport = _LeanTransport(conn, timeout)
+        except (KubeconfigError, ssl.SSLError) as exc:
+            raise K8sError(f"cannot load the credentials for {name}: {exc}") from exc
+        except (ValueError, OSError) as exc:  # undecodable data: the type only, the value stays out of the message
+            raise K8sError(f"cannot load the credentials for {name}: {type(exc).__name__}") from exc
+        cluster.host = cluster.transport.host
+        return cluster
+
     def _lean(self, auth: dict):
         source, _why = kubeconfig_source(auth, os.environ)
         if source is None:
@@ -303,11 +252,16 @@ class Cluster:
         except (OSError, http.client.HTTPException) as exc:
             detail = str(exc) if isinstance(exc, (ssl.SSLError, _Unreachable)) else type(exc).__name__
             raise K8sUnreachable(f"{what}: {self.name} is unreachable ({detail}); check the server address and the network") from exc
+        except ValueError as exc:  # http.client's words would quote the header value: a token
+            raise K8sError(f"{what} on {self.name}: a request header holds characters HTTP does not allow (value withheld)") from exc
         if status == 404 and missing_ok:
             return None
         if status >= 400:
             raise self._fail(what, status, reason)
-        return json.loads(data) if data else {}
+        try:
+            return json.loads(data) if data else {}
+        except ValueError as exc:
+            raise K8sError(f"{what} on {self.name}: the answer is not JSON; is this a Kubernetes API server?") from exc
 
     def get(self, what: str, path: str, missing_ok: bool = False, **query):
         return self.request(what, "GET", path, query or None, missing_ok=missing_ok)

@@ -47,7 +47,10 @@ class RemoteSecretError(Exception):
 
 
 def is_loopback(server: str) -> bool:
-    host = urlparse(server).hostname or ""
+    try:
+        host = urlparse(server).hostname or ""
+    except ValueError:  # a malformed URL, e.g. an unclosed IPv6 bracket
+        return False
     if host == "localhost":
         return True
     try:

@@ -18,6 +18,12 @@ description:
   - Returns facts only - fingerprints, subjects, names, addresses, labels - never a key or a token.
   - The credential of every remote secret (a primary's secret for a cluster it watches) is tried from here against the
     server it names, by listing Services and EndpointSlices, as istiod does; the token never leaves the module.
+  - A remote secret is untrusted input - anyone who can write a Secret in the Istio namespace can plant one. Only its
+    inline data is taken (server, C(certificate-authority-data), C(token) or C(client-certificate-data) and
+    C(client-key-data)); a kubeconfig with anything else - C(exec), C(auth-provider), a file name (C(tokenFile),
+    C(client-certificate), C(client-key), C(certificate-authority)), C(proxy-url), C(insecure-skip-tls-verify),
+    basic authentication, impersonation, a token that an HTTP header cannot carry, a server that is not an https URL -
+    is reported under C(unsafe) and never run, opened or tried. No problem quotes a value.
   - Input to M(meshfed.istio.mesh_doctor), which turns the states of all clusters into findings.
 author:
   - meshfed.istio developers (@meshfed)
@@ -81,7 +87,8 @@ state:
       C(injector) and C(mesh_config) (meshID, clusterName, network, remotePilotAddress as installed),
       C(injection_webhooks), C(gateway) (the east-west gateway - addresses, problem, type, labels), C(gateway_crd),
       C(cross_network_gateways), C(remote_secrets) (per secret - name, cluster annotation, data keys, per key the
-      server, whether it is loopback, and the credential test result), C(injected_pods) (namespace, name, network), and
+      server, whether it is loopback, C(unsafe) (why it was not tried, field names only) and the credential test result;
+      per secret C(unsafe) again, each problem prefixed with the secret and key), C(injected_pods) (namespace, name, network), and
       with O(objects) C(objects) (key C(group/Kind/namespace/name), value labels, annotations and spec, or type and value
       digests of a Secret).
   returned: success

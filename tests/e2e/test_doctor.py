@@ -309,3 +309,107 @@ def test_reachability_of_gateways(bed):
         listener.wait(10)
     assert findings == [("warning", "gateway_unreachable", ("cluster1",))]
     assert f"{addresses['cluster1']}:15443" in data["findings"][0]["evidence"]
+
+
+# --- planted remote secrets: untrusted input -------------------------------------------------------------
+
+CANARY = "canary-token-5a7c9e"  # the contents of every control-node file a planted secret names
+PLANTED_TOKEN = "planted-inline-token-3b8d1f"
+
+
+def planted_kubeconfig(server: str, user: dict, cluster: dict | None = None) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}],
+        "clusters": [{"name": "x", "cluster": {"server": server, **(cluster or {})}}],
+        "users": [{"name": "x", "user": user}],
+    })
+
+
+def planted_secrets(canaries: str, marker: str, witness: str) -> dict[str, str]:
+    """secret name -> kubeconfig: one per way a kubeconfig can make its reader run, open or leak something."""
+    files = {kind: os.path.join(canaries, kind) for kind in ("token", "cert", "key", "ca")}
+    return {
+        "planted-exec": planted_kubeconfig(witness, {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh",
+                                                              "args": ["-c", f"touch {marker}-exec"]}}),
+        "planted-auth-provider": planted_kubeconfig(witness, {"auth-provider": {"name": "gcp", "config": {
+            "cmd-path": "/bin/sh", "cmd-args": f"-c 'touch {marker}-gcp'"}}}),
+        "planted-token-file": planted_kubeconfig(witness, {"tokenFile": files["token"]}),
+        "planted-client-files": planted_kubeconfig(witness, {"client-certificate": files["cert"], "client-key": files["key"]}),
+        "planted-ca-file": planted_kubeconfig(witness, {"token": PLANTED_TOKEN}, {"certificate-authority": files["ca"]}),
+        "planted-proxy": planted_kubeconfig("https://192.0.2.7:6443", {"token": PLANTED_TOKEN}, {"proxy-url": witness.replace("https", "http")}),
+        "planted-insecure": planted_kubeconfig(witness, {"token": PLANTED_TOKEN}, {"insecure-skip-tls-verify": "false"}),
+        "planted-token-newline": planted_kubeconfig(witness, {"token": f"{PLANTED_TOKEN}\r\nX-Leak: {PLANTED_TOKEN}"}),
+    }
+
+
+class Inotify:
+    """Opens and reads of the files in one directory, seen by the kernel (the test bed shares this file system)."""
+
+    IN_ACCESS, IN_OPEN = 0x1, 0x20
+
+    def __init__(self, directory: str):
+        import ctypes  # pylint: disable=import-outside-toplevel
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK)
+        assert self.fd >= 0 and self.libc.inotify_add_watch(self.fd, directory.encode(), self.IN_ACCESS | self.IN_OPEN) >= 0
+
+    def events(self) -> bytes:
+        try:
+            return os.read(self.fd, 65536)
+        except BlockingIOError:
+            return b""
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def test_planted_remote_secrets_run_nothing_open_nothing_leak_nothing(bed):
+    canaries = os.path.join(bed.work, "canaries")
+    os.makedirs(canaries)
+    for kind in ("token", "cert", "key", "ca"):
+        with open(os.path.join(canaries, kind), "w", encoding="utf-8") as handle:
+            handle.write(CANARY)
+    marker = os.path.join(bed.work, "ran")
+    # A TCP witness in the bed: any connection to the server (or proxy) a planted secret names is logged.
+    log = os.path.join(bed.work, "witness.log")
+    witness = subprocess.Popen(
+        [CLUSTERS, "exec", "--", "timeout", "900", "python3", "-c",
+         "import socket,sys; s=socket.create_server(('127.0.0.1', 0)); print(s.getsockname()[1], flush=True)\n"
+         "while True:\n c, a = s.accept(); open(sys.argv[1], 'a').write(f'{a}\\n'); c.close()", log],
+        stdout=subprocess.PIPE, text=True, env=bed_env(), start_new_session=True)
+    planted = []
+    try:
+        port = int(witness.stdout.readline().strip())
+        secrets = planted_secrets(canaries, marker, f"https://127.0.0.1:{port}")
+        for name, config in secrets.items():
+            put_secret("cluster1", {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {
+                "name": name, "namespace": NS, "labels": {"istio/multiCluster": "true"}, "annotations": {"networking.istio.io/cluster": name}},
+                "data": {name: base64.b64encode(config.encode()).decode()}})
+            planted.append(name)
+        watch = Inotify(canaries)
+        try:
+            findings, data = doctor(bed, "-vvvv")
+            verify_output = bed.playbook("verify", "-vvvv", "-e", "verify_fail_on_problems=false", "-e", "verify_report_dir=none").output
+            site = bed.playbook("site", "-vvvv")
+            opened = watch.events()
+        finally:
+            watch.close()
+    finally:
+        for name in planted:
+            kubectl("cluster1", "-n", NS, "delete", "secret", name)
+        os.killpg(witness.pid, 9)
+        witness.wait(10)
+    unsafe = [f for f in data["findings"] if f["id"] == "remote_secret_unsafe"]
+    assert sorted(f["evidence"].split(" key ")[0].removeprefix("secret ") for f in unsafe) == sorted(secrets)
+    assert {f["clusters"][0] for f in unsafe} == {"cluster1"}
+    assert findings == sorted([("error", "remote_secret_unsafe", ("cluster1",))] * len(secrets)
+                              + [("warning", "remote_secret_unexpected", ("cluster1",))] * len(secrets))
+    # The site playbook refuses in its preflight, naming each planted secret, before any write.
+    assert site.rc != 0 and all(f"secret {name} key {name}:" in site.output for name in secrets), site.output[-3000:]
+    assert set(site.changed.values()) == {0}
+    for output in (verify_output, site.output):
+        assert CANARY not in output and PLANTED_TOKEN not in output
+    assert not [path for path in os.listdir(bed.work) if path.startswith("ran-")], "a planted command ran"
+    assert opened == b"", "a control-node file named by a planted secret was opened"
+    assert not os.path.exists(log), "a planted server or proxy was dialled"

@@ -139,6 +139,12 @@ ROWS = {
     "dead credential": (_set(["b", "remote_secrets"], [secret("a", ok=False)]), [("error", "remote_secret_credential", ("b",))]),
     "loopback": (_set(["b", "remote_secrets"], [{**secret("a"), "entries": [{**entry("a", server="https://127.0.0.1:6443"), "loopback": True}]}]),
                  [("error", "remote_secret_loopback", ("b",))]),
+    "planted exec in a primary": (_set(["b", "remote_secrets"], [{**secret("a"), "entries": [
+        {**entry("a"), "credential": None, "unsafe": ["users[0] (user) field exec: would run a command on the control node"]}]}]),
+        [("error", "remote_secret_unsafe", ("b",))]),
+    "planted file in a remote": (lambda s: s["c"].__setitem__("remote_secrets", [{**secret("z"), "entries": [
+        {**entry("z"), "credential": None, "unsafe": ["users[0] (user) field tokenFile: names a file on the control node"]}]}]),
+        [("error", "remote_secret_unsafe", ("c",))]),
     "duplicate": (_duplicate, [("error", "remote_secret_duplicate", ("a",))]),
     "secret for itself": (lambda s: s["b"]["remote_secrets"].append(secret("b")), [("error", "remote_secret_self", ("b",))]),
     "unknown cluster": (lambda s: s["b"]["remote_secrets"].append(secret("z")), [("warning", "remote_secret_unexpected", ("b",))]),
@@ -196,6 +202,15 @@ def test_reachability_findings():
     result = _doctor.reachability_findings(plan(), healthy(), {"a": {"192.0.2.1": ""}, "b": {"192.0.2.2": "Connection refused"}})
     assert [(f["id"], f["clusters"], f["evidence"]) for f in result] == [
         ("gateway_unreachable", ["b"], "192.0.2.2:15443 Connection refused")]
+
+
+def test_unsafe_secret_evidence_names_fields_and_fix():
+    states = healthy()
+    ROWS["planted exec in a primary"][0](states)
+    result = _doctor.diagnose(plan(), states, now=NOW)
+    finding = next(f for f in result if f["id"] == "remote_secret_unsafe")
+    assert finding["evidence"] == "secret istio-remote-secret-a key a: users[0] (user) field exec: would run a command on the control node"
+    assert finding["fix"].startswith("delete it and find out who can write Secrets in istio-system")
 
 
 def test_unparsable_and_unreadable():

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _pki
+from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _kubeconfig, _pki
 from pki_helpers import NOW
 
 NO_AUTH = {key: None for key in _k8s.AUTH_ARG_SPEC}
@@ -39,34 +39,34 @@ def auth(**values) -> dict:
 
 class TestKubeconfigSource:
     def test_kubeconfig_path_and_context_only(self):
-        assert _k8s.kubeconfig_source(auth(kubeconfig="/k/config", context="east"), {}) == ("/k/config", "")
+        assert _kubeconfig.kubeconfig_source(auth(kubeconfig="/k/config", context="east"), {}) == ("/k/config", "")
 
     def test_kubeconfig_dict(self):
         config = kubeconfig({"token": "t"})
-        assert _k8s.kubeconfig_source(auth(kubeconfig=config), {}) == (config, "")
+        assert _kubeconfig.kubeconfig_source(auth(kubeconfig=config), {}) == (config, "")
 
     def test_default_is_the_kubeconfig_environment_then_home(self):
-        assert _k8s.kubeconfig_source(auth(), {"KUBECONFIG": "/env/config"}) == ("/env/config", "")
-        assert _k8s.kubeconfig_source(auth(), {}) == (os.path.expanduser("~/.kube/config"), "")
+        assert _kubeconfig.kubeconfig_source(auth(), {"KUBECONFIG": "/env/config"}) == ("/env/config", "")
+        assert _kubeconfig.kubeconfig_source(auth(), {}) == (os.path.expanduser("~/.kube/config"), "")
 
     @pytest.mark.parametrize("option", ["host", "api_key", "username", "password", "ca_cert", "client_cert", "client_key",
                                         "proxy", "no_proxy", "impersonate_user", "validate_certs", "persist_config"])
     def test_any_other_option_needs_kubernetes_core(self, option):
         value = False if option in ("validate_certs", "persist_config") else "x"
-        source, why = _k8s.kubeconfig_source(auth(kubeconfig="/k/config", **{option: value}), {})
+        source, why = _kubeconfig.kubeconfig_source(auth(kubeconfig="/k/config", **{option: value}), {})
         assert source is None and option in why
 
     def test_k8s_auth_environment_needs_kubernetes_core(self):
-        assert _k8s.kubeconfig_source(auth(kubeconfig="/k/config"), {"K8S_AUTH_HOST": "https://x"}) == (None, "K8S_AUTH_* environment")
+        assert _kubeconfig.kubeconfig_source(auth(kubeconfig="/k/config"), {"K8S_AUTH_HOST": "https://x"}) == (None, "K8S_AUTH_* environment")
 
     def test_a_kubeconfig_list_is_merged_by_kubernetes_core(self):
-        source, why = _k8s.kubeconfig_source(auth(), {"KUBECONFIG": "/a:/b"})
+        source, why = _kubeconfig.kubeconfig_source(auth(), {"KUBECONFIG": "/a:/b"})
         assert source is None and "merge" in why
 
 
 class TestLeanConnection:
     def test_client_certificate_data(self):
-        conn, why = _k8s.lean_connection(kubeconfig({"client-certificate-data": "Q0VSVA==", "client-key-data": "S0VZ"}), None, "/k")
+        conn, why = _kubeconfig.lean_connection(kubeconfig({"client-certificate-data": "Q0VSVA==", "client-key-data": "S0VZ"}), None, "/k")
         assert why == ""
         assert conn["server"] == "https://10.0.0.1:6443"
         assert conn["ca_data"] == "Q0E=" and conn["cert_data"] == "Q0VSVA==" and conn["key_data"] == "S0VZ"
@@ -75,14 +75,14 @@ class TestLeanConnection:
     def test_relative_files_are_relative_to_the_kubeconfig(self):
         config = kubeconfig({"client-certificate": "pki/admin.crt", "client-key": "/abs/admin.key", "tokenFile": "tok"},
                             {"certificate-authority": "pki/ca.crt", "certificate-authority-data": None})
-        conn, _why = _k8s.lean_connection(config, "east", "/k")
+        conn, _why = _kubeconfig.lean_connection(config, "east", "/k")
         assert conn["cert_file"] == "/k/pki/admin.crt"
         assert conn["key_file"] == "/abs/admin.key"
         assert conn["ca_file"] == "/k/pki/ca.crt"
         assert conn["token_file"] == "/k/tok"
 
     def test_token_as_in_a_remote_secret(self):
-        conn, _why = _k8s.lean_connection(kubeconfig({"token": "abc"}), "east", "")
+        conn, _why = _kubeconfig.lean_connection(kubeconfig({"token": "abc"}), "east", "")
         assert conn["token"] == "abc" and conn["cert_data"] is None
 
     @pytest.mark.parametrize("user", [
@@ -92,25 +92,26 @@ class TestLeanConnection:
         {"token": "t", "as": "someone"},
     ])
     def test_plugins_passwords_and_impersonation_need_kubernetes_core(self, user):
-        conn, why = _k8s.lean_connection(kubeconfig(user), None, "")
+        conn, why = _kubeconfig.lean_connection(kubeconfig(user), None, "")
         assert conn is None and "kubeconfig fields" in why
 
     @pytest.mark.parametrize("cluster", [{"proxy-url": "http://proxy:3128"}, {"tls-server-name": "api"}])
     def test_proxies_and_server_names_need_kubernetes_core(self, cluster):
-        conn, why = _k8s.lean_connection(kubeconfig({"token": "t"}, cluster), None, "")
+        conn, why = _kubeconfig.lean_connection(kubeconfig({"token": "t"}, cluster), None, "")
         assert conn is None and "kubeconfig fields" in why
 
     def test_unknown_context_is_left_to_kubernetes_core(self):
-        conn, why = _k8s.lean_connection(kubeconfig({"token": "t"}), "west", "")
+        conn, why = _kubeconfig.lean_connection(kubeconfig({"token": "t"}), "west", "")
         assert conn is None and "no context 'west'" == why
 
     def test_certificate_without_key(self):
-        conn, why = _k8s.lean_connection(kubeconfig({"client-certificate-data": "Q0VSVA=="}), None, "")
+        conn, why = _kubeconfig.lean_connection(kubeconfig({"client-certificate-data": "Q0VSVA=="}), None, "")
         assert conn is None and "without its key" in why
 
     def test_insecure_and_path_prefix(self):
-        config = kubeconfig({"token": "t"}, {"server": "https://rancher.example/k8s/clusters/c-1/", "insecure-skip-tls-verify": True})
-        conn, _why = _k8s.lean_connection(config, None, "")
+        config = kubeconfig({"token": "t"}, {"server": "https://rancher.example/k8s/clusters/c-1/", "insecure-skip-tls-verify": True,
+                                             "certificate-authority-data": None})
+        conn, _why = _kubeconfig.lean_connection(config, None, "")
         assert conn["insecure"] and conn["server"] == "https://rancher.example/k8s/clusters/c-1"
         transport = _k8s._LeanTransport(conn, 5)  # pylint: disable=protected-access
         assert transport.prefix == "/k8s/clusters/c-1" and transport.address == ("rancher.example", 443)
@@ -123,7 +124,7 @@ class TestLeanTls:
         cert, key = client_pem(ca)
         config = kubeconfig({"client-certificate-data": b64(cert), "client-key-data": b64(key)},
                             {"certificate-authority-data": b64(_pki.cert_pem(ca.root))})
-        conn, _why = _k8s.lean_connection(config, None, "")
+        conn, _why = _kubeconfig.lean_connection(config, None, "")
         transport = _k8s._LeanTransport(conn, 5)  # pylint: disable=protected-access
         assert transport.context is not None
         assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,234 @@
+# -*- coding: utf-8 -*-
+# Copyright: meshfed.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to meshfed.istio: kubeconfig parsing, pure.
+
+Two kinds of kubeconfig reach this collection:
+- the user's own (inventory, module options): trusted like any file the user names; the lean way reads it
+  directly when it holds nothing but a client certificate or a token (lean_connection);
+- one read from a cluster (a remote secret): untrusted input. Anyone who can write a Secret in a
+  primary's Istio namespace can plant one. untrusted_connection takes inline data only (server, CA data,
+  token, client certificate and key data), the same fields istiod accepts in remote secrets by default,
+  and turns everything else into a problem: nothing is executed, no local file is opened, nothing is
+  sent with TLS verification off. Problems name fields, never values.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from urllib.parse import urlsplit
+
+# What a kubeconfig context may hold for the lean way; anything else goes through kubernetes.core.
+LEAN_USER_KEYS = frozenset({"client-certificate", "client-certificate-data", "client-key", "client-key-data", "token", "tokenFile"})
+LEAN_CLUSTER_KEYS = frozenset({"server", "certificate-authority", "certificate-authority-data", "insecure-skip-tls-verify", "extensions"})
+
+# The only fields a kubeconfig from a cluster may use.
+UNTRUSTED_USER_KEYS = frozenset({"token", "client-certificate-data", "client-key-data"})
+UNTRUSTED_CLUSTER_KEYS = frozenset({"server", "certificate-authority-data"})
+# Why a field is refused there (any other field: "not an inline credential field").
+REFUSED_FIELDS = {
+    "exec": "would run a command on the control node",
+    "auth-provider": "would run an authentication plugin on the control node",
+    "tokenFile": "names a file on the control node",
+    "client-certificate": "names a file on the control node",
+    "client-key": "names a file on the control node",
+    "certificate-authority": "names a file on the control node",
+    "proxy-url": "would send the request through a proxy",
+    "insecure-skip-tls-verify": "turns TLS verification off",
+    "username": "basic authentication is not taken from a cluster",
+    "password": "basic authentication is not taken from a cluster",
+    "as": "impersonation is not taken from a cluster",
+    "as-uid": "impersonation is not taken from a cluster",
+    "as-groups": "impersonation is not taken from a cluster",
+    "as-user-extra": "impersonation is not taken from a cluster",
+}
+
+
+class KubeconfigError(Exception):
+    """A kubeconfig that would be misread (the message names the field, never its value)."""
+
+
+def kubeconfig_source(auth: dict, environ) -> tuple[object, str]:
+    """The kubeconfig the lean way would read (a dict, or a file path), or (None, why kubernetes.core is needed)."""
+    others = sorted(key for key, value in auth.items() if key not in ("kubeconfig", "context") and value not in (None, {}, []))
+    if others:
+        return None, f"options {', '.join(others)}"
+    if any(name.startswith("K8S_AUTH_") for name in environ):
+        return None, "K8S_AUTH_* environment"
+    if isinstance(auth.get("kubeconfig"), dict):
+        return auth["kubeconfig"], ""
+    path = auth.get("kubeconfig") or environ.get("KUBECONFIG") or "~/.kube/config"
+    if os.pathsep in path:
+        return None, "a KUBECONFIG list to merge"
+    return os.path.expanduser(path), ""
+
+
+def _entries(config: dict, section: str, key: str) -> dict:
+    items = config.get(section)
+    return {item.get("name"): item.get(key) or {} for item in items if isinstance(item, dict)} if isinstance(items, list) else {}
+
+
+def kubeconfig_context(config: dict, context_name: str | None = None) -> tuple[bool, dict, dict]:
+    """The cluster and user entries of a kubeconfig's named (default: current) context; False when there is no such context."""
+    if not isinstance(config, dict):
+        return False, {}, {}
+    contexts = _entries(config, "contexts", "context")
+    name = context_name or config.get("current-context")
+    if not isinstance(name, str) or not isinstance(contexts.get(name), dict):
+        return False, {}, {}
+    context = contexts[name]
+    cluster = _entries(config, "clusters", "cluster").get(context.get("cluster")) or {}
+    user = _entries(config, "users", "user").get(context.get("user")) or {}
+    return True, cluster if isinstance(cluster, dict) else {}, user if isinstance(user, dict) else {}
+
+
+def tls_problem(cluster: dict) -> str:
+    """Why a cluster entry's TLS settings would be misread, '' when they are sound.
+
+    insecure-skip-tls-verify counts only as the boolean true (the kubernetes client would read the string
+    "false" as true), and never together with a CA (kubectl refuses that too).
+    """
+    if "insecure-skip-tls-verify" not in cluster:
+        return ""
+    insecure = cluster["insecure-skip-tls-verify"]
+    if not isinstance(insecure, bool):
+        return "insecure-skip-tls-verify is not a boolean (write true or false without quotes)"
+    if insecure and (cluster.get("certificate-authority") or cluster.get("certificate-authority-data")):
+        return "insecure-skip-tls-verify is true beside a certificate authority (remove one of them)"
+    return ""
+
+
+def header_safe(token: object) -> bool:
+    """Whether a bearer token can go into an HTTP header as it is: printable ASCII, no spaces, no line breaks."""
+    return isinstance(token, str) and bool(token) and all(0x21 <= ord(char) <= 0x7E for char in token)
+
+
+def lean_connection(config: dict, context_name: str | None, base_dir: str) -> tuple[dict | None, str]:
+    """Server and credentials of a kubeconfig context, when it holds nothing but a client certificate or a token.
+
+    Returns (connection, "") or (None, why kubernetes.core's loader is needed). Relative file names are
+    relative to base_dir, the kubeconfig's directory, as kubectl reads them. Raises KubeconfigError for
+    TLS settings either way would misread.
+    """
+    if not isinstance(config, dict):
+        return None, "not a kubeconfig"
+    found, cluster, user = kubeconfig_context(config, context_name)
+    if not found:
+        return None, f"no context {context_name or config.get('current-context')!r}"
+    problem = tls_problem(cluster)
+    if problem:
+        raise KubeconfigError(problem)
+    if not cluster.get("server"):
+        return None, "no cluster server"
+    extra = sorted((set(cluster) - LEAN_CLUSTER_KEYS) | (set(user) - LEAN_USER_KEYS))
+    if extra:
+        return None, f"kubeconfig fields {', '.join(extra)}"
+    scheme = urlsplit(str(cluster["server"])).scheme
+    if scheme not in ("https", "http"):
+        return None, f"server scheme {scheme!r}"
+    has_cert = bool(user.get("client-certificate") or user.get("client-certificate-data"))
+    has_key = bool(user.get("client-key") or user.get("client-key-data"))
+    if has_cert != has_key:
+        return None, "a client certificate without its key"
+
+    def file_of(key: str) -> str | None:
+        value = cluster.get(key) if key in cluster else user.get(key)
+        return os.path.join(base_dir, os.path.expanduser(value)) if value else None
+
+    return {
+        "server": cluster["server"].rstrip("/"),
+        "insecure": cluster.get("insecure-skip-tls-verify") is True,
+        "ca_file": file_of("certificate-authority"),
+        "ca_data": cluster.get("certificate-authority-data"),
+        "cert_file": file_of("client-certificate"),
+        "cert_data": user.get("client-certificate-data"),
+        "key_file": file_of("client-key"),
+        "key_data": user.get("client-key-data"),
+        "token": user.get("token"),
+        "token_file": file_of("tokenFile"),
+    }, ""
+
+
+def _field_problems(where: str, entry: object, allowed: frozenset) -> list[str]:
+    if not isinstance(entry, dict):
+        return [f"{where} is not a mapping"]
+    return [
+        f"{where} field {_printable_name(key)}: {REFUSED_FIELDS.get(key, 'not an inline credential field')}"
+        for key in sorted(map(str, entry)) if key not in allowed
+    ]
+
+
+def _printable_name(key: str) -> str:
+    """A field name as it may be shown: names are free text in an untrusted kubeconfig."""
+    return key if len(key) <= 40 and all(char.isalnum() or char in "-_" for char in key) else "(a field with an unusual name)"
+
+
+def _base64_problem(where: str, value: object, pem: bool) -> str:
+    if not isinstance(value, str):
+        return f"{where} is not a string"
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return f"{where} is not base64"
+    if pem and b"-----BEGIN " not in data:
+        return f"{where} holds no PEM"
+    return ""
+
+
+def untrusted_connection(config: object) -> tuple[dict | None, list[str]]:
+    """The connection of a kubeconfig read from a cluster, or (None, every problem), inline data only.
+
+    Every user and cluster entry is checked, not only the current context's (istiod checks them all too).
+    """
+    if not isinstance(config, dict):
+        return None, ["not a kubeconfig (no mapping)"]
+    problems = []
+    for section, key, allowed in (("clusters", "cluster", UNTRUSTED_CLUSTER_KEYS), ("users", "user", UNTRUSTED_USER_KEYS)):
+        items = config.get(section) or []
+        if not isinstance(items, list):
+            problems.append(f"{section} is not a list")
+            continue
+        for index, item in enumerate(items):
+            where = f"{section}[{index}]"
+            if not isinstance(item, dict):
+                problems.append(f"{where} is not a mapping")
+                continue
+            problems += _field_problems(f"{where} ({key})", item.get(key) or {}, allowed)
+    found, cluster, user = kubeconfig_context(config)
+    if not found:
+        return None, problems + ["no current context"]
+    server = cluster.get("server")
+    parts = urlsplit(server) if isinstance(server, str) else None
+    if parts is None or parts.scheme != "https" or not parts.hostname or any(c in server for c in "\r\n\t "):
+        problems.append("the server is not an https URL with a host")
+    elif parts.query or parts.fragment or parts.username or parts.password:
+        problems.append("the server URL carries a query, a fragment or credentials")
+    if "certificate-authority-data" in cluster:
+        problems.append(_base64_problem("certificate-authority-data", cluster["certificate-authority-data"], pem=True))
+    token = user.get("token")
+    if "token" in user and not header_safe(token):
+        problems.append("the token holds characters an HTTP header cannot carry (line breaks, spaces, non-ASCII)")
+    cert, key = user.get("client-certificate-data"), user.get("client-key-data")
+    if (cert is None) != (key is None):
+        problems.append("a client certificate without its key, or a key without its certificate")
+    elif cert is not None:
+        problems += [_base64_problem("client-certificate-data", cert, pem=True), _base64_problem("client-key-data", key, pem=True)]
+    if not token and cert is None:
+        problems.append("no credential (token, or client certificate and key data)")
+    problems = [problem for problem in problems if problem]
+    if problems:
+        return None, problems
+    return {
+        "server": server.rstrip("/"),
+        "insecure": False,
+        "ca_file": None,
+        "ca_data": cluster.get("certificate-authority-data"),
+        "cert_file": None,
+        "cert_data": cert,
+        "key_file": None,
+        "key_data": key,
+        "token": token,
+        "token_file": None,
+    }, []

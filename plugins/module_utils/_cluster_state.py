@@ -20,8 +20,6 @@ from ansible.module_utils.common.yaml import yaml_load
 from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _kubeconfig, _observed, _trust
 from ansible_collections.meshfed.istio.plugins.module_utils._remote_secret import is_loopback, is_remote_secret
 
-CLUSTER_ANNOTATION = "networking.istio.io/cluster"
-NETWORK_LABEL = "topology.istio.io/network"
 INJECTED_POD_SELECTOR = "security.istio.io/tlsMode=istio"
 ISTIO_GATEWAY_VERSIONS = ("v1", "v1beta1")
 
@@ -48,7 +46,7 @@ def istiod_facts(deployment: dict) -> dict:
     status = deployment.get("status") or {}
     return {
         "name": deployment["metadata"]["name"],
-        "revision": (deployment["metadata"].get("labels") or {}).get("istio.io/rev", ""),
+        "revision": (deployment["metadata"].get("labels") or {}).get(_istio.REVISION_LABEL, ""),
         "version": image_version(discovery.get("image", "")),
         "cluster_id": env.get("CLUSTER_ID", ""),
         "network": env.get("NETWORK", ""),
@@ -137,12 +135,12 @@ def try_credential(conn: dict, timeout: int, secret_name: str) -> dict:
     return {"ok": True, "error": "", "error_type": "", "calls": cluster.calls}
 
 
-def remote_secret_facts(secret: dict, check_credentials: bool, timeout: int) -> dict:
-    """What a remote secret holds, as facts: per data key the server, whether it is loopback, the fields that make it
-    unsafe (untrusted input: nothing in it is executed or opened) and, when asked and safe, the credential test."""
+def remote_secret_facts(secret: dict) -> tuple[dict, dict[str, dict]]:
+    """What a remote secret holds, as facts - per data key the server, whether it is loopback and the fields that make it
+    unsafe (untrusted input: nothing in it is executed or opened) - and, apart, the connections of its safe keys."""
     meta = secret["metadata"]
     data = _decode(secret.get("data"))
-    entries = []
+    entries, connections = [], {}
     for key, value in sorted(data.items()):
         entry = {"key": key, "server": "", "parsed": False, "loopback": False, "unsafe": [], "credential": None}
         try:
@@ -155,16 +153,17 @@ def remote_secret_facts(secret: dict, check_credentials: bool, timeout: int) -> 
             entry["parsed"] = bool(entry["server"])
             entry["loopback"] = is_loopback(entry["server"]) if entry["server"] else False
             conn, entry["unsafe"] = _kubeconfig.untrusted_connection(config)
-            if check_credentials and conn is not None:
-                entry["credential"] = try_credential(conn, timeout, meta["name"])
+            if conn is not None:
+                connections[key] = conn
         entries.append(entry)
-    return {
+    facts = {
         "name": meta["name"],
-        "cluster_annotation": (meta.get("annotations") or {}).get(CLUSTER_ANNOTATION, ""),
+        "cluster_annotation": (meta.get("annotations") or {}).get(_istio.CLUSTER_ANNOTATION, ""),
         "data_keys": sorted(data),
         "entries": entries,
         "unsafe": [f"secret {meta['name']} key {entry['key']}: {problem}" for entry in entries for problem in entry["unsafe"]],
     }
+    return facts, connections
 
 
 def _istio_networking(cluster: _k8s.Cluster, namespace: str, resource: str) -> tuple[bool, list[dict]]:
@@ -182,6 +181,27 @@ def _with_kind(items: list[dict], api_version: str, kind: str) -> list[dict]:
     return [{"apiVersion": api_version, "kind": kind, **item} for item in items]
 
 
+def fetch(cluster: _k8s.Cluster, namespace: str, *, pod_sample: int = 200, configmap_sample: int = 200, objects: bool = False) -> dict:
+    """The API reads behind one cluster's state: one list call per kind (about ten), one or two more with objects."""
+    raw = {
+        "namespace": cluster.get(f"reading namespace {namespace}", _k8s.cluster_scoped("namespaces", namespace), missing_ok=True),
+        **{resource: cluster.items(f"listing {resource} in {namespace}", _k8s.namespaced(namespace, resource))
+           for resource in ("secrets", "configmaps", "services")},
+        "root_configmaps": cluster.items("listing istio-ca-root-cert configmaps", "/api/v1/configmaps",
+                                         fieldSelector=f"metadata.name={_istio.ROOT_CERT_CONFIGMAP}", limit=configmap_sample),
+        "deployments": cluster.items(f"listing deployments in {namespace}", _k8s.namespaced(namespace, "deployments", group="apps")),
+        "slices": cluster.items(f"listing endpointslices in {namespace}", _k8s.namespaced(namespace, "endpointslices", group="discovery.k8s.io"),
+                                labelSelector="kubernetes.io/service-name=istiod"),
+        "webhooks": cluster.items("listing mutating webhooks", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+                                  labelSelector="app=sidecar-injector"),
+    }
+    raw["gateway_crd"], raw["gateways"] = _istio_networking(cluster, namespace, "gateways")
+    raw["pods"] = cluster.items("listing injected pods", "/api/v1/pods", labelSelector=INJECTED_POD_SELECTOR, limit=pod_sample)
+    if objects:
+        raw["virtualservices"] = _istio_networking(cluster, namespace, "virtualservices")[1]
+    return raw
+
+
 def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = True, pod_sample: int = 200,
          configmap_sample: int = 200, objects: bool = False) -> dict:
     """One cluster's mesh state in batched reads (about ten API calls plus two per remote secret credential).
@@ -190,34 +210,35 @@ def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = Tru
     VirtualServices) as _observed projects them (one or two more list calls), for the roles to skip writes that would
     change nothing.
     """
-    ns_object = cluster.get(f"reading namespace {namespace}", _k8s.cluster_scoped("namespaces", namespace), missing_ok=True)
-    ns_meta = (ns_object or {}).get("metadata") or {}
-    in_ns = {resource: cluster.items(f"listing {resource} in {namespace}", _k8s.namespaced(namespace, resource))
-             for resource in ("secrets", "configmaps", "services")}
-    secrets = in_ns["secrets"]
-    configmaps = {item["metadata"]["name"]: item for item in in_ns["configmaps"]}
-    services = {item["metadata"]["name"]: item for item in in_ns["services"]}
-    root_configmaps = cluster.items("listing istio-ca-root-cert configmaps", "/api/v1/configmaps",
-                                    fieldSelector=f"metadata.name={_trust.ROOT_CERT_CONFIGMAP}", limit=configmap_sample)
-    deployments = cluster.items(f"listing deployments in {namespace}", _k8s.namespaced(namespace, "deployments", group="apps"))
-    slices = cluster.items(f"listing endpointslices in {namespace}",
-                           _k8s.namespaced(namespace, "endpointslices", group="discovery.k8s.io"),
-                           labelSelector="kubernetes.io/service-name=istiod")
-    webhooks = cluster.items("listing mutating webhooks", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
-                             labelSelector="app=sidecar-injector")
-    gateway_crd, gateways = _istio_networking(cluster, namespace, "gateways")
-    pods = cluster.items("listing injected pods", "/api/v1/pods", labelSelector=INJECTED_POD_SELECTOR, limit=pod_sample)
+    raw = fetch(cluster, namespace, pod_sample=pod_sample, configmap_sample=configmap_sample, objects=objects)
+    state, connections = assemble(raw)
+    if check_credentials:
+        for secret in state["remote_secrets"]:
+            for entry in secret["entries"]:
+                if (secret["name"], entry["key"]) in connections:
+                    entry["credential"] = try_credential(connections[secret["name"], entry["key"]], cluster.timeout, secret["name"])
+    return state
 
+
+def assemble(raw: dict) -> tuple[dict, dict[tuple[str, str], dict]]:
+    """The state from the reads of fetch(), pure; and apart, the connections of the remote secrets' safe credentials by
+    (secret name, key), which never go into the state."""
+    ns_object = raw["namespace"]
+    ns_meta = (ns_object or {}).get("metadata") or {}
+    secrets = raw["secrets"]
+    configmaps = {item["metadata"]["name"]: item for item in raw["configmaps"]}
+    services = {item["metadata"]["name"]: item for item in raw["services"]}
     by_name = {item["metadata"]["name"]: item for item in secrets}
-    cacerts = by_name.get("cacerts")
-    self_signed = by_name.get(_trust.ISTIO_CA_SECRET)
-    remote_secrets = [
-        remote_secret_facts(item, check_credentials, cluster.timeout)
-        for item in secrets
-        if is_remote_secret(item)
-    ]
+    cacerts = by_name.get(_istio.CACERTS_SECRET)
+    self_signed = by_name.get(_istio.ISTIO_CA_SECRET)
+    remote_secrets, connections = [], {}
+    for item in secrets:
+        if is_remote_secret(item):
+            facts, safe = remote_secret_facts(item)
+            remote_secrets.append(facts)
+            connections.update({(facts["name"], key): conn for key, conn in safe.items()})
     gateway_service = next(
-        (item for item in services.values() if (item["metadata"].get("labels") or {}).get("istio") == "eastwestgateway"),
+        (item for item in services.values() if (item["metadata"].get("labels") or {}).get("istio") == _istio.EASTWEST_SELECTOR["istio"]),
         services.get(_istio.EASTWEST_GATEWAY),
     )
     addresses, problem = _istio.gateway_address_problem(gateway_service)
@@ -231,26 +252,26 @@ def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = Tru
         "cacerts": _trust.bundle_facts(None if cacerts is None else _decode(cacerts.get("data"))),
         "istio_ca_secret": {
             "present": self_signed is not None,
-            "root_fingerprints": _trust.fingerprints(_decode((self_signed or {}).get("data")).get("ca-cert.pem")),
+            "root_fingerprints": _trust.fingerprints(_decode((self_signed or {}).get("data")).get(_istio.CA_CERT)),
         },
         "root_cert_configmaps": {
-            item["metadata"]["namespace"]: {"root_fingerprints": _trust.fingerprints((item.get("data") or {}).get("root-cert.pem"))}
-            for item in root_configmaps
+            item["metadata"]["namespace"]: {"root_fingerprints": _trust.fingerprints((item.get("data") or {}).get(_istio.ROOT_CERT))}
+            for item in raw["root_configmaps"]
         },
         "istiods": [
-            istiod_facts(item) for item in deployments
+            istiod_facts(item) for item in raw["deployments"]
             if (item["metadata"].get("labels") or {}).get("app") == "istiod" or item["metadata"]["name"].startswith("istiod")
         ],
         "istiod_service": {
             "present": "istiod" in services,
             "selector": ((services.get("istiod") or {}).get("spec") or {}).get("selector") or {},
             "endpoint_addresses": sorted({
-                address for item in slices for endpoint in item.get("endpoints") or [] for address in endpoint.get("addresses") or []
+                address for item in raw["slices"] for endpoint in item.get("endpoints") or [] for address in endpoint.get("addresses") or []
             }),
         },
         "injector": injector_values(configmaps),
         "mesh_config": mesh_config(mesh),
-        "injection_webhooks": [{"name": item["metadata"]["name"], "targets": webhook_targets(item)} for item in webhooks],
+        "injection_webhooks": [{"name": item["metadata"]["name"], "targets": webhook_targets(item)} for item in raw["webhooks"]],
         "gateway": {
             "present": gateway_service is not None,
             "name": (gateway_service or {}).get("metadata", {}).get("name", ""),
@@ -259,8 +280,8 @@ def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = Tru
             "type": ((gateway_service or {}).get("spec") or {}).get("type", ""),
             "labels": ((gateway_service or {}).get("metadata") or {}).get("labels") or {},
         },
-        "gateway_crd": gateway_crd,
-        "cross_network_gateways": cross_network_gateways(gateways),
+        "gateway_crd": raw["gateway_crd"],
+        "cross_network_gateways": cross_network_gateways(raw["gateways"]),
         "remote_secrets": remote_secrets,
         "injected_pods": [
             {
@@ -272,15 +293,15 @@ def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = Tru
                     "",
                 ),
             }
-            for item in pods
+            for item in raw["pods"]
         ],
     }
-    if objects:
+    if "virtualservices" in raw:
         state["objects"] = _observed.index(
             ([{"apiVersion": "v1", "kind": "Namespace", **ns_object}] if ns_object is not None else [])
             + _with_kind(secrets, "v1", "Secret")
             + _with_kind(list(services.values()), "v1", "Service")
-            + _with_kind(gateways, "networking.istio.io/v1", "Gateway")
-            + _with_kind(_istio_networking(cluster, namespace, "virtualservices")[1], "networking.istio.io/v1", "VirtualService")
+            + _with_kind(raw["gateways"], _istio.NETWORKING_API, "Gateway")
+            + _with_kind(raw["virtualservices"], _istio.NETWORKING_API, "VirtualService")
         )
-    return state
+    return state, connections

@@ -15,9 +15,10 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio
+
 ERROR, WARNING, INFO = "error", "warning", "info"
 SEVERITIES = (ERROR, WARNING, INFO)
-DEFAULT_CLUSTER_NAME = "Kubernetes"
 ROTATE_INTERMEDIATE = ("issue a new intermediate: re-run the site playbook (the pki role re-issues intermediates within "
                        "pki_renew_before_days of expiry; istiod takes the new cacerts without a restart)")
 ROTATE_ROOT = "change the root with overlapping trust (both roots in every cluster's root-cert.pem before any intermediate changes)"
@@ -360,11 +361,11 @@ class Doctor:
             if not state["namespace"]["present"]:
                 self.add("namespace_missing", [name], f"namespace {self.namespace} does not exist", "run the site playbook")
             else:
-                label = state["namespace"]["labels"].get("topology.istio.io/network", "")
+                label = state["namespace"]["labels"].get(_istio.NETWORK_LABEL, "")
                 if label != network:
                     self.add("namespace_network_label", [name],
-                             f"namespace {self.namespace} has topology.istio.io/network={label or '<unset>'}, expected {network}",
-                             f"kubectl label namespace {self.namespace} topology.istio.io/network={network} --overwrite (namespace role)")
+                             f"namespace {self.namespace} has {_istio.NETWORK_LABEL}={label or '<unset>'}, expected {network}",
+                             f"kubectl label namespace {self.namespace} {_istio.NETWORK_LABEL}={network} --overwrite (namespace role)")
             gateway = state["gateway"]
             needed = multi_network or bool(cluster.get("remotes"))
             if not gateway["present"]:
@@ -375,10 +376,10 @@ class Doctor:
                 if not gateway["addresses"]:
                     self.add("gateway_address", [name], gateway["problem"] or "no address", "set meshfed_eastwest_external_ips "
                              "for this cluster, or give the cluster a LoadBalancer implementation")
-                label = gateway["labels"].get("topology.istio.io/network", "")
+                label = gateway["labels"].get(_istio.NETWORK_LABEL, "")
                 if label != network:
                     self.add("gateway_network_label", [name],
-                             f"Service {gateway['name']} has topology.istio.io/network={label or '<unset>'}, expected {network}",
+                             f"Service {gateway['name']} has {_istio.NETWORK_LABEL}={label or '<unset>'}, expected {network}",
                              "reinstall the east-west gateway for this network (eastwest_gateway role)")
                 if multi_network and not state["cross_network_gateways"]:
                     self.add("cross_network_gateway", [name],
@@ -410,7 +411,7 @@ class Doctor:
             installed = self.installed_name(state)
             if installed:
                 names.setdefault(installed, []).append(name)
-            if installed == DEFAULT_CLUSTER_NAME:
+            if installed == _istio.DEFAULT_CLUSTER_NAME:
                 self.add("cluster_name_default", [name], "istiod runs with CLUSTER_ID Kubernetes, Istio's default",
                          f"reinstall the control plane with clusterName {name} (control_plane role)")
             elif installed and installed != name:
@@ -454,6 +455,12 @@ def roots_by_cluster(plan: dict, states: dict) -> dict[str, list[str]]:
         plan["clusters"][host]["name"]: sorted(root["fingerprint_sha256"] for root in (state.get("cacerts") or {}).get("roots") or [])
         for host, state in states.items() if host in plan["clusters"] and "error" not in state
     }
+
+
+def shared_root(roots: dict[str, list[str]]) -> str:
+    """The root set every cluster's cacerts holds, joined with ', ', when they all hold the same one; '' otherwise."""
+    distinct = {", ".join(fingerprints) for fingerprints in roots.values()}
+    return distinct.pop() if len(distinct) == 1 else ""
 
 
 def summary(findings: list[dict]) -> dict:

@@ -122,3 +122,14 @@ def markdown(plan: dict, states: dict, findings: list[dict], picture: str | None
     if dot_source:
         out += ["", "<details><summary>Graphviz source</summary>", "", "```dot", dot_source.rstrip(), "```", "", "</details>"]
     return "\n".join(out) + "\n"
+
+
+def summary_text(clusters: int, result: dict) -> str:
+    """What the verify role prints: counts, the report's path, the root every cluster shares, then each finding."""
+    counts = result["summary"]
+    report = (result.get("report") or {}).get("markdown") or ""
+    lines = [f"{clusters} clusters: {counts['error']} error(s), {counts['warning']} warning(s)" + (f"; report {report}" if report else "")]
+    if result.get("shared_root"):
+        lines.append(f"{len(result['roots'])} clusters share root {result['shared_root']}")
+    lines += [f"[{f['severity']}] {f['id']} in {', '.join(f['clusters'])}: {f['evidence']} -> {f['fix']}" for f in result["findings"]]
+    return "\n".join(lines)

@@ -36,6 +36,13 @@ class DoctorInputError(Exception):
     pass
 
 
+def report_dir(option: str, pki_dir: str) -> str:
+    """Where the report goes: the option; empty means beside the PKI (<pki_dir>-report), none means nowhere."""
+    if option == "none":
+        return ""
+    return option or (pki_dir.rstrip("/") + "-report" if pki_dir else "")
+
+
 def expected_roots(pki_dir: str) -> list[str]:
     return _trust.fingerprints(read_optional(os.path.join(pki_dir, "root-cert.pem"))) if pki_dir else []
 
@@ -66,8 +73,8 @@ def render_svg(dot_binary: str, source: str) -> tuple[bytes | None, str]:
     return result.stdout, ""
 
 
-def write_report(params: dict, check_mode: bool, plan: dict, states: dict, findings: list[dict], warnings: list) -> tuple[bool, dict]:
-    report_dir = params["report_dir"]
+def write_report(directory: str, params: dict, check_mode: bool, plan: dict, states: dict, findings: list[dict],
+                 warnings: list) -> tuple[bool, dict]:
     source = _doctor_report.dot(plan, states, findings)
     svg, warning = render_svg(params["dot"], source)
     if warning:
@@ -80,12 +87,12 @@ def write_report(params: dict, check_mode: bool, plan: dict, states: dict, findi
     contents = {key: (name, text.encode()) for key, (name, text) in files.items()}
     if svg is not None:
         contents["svg"] = ("mesh.svg", svg)
-    changed = any(read_optional(os.path.join(report_dir, name)) != data for name, data in contents.values())
+    changed = any(read_optional(os.path.join(directory, name)) != data for name, data in contents.values())
     if changed and not check_mode:
-        os.makedirs(report_dir, mode=0o755, exist_ok=True)
+        os.makedirs(directory, mode=0o755, exist_ok=True)
         for name, data in contents.values():
-            write_atomic(os.path.join(report_dir, name), data, 0o644)
-    paths = {key: os.path.join(report_dir, item[0]) for key, item in contents.items()}
+            write_atomic(os.path.join(directory, name), data, 0o644)
+    paths = {key: os.path.join(directory, item[0]) for key, item in contents.items()}
     paths.setdefault("svg", "")
     return changed, paths
 
@@ -103,8 +110,12 @@ def run(params: dict, check_mode: bool) -> tuple[dict, list[str]]:
         findings += _doctor.reachability_findings(plan, states, reachability(plan, states, params["reachability_timeout"]))
     warnings: list[str] = []
     changed, paths = False, {}
-    if params["report_dir"]:
-        changed, paths = write_report(params, check_mode, plan, states, findings, warnings)
+    directory = report_dir(params["report_dir"], params["pki_dir"])
+    if directory:
+        changed, paths = write_report(directory, params, check_mode, plan, states, findings, warnings)
     summary = _doctor.summary(findings)
-    return {"changed": changed, "findings": findings, "summary": summary, "healthy": summary["error"] == 0, "report": paths,
-            "roots": _doctor.roots_by_cluster(plan, states)}, warnings
+    roots = _doctor.roots_by_cluster(plan, states)
+    result = {"changed": changed, "findings": findings, "summary": summary, "healthy": summary["error"] == 0, "report": paths,
+              "roots": roots, "shared_root": _doctor.shared_root(roots)}
+    result["summary_text"] = _doctor_report.summary_text(len(plan["clusters"]), result)
+    return result, warnings

@@ -1,11 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: meshfed.istio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private to meshfed.istio: Istio knowledge as pure functions.
+"""Private to meshfed.istio: Istio knowledge as pure functions, and Istio's vocabulary in one place.
 
-IstioOperator documents for the control plane and the east-west gateway (input to
-`istioctl install -f`; the in-cluster operator is gone since Istio 1.24), and the digest that
-tells whether what is installed already matches what would be installed.
+The names Istio gives its labels, annotations, secrets and gateways; IstioOperator documents for
+the control plane and the east-west gateway (input to `istioctl install -f`; the in-cluster
+operator is gone since Istio 1.24); the Kubernetes objects beside them (the Istio namespace, the
+cross-network and istiod Gateways); the digest that tells whether what is installed already
+matches what would be installed.
 """
 
 from __future__ import annotations
@@ -14,9 +16,42 @@ import copy
 import hashlib
 import json
 
+import re
+
+# Labels and annotations
+NETWORK_LABEL = "topology.istio.io/network"
+CONTROL_PLANE_CLUSTERS_ANNOTATION = "topology.istio.io/controlPlaneClusters"
+CLUSTER_ANNOTATION = "networking.istio.io/cluster"
+MULTICLUSTER_LABEL = "istio/multiCluster"
+REVISION_LABEL = "istio.io/rev"
+# The plugged-in CA: secret cacerts and its keys; istiod's own self-signed CA; what workloads trust
+CACERTS_SECRET = "cacerts"
+CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN = "ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"
+BUNDLE_KEYS = (CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN)
+SELF_SIGNED_MARKER = "istio-generated"
+ISTIO_CA_SECRET = "istio-ca-secret"
+ROOT_CERT_CONFIGMAP = "istio-ca-root-cert"
+# istiod's cluster ID when none is set
+DEFAULT_CLUSTER_NAME = "Kubernetes"
+# The east-west gateway and what it exposes
 OPERATOR_API = "install.istio.io/v1alpha1"
+NETWORKING_API = "networking.istio.io/v1"
 EASTWEST_GATEWAY = "istio-eastwestgateway"
+EASTWEST_SELECTOR = {"istio": "eastwestgateway"}
 EASTWEST_PORTS = (("status-port", 15021), ("tls", 15443), ("tls-istiod", 15012), ("tls-webhook", 15017))
+CROSS_NETWORK_GATEWAY = "cross-network-gateway"
+ISTIOD_GATEWAY = "istiod-gateway"
+ISTIOD_VIRTUAL_SERVICE = "istiod-vs"
+CROSS_NETWORK_PORT = 15443
+
+_ISTIOCTL_VERSION = re.compile(r"\A\s*(?:client version:\s*)?(\S+)\s*\Z", re.IGNORECASE)
+
+
+def istioctl_version(output: str) -> str:
+    """The version in what `istioctl version --remote=false --short` prints (newer releases prefix it with
+    "client version:"); '' when the output is not one version."""
+    match = _ISTIOCTL_VERSION.match(output or "")
+    return match.group(1) if match else ""
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
@@ -28,6 +63,46 @@ def deep_merge(base: dict, overlay: dict) -> dict:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+class OverlayError(ValueError):
+    """A user overlay that would change what the inventory decides."""
+
+
+# Settings the inventory owns: an overlay may repeat them, never change them.
+PROTECTED_VALUES = {
+    ("values", "global", "meshID"): "meshfed_mesh_id",
+    ("values", "global", "multiCluster", "clusterName"): "meshfed_cluster_name",
+    ("values", "global", "network"): "meshfed_network",
+    ("revision",): "meshfed_revision",
+}
+
+
+def overlay_conflicts(spec: dict, overlay: dict | None) -> list[str]:
+    """Where an overlay (of an IstioOperator spec) would change a setting the inventory owns."""
+    conflicts = []
+    for path, variable in PROTECTED_VALUES.items():
+        here: object = overlay or {}
+        for key in path:
+            here = here.get(key, _ABSENT) if isinstance(here, dict) else _ABSENT
+        wanted: object = spec
+        for key in path:
+            wanted = wanted.get(key, _ABSENT) if isinstance(wanted, dict) else _ABSENT
+        if here is not _ABSENT and here != wanted:
+            conflicts.append(f"spec.{'.'.join(path)} (set it with {variable})")
+    return conflicts
+
+
+_ABSENT = object()
+
+
+def _with_overlay(operator: dict, overlay: dict | None, what: str) -> dict:
+    if overlay is not None and not isinstance(overlay, dict):
+        raise OverlayError(f"the {what} overlay must be a mapping of IstioOperator spec fields, got {type(overlay).__name__}")
+    conflicts = overlay_conflicts(operator["spec"], overlay)
+    if conflicts:
+        raise OverlayError(f"the {what} overlay changes what the inventory sets: {', '.join(conflicts)}; remove it from the overlay")
+    return deep_merge(operator, {"spec": overlay or {}})
 
 
 def _operator(name: str, namespace: str, spec: dict) -> dict:
@@ -58,7 +133,7 @@ def control_plane(
     if revision:
         spec["revision"] = revision
     name = f"control-plane-{revision}" if revision else "control-plane"
-    return deep_merge(_operator(name, namespace, spec), {"spec": overlay or {}})
+    return _with_overlay(_operator(name, namespace, spec), overlay, "control_plane")
 
 
 def eastwest_gateway(*, network: str, namespace: str = "istio-system", revision: str = "", overlay: dict | None = None) -> dict:
@@ -67,7 +142,7 @@ def eastwest_gateway(*, network: str, namespace: str = "istio-system", revision:
         "name": EASTWEST_GATEWAY,
         "namespace": namespace,
         "enabled": True,
-        "label": {"istio": "eastwestgateway", "app": EASTWEST_GATEWAY, "topology.istio.io/network": network},
+        "label": {**EASTWEST_SELECTOR, "app": EASTWEST_GATEWAY, NETWORK_LABEL: network},
         "k8s": {
             "env": [{"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": network}],
             "service": {"ports": [{"name": name, "port": port, "targetPort": port} for name, port in EASTWEST_PORTS]},
@@ -80,7 +155,43 @@ def eastwest_gateway(*, network: str, namespace: str = "istio-system", revision:
     }
     if revision:
         spec["revision"] = revision
-    return deep_merge(_operator("eastwest", namespace, spec), {"spec": overlay or {}})
+    return _with_overlay(_operator("eastwest", namespace, spec), overlay, "eastwest_gateway")
+
+
+def namespace_object(namespace: str, network: str, primary_name: str | None = None) -> dict:
+    """The Istio namespace with its network label; a remote's also names the primary that manages it."""
+    metadata: dict = {"name": namespace, "labels": {NETWORK_LABEL: network}}
+    if primary_name:
+        metadata["annotations"] = {CONTROL_PLANE_CLUSTERS_ANNOTATION: primary_name}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
+
+
+def _passthrough(port: int, name: str, mode: str, hosts: list[str]) -> dict:
+    return {"port": {"number": port, "name": name, "protocol": "TLS"}, "tls": {"mode": mode}, "hosts": hosts}
+
+
+def eastwest_objects(namespace: str, expose_istiod: bool) -> list[dict]:
+    """What the east-west gateway serves, as Istio's multicluster guide writes it: every *.local service on 15443
+    (AUTO_PASSTHROUGH, mTLS end to end); on a primary with remotes also istiod (15012) and its webhook (15017)."""
+    meta = {"namespace": namespace}
+    objects = [{
+        "apiVersion": NETWORKING_API, "kind": "Gateway", "metadata": {"name": CROSS_NETWORK_GATEWAY, **meta},
+        "spec": {"selector": dict(EASTWEST_SELECTOR), "servers": [_passthrough(CROSS_NETWORK_PORT, "tls", "AUTO_PASSTHROUGH", ["*.local"])]},
+    }]
+    if expose_istiod:
+        istiod = f"istiod.{namespace}.svc.cluster.local"
+        objects += [{
+            "apiVersion": NETWORKING_API, "kind": "Gateway", "metadata": {"name": ISTIOD_GATEWAY, **meta},
+            "spec": {"selector": dict(EASTWEST_SELECTOR), "servers": [
+                _passthrough(15012, "tls-istiod", "PASSTHROUGH", ["*"]), _passthrough(15017, "tls-istiodwebhook", "PASSTHROUGH", ["*"])]},
+        }, {
+            "apiVersion": NETWORKING_API, "kind": "VirtualService", "metadata": {"name": ISTIOD_VIRTUAL_SERVICE, **meta},
+            "spec": {"hosts": ["*"], "gateways": [ISTIOD_GATEWAY], "tls": [
+                {"match": [{"port": 15012, "sniHosts": ["*"]}], "route": [{"destination": {"host": istiod, "port": {"number": 15012}}}]},
+                {"match": [{"port": 15017, "sniHosts": ["*"]}], "route": [{"destination": {"host": istiod, "port": {"number": 443}}}]},
+            ]},
+        }]
+    return objects
 
 
 def digest(operator: dict, istioctl_version: str) -> str:

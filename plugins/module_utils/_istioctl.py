@@ -23,16 +23,29 @@ def run(argv: list[str], timeout: int) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError as exc:
-        raise IstioctlError(f"istioctl not found at {argv[0]!r}: install it or set the istioctl option to its path") from exc
+        raise IstioctlError(f"istioctl not found at {argv[0]!r}: install it or set the istioctl option (meshfed_istioctl) to its path") from exc
     except subprocess.TimeoutExpired as exc:
         raise IstioctlError(f"{' '.join(argv[:3])} did not finish within {timeout} s") from exc
 
 
 def version(binary: str) -> str:
+    """The version istioctl reports about itself (no cluster is asked)."""
     result = run([binary, "version", "--remote=false", "--short"], 60)
     if result.returncode != 0:
         raise IstioctlError(f"{binary} version failed: {result.stderr.strip() or result.stdout.strip()}")
-    return result.stdout.strip()
+    parsed = _istio.istioctl_version(result.stdout)
+    if not parsed:
+        raise IstioctlError(f"{binary} version printed no version: {result.stdout.strip()[:200]!r}")
+    return parsed
+
+
+# The shared Kubernetes auth options istioctl can be given; the others have no istioctl flag.
+ISTIOCTL_AUTH_OPTIONS = ("kubeconfig", "context")
+
+
+def unsupported_auth_options(params: dict) -> list[str]:
+    """Shared auth options set to something istioctl cannot be told (it reads a kubeconfig and a context only)."""
+    return sorted(key for key in _k8s.AUTH_ARG_SPEC if key not in ISTIOCTL_AUTH_OPTIONS and params.get(key) not in (None, "", [], {}))
 
 
 def connection_args(kubeconfig: str | None, context: str | None) -> list[str]:
@@ -42,6 +55,25 @@ def connection_args(kubeconfig: str | None, context: str | None) -> list[str]:
     if context:
         args += ["--context", context]
     return args
+
+
+class KubeconfigFile:
+    """The kubeconfig option as a file for istioctl: a path as it is, a dict written to a private temporary file."""
+
+    def __init__(self, kubeconfig) -> None:
+        self.value, self.path = kubeconfig, None
+
+    def __enter__(self) -> str | None:
+        if not isinstance(self.value, dict):
+            return os.path.expanduser(self.value) if self.value else None
+        handle, self.path = tempfile.mkstemp(prefix="meshfed-kubeconfig-", suffix=".json")  # mode 0600
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(self.value, stream)
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        if self.path:
+            os.unlink(self.path)
 
 
 def installed_digest(cluster: _k8s.Cluster, operator: dict) -> str | None:
@@ -83,7 +115,8 @@ def ensure(binary: str, operator: dict, cluster: _k8s.Cluster, kubeconfig, conte
     current = installed_digest(cluster, operator)
     result = {"digest": wanted, "previous_digest": current, "istioctl_version": istioctl_version, "changed": current != wanted}
     if result["changed"] and not check_mode:
-        completed = install(binary, operator, kubeconfig, context, readiness_timeout)
+        with KubeconfigFile(kubeconfig) as path:
+            completed = install(binary, operator, path, context, readiness_timeout)
         result["stdout_lines"] = completed.stdout.splitlines()
         record(cluster, operator, wanted, istioctl_version)
     return result

@@ -140,6 +140,8 @@ def _cluster_facts(cluster: Cluster, clusters: list[Cluster]) -> dict:
         "primary_host": primary.host if primary else None,
         "primary_name": primary.name if primary else None,
         "remotes": [other.host for other in clusters if other.role == "remote" and primary_of(other, clusters) is cluster],
+        # the shared auth options for module_defaults (group/meshfed.istio.k8s, group/kubernetes.core.k8s)
+        "auth": {key: value for key, value in (("kubeconfig", cluster.kubeconfig), ("context", cluster.context)) if value},
     }
 
 

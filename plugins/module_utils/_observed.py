@@ -18,6 +18,7 @@ import binascii
 import hashlib
 from typing import Any
 
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio
 from ansible_collections.meshfed.istio.plugins.module_utils._remote_secret import is_remote_secret
 
 CLUSTER_SCOPED_KINDS = frozenset({"Namespace"})
@@ -31,7 +32,7 @@ CHANGE = "not comparable"  # a wanted value that matches nothing observed
 
 def written_secret(obj: dict) -> bool:
     """The Secrets the roles write: cacerts and remote secrets (istio/multiCluster=true)."""
-    return (obj.get("metadata") or {}).get("name") == "cacerts" or is_remote_secret(obj)
+    return (obj.get("metadata") or {}).get("name") == _istio.CACERTS_SECRET or is_remote_secret(obj)
 
 
 def digest(value: bytes) -> str:

@@ -18,10 +18,9 @@ from urllib.parse import urlparse
 
 from ansible.module_utils.common.yaml import yaml_dump
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _k8s
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s
 
 READER_SA = "istio-reader-service-account"
-MULTICLUSTER_LABEL = "istio/multiCluster"
 TOKEN_SUFFIX = "istio-remote-secret-token"
 READ = ["get", "list", "watch"]
 # What a primary's istiod reads in a cluster it watches (the rules of Istio's reader role).
@@ -61,7 +60,7 @@ def is_loopback(server: str) -> bool:
 
 def is_remote_secret(secret: dict) -> bool:
     """Whether a Secret is a remote secret: istiod watches the clusters of those labelled istio/multiCluster=true."""
-    return ((secret.get("metadata") or {}).get("labels") or {}).get(MULTICLUSTER_LABEL) == "true"
+    return ((secret.get("metadata") or {}).get("labels") or {}).get(_istio.MULTICLUSTER_LABEL) == "true"
 
 
 def token_secret_name(service_account: str) -> str:
@@ -89,8 +88,8 @@ def remote_secret(cluster_name: str, namespace: str, config: str) -> dict:
         "metadata": {
             "name": f"istio-remote-secret-{cluster_name}",
             "namespace": namespace,
-            "labels": {MULTICLUSTER_LABEL: "true"},
-            "annotations": {"networking.istio.io/cluster": cluster_name},
+            "labels": {_istio.MULTICLUSTER_LABEL: "true"},
+            "annotations": {_istio.CLUSTER_ANNOTATION: cluster_name},
         },
         "data": {cluster_name: base64.b64encode(config.encode()).decode()},
     }

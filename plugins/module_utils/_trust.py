@@ -8,11 +8,9 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _pki
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _pki
 from ansible_collections.meshfed.istio.plugins.module_utils._pki_store import read_optional
 
-ISTIO_CA_SECRET = "istio-ca-secret"
-ROOT_CERT_CONFIGMAP = "istio-ca-root-cert"
 
 
 def fingerprints(pem: bytes | str | None) -> list[str]:
@@ -49,10 +47,10 @@ def from_directory(path: str) -> dict:
 def from_cluster(cluster, namespace: str, secret_name: str, configmap_namespaces: list[str]) -> dict:
     """Read cacerts, istio-ca-secret and istio-ca-root-cert ConfigMaps through the API."""
     cacerts = bundle_facts(cluster.secret_data(namespace, secret_name))
-    self_signed = cluster.secret_data(namespace, ISTIO_CA_SECRET)
+    self_signed = cluster.secret_data(namespace, _istio.ISTIO_CA_SECRET)
     configmaps = {}
     for configmap_namespace in configmap_namespaces:
-        data = cluster.configmap_data(configmap_namespace, ROOT_CERT_CONFIGMAP)
+        data = cluster.configmap_data(configmap_namespace, _istio.ROOT_CERT_CONFIGMAP)
         configmaps[configmap_namespace] = {
             "present": data is not None,
             "root_fingerprints": fingerprints((data or {}).get("root-cert.pem")),

@@ -18,6 +18,10 @@ description:
     would install, istioctl is not run and nothing changes. A new istioctl version (an upgrade) or any change of the
     document installs again.
   - Check mode compares the digests and runs nothing.
+  - Takes the shared Kubernetes auth options, so C(module_defaults) of the action group C(group/meshfed.istio.k8s)
+    apply. istioctl is given O(kubeconfig) (a path, or a dict written to a private temporary file for the run) and
+    O(context) only; the module refuses the options istioctl has no flag for (O(host), O(api_key), client
+    certificates, proxies, impersonation...).
 author:
   - meshfed.istio developers (@meshfed)
 requirements:
@@ -25,6 +29,7 @@ requirements:
   - kubernetes >= 24.2.0 (Python client)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - kubernetes.core.k8s_auth_options
   - meshfed.istio.request_timeout
 attributes:
   platform:
@@ -43,12 +48,6 @@ options:
     description: istioctl binary (a name on PATH or a path).
     type: str
     default: istioctl
-  kubeconfig:
-    description: Kubeconfig file of the cluster; the default kubeconfig when omitted.
-    type: path
-  context:
-    description: Context of the kubeconfig; its current context when omitted.
-    type: str
   readiness_timeout:
     description: Seconds istioctl waits for the installed components to become ready.
     type: int
@@ -104,20 +103,20 @@ from ansible_collections.meshfed.istio.plugins.module_utils import _istioctl, _k
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            operator=dict(type="dict", required=True),
-            istioctl=dict(type="str", default="istioctl"),
-            kubeconfig=dict(type="path"),
-            context=dict(type="str"),
-            readiness_timeout=dict(type="int", default=300),
-            request_timeout=dict(type="int", default=10),
-        ),
-        supports_check_mode=True,
+    argument_spec = _k8s.auth_argument_spec()
+    argument_spec.update(
+        operator=dict(type="dict", required=True),
+        istioctl=dict(type="str", default="istioctl"),
+        readiness_timeout=dict(type="int", default=300),
     )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not _k8s.HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=traceback.format_exc())
     params = module.params
+    unsupported = _istioctl.unsupported_auth_options(params)
+    if unsupported:
+        module.fail_json(msg=f"istioctl_install passes only kubeconfig and context to istioctl; unset {', '.join(unsupported)} "
+                             "(put the credentials into a kubeconfig)")
     operator = params["operator"]
     if not (operator.get("metadata") or {}).get("name"):
         module.fail_json(msg="operator.metadata.name is required: it names the install and its record")

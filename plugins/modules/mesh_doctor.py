@@ -79,7 +79,9 @@ options:
     type: float
     default: 2.0
   report_dir:
-    description: Directory for findings.json, report.md, mesh.dot and mesh.svg; empty writes nothing.
+    description:
+      - Directory for findings.json, report.md, mesh.dot and mesh.svg.
+      - Empty - C(<pki_dir>-report), beside the mesh PKI (nothing when O(pki_dir) is empty too); C(none) writes nothing.
     type: path
     default: ""
   dot:
@@ -144,6 +146,14 @@ healthy:
   description: No error-level finding.
   returned: always
   type: bool
+shared_root:
+  description: The root fingerprints (joined with C(, )) that every readable cluster's C(cacerts) holds, when they all hold the same; empty otherwise.
+  returned: always
+  type: str
+summary_text:
+  description: The summary the verify role prints - counts, the report's path, the shared root, then one line per finding.
+  returned: always
+  type: str
 roots:
   description: SHA-256 fingerprints of the roots in each readable cluster's C(cacerts), by cluster name; an empty list where there is no C(cacerts).
   returned: always

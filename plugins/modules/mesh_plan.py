@@ -74,6 +74,8 @@ clusters:
   description:
     - Per host, its settings (name, role, network, mesh_id, primary, kubeconfig, context, api_server,
       eastwest_external_ips), and for remotes C(primary_host) and C(primary_name), for primaries C(remotes).
+    - C(auth) holds the cluster's C(kubeconfig) and C(context) when set, ready for C(module_defaults) of
+      C(group/meshfed.istio.k8s) and C(group/kubernetes.core.k8s).
   returned: success
   type: dict
 primaries:

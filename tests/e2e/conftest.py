@@ -100,6 +100,7 @@ class Bed:
             "pki_key_algorithm": "ecdsa-p256",
             # The test bed's API servers listen on loopback inside one network namespace.
             "remote_secrets_allow_loopback": True,
+            "verify_allow_loopback": True,
             "eastwest_gateway_address_retries": 30,
         }
         variables.update(extra)

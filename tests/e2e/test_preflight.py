@@ -53,7 +53,7 @@ CASES = {
         ["cluster cluster2 (cluster2)", "is unreachable", "check meshfed_kubeconfig and meshfed_context"],
     ),
     "istioctl-missing": (lambda bed: bed.write_settings({"meshfed_istioctl": "/nonexistent/istioctl"}, os.path.join(bed.work, "o.yml")),
-                         ["istioctl (/nonexistent/istioctl) does not run", "set meshfed_istioctl to its path"]),
+                         ["istioctl (/nonexistent/istioctl) does not run", "set the istioctl option (meshfed_istioctl) to its path"]),
 }
 
 

@@ -40,7 +40,7 @@ def test_table_lists_every_case():
 def test_summary_counts():
     cases = _cases()
     text = README.read_text(encoding="utf-8").split("## Bad inputs", 1)[1].split("\n## ", 1)[0]
-    before = {word: sum(1 for _, _, was in cases.values() if was == word) for word in ("crash", "accepted", "unclear")}
+    before = {word: sum(1 for case in cases.values() if case[2] == word) for word in ("crash", "accepted", "unclear")}
     line = f"{len(cases)} bad inputs tried, {len(cases)} refused with a message naming the option, none crashing"
     assert line in text
     assert f"before: {before['crash']} crashed, {before['accepted']} were accepted, {before['unclear']} got an unclear message" in text

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _cluster_state, _observed
 
@@ -83,3 +84,28 @@ def test_objects_keep_what_the_roles_write_and_no_value():
 def test_injector_values_that_are_not_a_map_are_a_fact():
     state = _cluster_state.read(FakeCluster(answers()), NS, check_credentials=False)
     assert state["injector"]["present"] is False
+
+
+def _remote(name: str, user: dict) -> dict:
+    config = ('{"apiVersion": "v1", "kind": "Config", "current-context": "x", "contexts": [{"name": "x", "context": {"cluster": "x", '
+              '"user": "x"}}], "clusters": [{"name": "x", "cluster": {"server": "https://192.0.2.5:6443"}}], '
+              f'"users": [{{"name": "x", "user": {json.dumps(user)}}}]}}')
+    return {"metadata": {"name": name, "namespace": NS, "labels": {"istio/multiCluster": "true"},
+                         "annotations": {"networking.istio.io/cluster": name}}, "data": {name: b64(config)}}
+
+
+def test_remote_secret_tokens_stay_out_of_the_state_and_unsafe_ones_get_no_connection():
+    raw = _cluster_state.fetch(FakeCluster(answers()), NS)
+    raw["secrets"] = [_remote("good", {"token": "tok-GOOD"}), _remote("planted", {"exec": {"command": "/bin/sh"}, "token": "tok-BAD"})]
+    state, connections = _cluster_state.assemble(raw)
+    assert sorted(connections) == [("good", "good")] and connections["good", "good"]["token"] == "tok-GOOD"
+    facts = {secret["name"]: secret for secret in state["remote_secrets"]}
+    assert facts["good"]["unsafe"] == [] and facts["good"]["entries"][0]["server"] == "https://192.0.2.5:6443"
+    assert facts["planted"]["unsafe"] == ["secret planted key planted: users[0] (user) field exec: would run a command on the control node"]
+    assert "tok-" not in repr(state)
+
+
+def test_assemble_reads_nothing():
+    raw = _cluster_state.fetch(FakeCluster(answers()), NS, objects=True)
+    state, _connections = _cluster_state.assemble(raw)
+    assert state == _cluster_state.assemble(raw)[0] and "objects" in state

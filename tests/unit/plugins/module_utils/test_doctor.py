@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _doctor, _doctor_report, _mesh
+from ansible_collections.meshfed.istio.plugins.module_utils import _doctor, _doctor_report, _doctor_run, _mesh
 
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
 ROOT, OTHER_ROOT = "AA:" * 31 + "AA", "BB:" * 31 + "BB"
@@ -239,3 +239,34 @@ def test_readme_lists_every_check():
     with open(readme, encoding="utf-8") as handle:
         text = handle.read()
     assert [check for check in _doctor.CHECKS if f"| `{check}` |" not in text] == []
+
+
+@pytest.mark.parametrize(("roots", "shared"), [
+    ({"a": ["R"], "b": ["R"]}, "R"),
+    ({"a": ["R", "S"], "b": ["R", "S"]}, "R, S"),
+    ({"a": ["R"], "b": ["S"]}, ""),
+    ({"a": [], "b": []}, ""),
+    ({}, ""),
+])
+def test_shared_root(roots, shared):
+    assert _doctor.shared_root(roots) == shared
+
+
+def test_summary_text_is_what_verify_prints():
+    states = healthy()
+    states["a"]["remote_secrets"] = states["a"]["remote_secrets"][:1]
+    result = _doctor.diagnose(plan(), states, now=NOW)
+    roots = _doctor.roots_by_cluster(plan(), states)
+    text = _doctor_report.summary_text(3, {"summary": _doctor.summary(result), "findings": result, "roots": roots,
+                                           "shared_root": _doctor.shared_root(roots), "report": {"markdown": "/r/report.md"}})
+    lines = text.splitlines()
+    assert lines[0] == "3 clusters: 1 error(s), 0 warning(s); report /r/report.md"
+    assert lines[1] == f"3 clusters share root {ROOT}"
+    assert lines[2].startswith("[error] remote_secret_missing in a: no secret labelled istio/multiCluster=true holds cluster c -> ")
+
+
+@pytest.mark.parametrize(("option", "pki_dir", "directory"), [
+    ("", "/m/pki", "/m/pki-report"), ("", "/m/pki/", "/m/pki-report"), ("", "", ""), ("none", "/m/pki", ""), ("/r", "/m/pki", "/r"),
+])
+def test_report_dir(option, pki_dir, directory):
+    assert _doctor_run.report_dir(option, pki_dir) == directory

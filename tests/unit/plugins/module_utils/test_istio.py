@@ -30,13 +30,33 @@ def test_primary_carries_mesh_identity():
 def test_primary_serving_remotes_and_revision_and_overlay():
     operator = _istio.control_plane(
         mesh_id="m", cluster_name="east", network="n", revision="1-30", external_istiod=True,
-        overlay={"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}}, "global": {"network": "ignored-not"}}},
+        overlay={"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}}, "global": {"network": "n", "logAsJson": True}}},
     )
     assert operator["metadata"]["name"] == "control-plane-1-30"
     assert operator["spec"]["revision"] == "1-30"
     assert operator["spec"]["values"]["global"]["externalIstiod"] is True
     assert operator["spec"]["values"]["pilot"]["env"] == {"ISTIO_MULTIROOT_MESH": "true"}
     assert operator["spec"]["values"]["global"]["meshID"] == "m"
+    assert operator["spec"]["values"]["global"]["logAsJson"] is True
+
+
+@pytest.mark.parametrize(("overlay", "named"), [
+    ({"values": {"global": {"meshID": "other"}}}, "spec.values.global.meshID (set it with meshfed_mesh_id)"),
+    ({"values": {"global": {"multiCluster": {"clusterName": "x"}}}}, "clusterName (set it with meshfed_cluster_name)"),
+    ({"values": {"global": {"network": "x"}}}, "spec.values.global.network (set it with meshfed_network)"),
+    ({"revision": "canary"}, "spec.revision (set it with meshfed_revision)"),
+])
+def test_overlay_cannot_change_what_the_inventory_sets(overlay, named):
+    with pytest.raises(_istio.OverlayError, match="overlay changes what the inventory sets") as failure:
+        _istio.control_plane(mesh_id="m", cluster_name="east", network="n", overlay=overlay)
+    assert named in str(failure.value)
+
+
+def test_eastwest_overlay_cannot_change_the_network():
+    with pytest.raises(_istio.OverlayError, match=r"eastwest_gateway overlay .* spec.values.global.network"):
+        _istio.eastwest_gateway(network="n", overlay={"values": {"global": {"network": "m"}}})
+    with pytest.raises(_istio.OverlayError, match="must be a mapping"):
+        _istio.eastwest_gateway(network="n", overlay=["x"])
 
 
 def test_remote_points_at_its_primary():
@@ -84,3 +104,11 @@ def test_gateway_address_problem(service, addresses, problem):
     found, text = _istio.gateway_address_problem(service)
     assert found == addresses
     assert (text is None) if problem is None else (problem in text)
+
+
+@pytest.mark.parametrize(("output", "version"), [
+    ("1.30.0\n", "1.30.0"), ("client version: 1.31-dev\n", "1.31-dev"), ("Client Version: 1.29.1", "1.29.1"),
+    ("", ""), ("1.30.0\nwarning: x\n", ""), ("client version:", ""),
+])
+def test_istioctl_version(output, version):
+    assert _istio.istioctl_version(output) == version

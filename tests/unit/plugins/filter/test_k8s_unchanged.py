@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.meshfed.istio.plugins.filter.objects import FilterModule
+from ansible_collections.meshfed.istio.plugins.filter.k8s_unchanged import FilterModule
 from ansible_collections.meshfed.istio.plugins.module_utils import _observed
 
 k8s_unchanged = FilterModule().filters()["k8s_unchanged"]

@@ -33,14 +33,12 @@ class ActionModule(ActionBase):
         remotes = set(groups.get(args["remote_group"], []))
         hosts = args["hosts"] or sorted(primaries | remotes)
         hostvars = task_vars["hostvars"]
-        variables, found = {}, []
+        variables = {}
         for host in hosts:
             if host not in hostvars:
                 raise AnsibleActionFail(f"host {host!r} is not in the inventory")
-            variables[host], unreadable = self._variables(host, hostvars[host])
-            found.extend(unreadable)
-        plan, problems = _mesh.plan(variables, remotes, primaries, (args["primary_group"], args["remote_group"]))
-        found.extend(problems)
+            variables[host] = self._variables(hostvars[host])
+        plan, found = _mesh.plan(variables, remotes, primaries, (args["primary_group"], args["remote_group"]))
         result["changed"] = False
         if found:
             result.update(failed=True, problems=found, msg="The inventory is not one consistent mesh: " + "; ".join(found))
@@ -48,9 +46,9 @@ class ActionModule(ActionBase):
         result.update(plan)
         return result
 
-    def _variables(self, host: str, host_vars) -> tuple[dict, list[str]]:
-        """The host's meshfed_* variables, templated where mesh_plan reads them; a template that fails is a problem."""
-        variables, found = {}, []
+    def _variables(self, host_vars) -> dict:
+        """The host's meshfed_* variables, templated where mesh_plan reads them (a failing template: Unreadable)."""
+        variables = {}
         for name in host_vars:
             if not name.startswith(_mesh.PREFIX):
                 continue
@@ -60,7 +58,7 @@ class ActionModule(ActionBase):
             try:
                 variables[name] = self._templar.template(host_vars.get(name))
             except AnsibleError as error:
-                found.append(f"{host}: {name} cannot be templated: {error.message}")
+                variables[name] = _mesh.Unreadable(error.message)
         if variables.get("meshfed_pki_dir") in (None, "") and host_vars.get("inventory_dir"):
             variables["meshfed_pki_dir"] = f"{host_vars['inventory_dir']}/meshfed-pki"
-        return variables, found
+        return variables

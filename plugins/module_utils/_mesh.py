@@ -220,6 +220,14 @@ def _boolean(value: object) -> bool:
 
 
 REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A value the caller could not read (a template that fails), and why."""
+
+    reason: str
+
 # Per variable (without the meshfed_ prefix): its check and its default when unset (None or "").
 CLUSTER_VARIABLES: dict[str, tuple[Callable[[object], object], object]] = {
     "cluster_name": (_cluster_name, ""),
@@ -265,7 +273,8 @@ def _misspelt(name: str) -> str | None:
 def read_host(host: str, variables: Mapping, role: str = "primary") -> tuple[Cluster, dict, list[str]]:
     """One host's cluster, its mesh-wide settings and a problem per variable that cannot be used.
 
-    `variables` holds the host's meshfed_* variables by their full names; None or "" means unset.
+    `variables` holds the host's meshfed_* variables by their full names; None or "" means unset, and an
+    Unreadable one the caller could not read.
     A refused variable is named in the cluster's `refused` (its field keeps the default), or is None
     in the settings, and is left out of the checks across hosts.
     """
@@ -276,13 +285,17 @@ def read_host(host: str, variables: Mapping, role: str = "primary") -> tuple[Clu
             found.append(f"{host}: {name} is not a variable of meshfed.istio; did you mean {close}?")
     for key, (check, default) in CLUSTER_VARIABLES.items():
         raw = variables.get(PREFIX + key)
-        values[key] = default
+        values[key] = "" if default is REQUIRED else default
+        if isinstance(raw, Unreadable):
+            refused.append(key)
+            found.append(f"{host}: {PREFIX}{key} cannot be read: {raw.reason}")
+            continue
         if _unset(raw):
+            values[key] = default
             continue
         try:
             values[key] = check(raw)
         except Refused as refusal:
-            values[key] = "" if default is REQUIRED else default
             refused.append(key)
             found.append(f"{host}: {PREFIX}{key} {refusal}")
     if values["network"] is REQUIRED:
@@ -300,6 +313,10 @@ def read_host(host: str, variables: Mapping, role: str = "primary") -> tuple[Clu
     settings = {}
     for key, check in SETTING_CHECKS.items():
         raw = variables.get(PREFIX + key)
+        if isinstance(raw, Unreadable):
+            settings[key] = None
+            found.append(f"{host}: {PREFIX}{key} cannot be read: {raw.reason}")
+            continue
         try:
             settings[key] = MESH_SETTINGS[key] if _unset(raw) else check(raw)
         except Refused as refusal:

@@ -133,3 +133,8 @@ def test_cluster_facts_link_remotes_and_primaries():
     assert plan["clusters"]["west"]["primary_name"] == "east"
     assert plan["clusters"]["east"]["remotes"] == ["west"]
     assert plan["clusters"]["east"]["primary_host"] is None
+
+
+def test_an_unreadable_value_is_reported_once():
+    variables = inventory(east={"network": _mesh.Unreadable("'x' is undefined"), "revision": _mesh.Unreadable("'y' is undefined")}, west={})
+    assert _mesh.plan(variables) == ({}, ["east: meshfed_network cannot be read: 'x' is undefined", "east: meshfed_revision cannot be read: 'y' is undefined"])

@@ -228,6 +228,7 @@ class Unreadable:
 
     reason: str
 
+
 # Per variable (without the meshfed_ prefix): its check and its default when unset (None or "").
 CLUSTER_VARIABLES: dict[str, tuple[Callable[[object], object], object]] = {
     "cluster_name": (_cluster_name, ""),

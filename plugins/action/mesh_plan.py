@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _mesh
 
-CLUSTER_VARIABLES = ("cluster_name", "network", "mesh_id", "primary", "kubeconfig", "context", "api_server", "eastwest_external_ips")
 ARGUMENT_SPEC = {
     "hosts": {"type": "list", "elements": "str"},
     "primary_group": {"type": "str", "default": "istio_primary"},
@@ -30,27 +29,36 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("; ".join(validation.error_messages))
         args = validation.validated_parameters
         groups = task_vars.get("groups", {})
+        primaries = set(groups.get(args["primary_group"], []))
         remotes = set(groups.get(args["remote_group"], []))
-        hosts = args["hosts"] or sorted(set(groups.get(args["primary_group"], [])) | remotes)
+        hosts = args["hosts"] or sorted(primaries | remotes)
         hostvars = task_vars["hostvars"]
-        clusters, per_host_settings = [], {}
+        variables = {}
         for host in hosts:
             if host not in hostvars:
                 raise AnsibleActionFail(f"host {host!r} is not in the inventory")
-            variables = {key: self._read(hostvars[host], key) for key in CLUSTER_VARIABLES}
-            variables["role"] = "remote" if host in remotes else "primary"
-            clusters.append(_mesh.cluster_from_host(host, variables))
-            per_host_settings[host] = {key: self._read(hostvars[host], key) for key in _mesh.MESH_SETTINGS}
-            if not per_host_settings[host]["pki_dir"] and hostvars[host].get("inventory_dir"):
-                per_host_settings[host]["pki_dir"] = f"{hostvars[host]['inventory_dir']}/meshfed-pki"
-        settings, found = _mesh.mesh_settings(per_host_settings)
-        found = _mesh.problems(clusters) + found
+            variables[host] = self._variables(hostvars[host])
+        plan, found = _mesh.plan(variables, remotes, primaries, (args["primary_group"], args["remote_group"]))
         result["changed"] = False
         if found:
             result.update(failed=True, problems=found, msg="The inventory is not one consistent mesh: " + "; ".join(found))
             return result
-        result.update(_mesh.topology(clusters, settings))
+        result.update(plan)
         return result
 
-    def _read(self, variables, key: str):
-        return self._templar.template(variables.get(f"meshfed_{key}"))
+    def _variables(self, host_vars) -> dict:
+        """The host's meshfed_* variables, templated where mesh_plan reads them (a failing template: Unreadable)."""
+        variables = {}
+        for name in host_vars:
+            if not name.startswith(_mesh.PREFIX):
+                continue
+            if name not in _mesh.VARIABLES:
+                variables[name] = None
+                continue
+            try:
+                variables[name] = self._templar.template(host_vars.get(name))
+            except AnsibleError as error:
+                variables[name] = _mesh.Unreadable(error.message)
+        if variables.get("meshfed_pki_dir") in (None, "") and host_vars.get("inventory_dir"):
+            variables["meshfed_pki_dir"] = f"{host_vars['inventory_dir']}/meshfed-pki"
+        return variables

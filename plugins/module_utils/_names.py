@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import re
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Used with fullmatch: `$` would also accept a trailing newline ("east\n").
+DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def is_dns1123_label(name: object) -> bool:
-    return isinstance(name, str) and bool(DNS1123_LABEL.match(name))
+    return isinstance(name, str) and DNS1123_LABEL.fullmatch(name) is not None
 
 
 def name_problems(names: list[str], what: str = "cluster name") -> list[str]:
     """Every reason this list of names cannot be used, as sentences; empty when fine."""
     problems = []
-    seen: set[str] = set()
+    seen: list = []
     for name in names:
         if not is_dns1123_label(name):
             problems.append(
@@ -26,5 +27,5 @@ def name_problems(names: list[str], what: str = "cluster name") -> list[str]:
             )
         if name in seen:
             problems.append(f"{what} {name!r} appears more than once; every {what} must be unique")
-        seen.add(name)
+        seen.append(name)
     return problems

@@ -13,16 +13,32 @@ version_added: 0.1.0
 description:
   - Reads the variables of every cluster host of the inventory on the controller and returns the
     topology the roles follow, or fails listing every problem, each naming the host and the variable to set.
-  - Checks that cluster names are unique DNS-1123 labels and not Istio's default C(Kubernetes), that all
-    clusters share one C(meshfed_mesh_id), that every cluster has a DNS-1123 C(meshfed_network), that the
-    inventory has a primary, and that every remote names a primary of the inventory in C(meshfed_primary).
-  - 'Per-cluster host variables: C(meshfed_cluster_name) (default: the inventory hostname), C(meshfed_network),
-    C(meshfed_primary) (remotes only), C(meshfed_kubeconfig), C(meshfed_context), C(meshfed_api_server) (the API
-    server address other clusters use, for remote secrets), C(meshfed_eastwest_external_ips).'
-  - 'Mesh-wide variables, which every host must agree on: C(meshfed_mesh_id) (required), C(meshfed_istioctl)
-    (default C(istioctl)), C(meshfed_istio_version) (default empty: no version check), C(meshfed_revision) (default
-    empty), C(meshfed_namespace) (default C(istio-system)), C(meshfed_pki_dir) (default C(<inventory_dir>/meshfed-pki)),
-    C(meshfed_allow_migration) (default false; accept clusters whose istiod runs on its own self-signed CA and migrate them).'
+  - Every value is checked for its type and shape before anything is compared; a value of the wrong type
+    (a list, mapping or number where a string belongs) is named with the host and the variable, never a crash.
+    An unset variable, C(null) or the empty string, takes its default.
+  - 'Per cluster: C(meshfed_cluster_name) (default: the inventory hostname) is a DNS-1123 label, unique, and not
+    Istio''s default C(Kubernetes). C(meshfed_network) is required, a DNS-1123 label; several clusters may share a
+    network. C(meshfed_primary) is set on remotes only and names exactly one host of O(primary_group), by inventory
+    hostname or cluster name; a name that is one host''s inventory hostname and another''s cluster name is refused
+    as ambiguous. C(meshfed_kubeconfig) and C(meshfed_context) are strings, and no two hosts may have the same pair
+    (they would reach the same cluster). C(meshfed_api_server) (the API server address other clusters use, for
+    remote secrets) is an C(https://host[:port]) URL with no credentials, query or fragment; a plain path is
+    accepted for API proxies. C(meshfed_eastwest_external_ips) is a list of distinct IPv4/IPv6 addresses, none
+    unspecified, loopback or link-local (Kubernetes refuses those as external IPs).'
+  - 'Mesh-wide, every host must agree: C(meshfed_mesh_id) (required; a Kubernetes label value: letters, digits,
+    C(-), C(_), C(.), at most 63 characters), C(meshfed_istioctl) (default C(istioctl)), C(meshfed_istio_version)
+    (default empty: no version check; otherwise as C(istioctl version --short) prints it, such as C(1.30.1) or
+    C(1.31-dev), quoted in YAML), C(meshfed_revision) (default empty; a DNS-1123 label of at most 56 characters,
+    so that C(istiod-<revision>) is a Service name), C(meshfed_namespace) (default C(istio-system); a DNS-1123
+    label), C(meshfed_pki_dir) (default C(<inventory_dir>/meshfed-pki); an absolute path, since a relative one
+    would depend on where ansible-playbook runs and could create a second root CA), C(meshfed_allow_migration)
+    (default false; accept clusters whose istiod runs on its own self-signed CA and migrate them).'
+  - C(meshfed_allow_migration) is read as Ansible reads a C(bool) option, so C(-e meshfed_allow_migration=false)
+    means false; true/false and the strings C(yes), C(no), C(on), C(off), C(true), C(false), C(1), C(0) (any case),
+    C(y), C(n), C(t), C(f) are accepted, anything else is refused.
+  - A variable whose name is within two letters of one of these (C(meshfed_allow_migrations)) is refused as a
+    likely misspelling; a variable whose template fails is named with the template error.
+  - A host in both O(primary_group) and O(remote_group) is refused.
   - Hosts in O(remote_group) are remotes, all others primaries.
   - Every primary watches every other primary and its own remotes (RV(watches)); those are the remote secrets to create.
 author:

@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.parsing.convert_bool import BOOLEANS_FALSE, BOOLEANS_TRUE
 
+from ansible_collections.meshfed.istio.plugins.module_utils._istio import DEFAULT_CLUSTER_NAME
 from ansible_collections.meshfed.istio.plugins.module_utils._names import is_dns1123_label
 
 ROLES = ("primary", "remote")
-DEFAULT_CLUSTER_NAME = "Kubernetes"
+
 PREFIX = "meshfed_"
 LABEL_RULE = "lowercase letters, digits and '-', at most 63 characters, starting and ending alphanumeric"
 # A Kubernetes label value: the mesh ID ends up in labels and proxy metadata.

@@ -250,13 +250,9 @@ def assemble(raw: dict) -> tuple[dict, dict[tuple[str, str], dict]]:
             "annotations": ns_meta.get("annotations") or {},
         },
         "cacerts": _trust.bundle_facts(None if cacerts is None else _decode(cacerts.get("data"))),
-        "istio_ca_secret": {
-            "present": self_signed is not None,
-            "root_fingerprints": _trust.fingerprints(_decode((self_signed or {}).get("data")).get(_istio.CA_CERT)),
-        },
+        "istio_ca_secret": _trust.self_signed_facts(None if self_signed is None else _decode(self_signed.get("data"))),
         "root_cert_configmaps": {
-            item["metadata"]["namespace"]: {"root_fingerprints": _trust.fingerprints((item.get("data") or {}).get(_istio.ROOT_CERT))}
-            for item in raw["root_configmaps"]
+            item["metadata"]["namespace"]: _trust.root_cert_configmap_facts(item.get("data") or {}) for item in raw["root_configmaps"]
         },
         "istiods": [
             istiod_facts(item) for item in raw["deployments"]

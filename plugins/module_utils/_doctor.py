@@ -99,7 +99,7 @@ class Doctor:
         self.expected_roots = list(expected_roots or [])
         self.expiry_days = expiry_days
         self.allow_loopback = allow_loopback
-        self.now = now or datetime.datetime.now(datetime.timezone.utc)
+        self.now = now or datetime.datetime.now(datetime.UTC)
         self.findings: list[Finding] = []
         self.namespace = (plan.get("settings") or {}).get("namespace") or "istio-system"
 

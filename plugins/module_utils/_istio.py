@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-
 import re
 
 # Labels and annotations

@@ -104,7 +104,8 @@ class _LeanTransport:
         if conn["cert_file"] or conn["cert_data"]:
             with tempfile.TemporaryDirectory(prefix="meshfed-tls-") as scratch:  # mode 0700, removed at once
                 paths = []
-                for kind, path, data in (("cert", conn["cert_file"], conn["cert_data"]), ("key", conn["key_file"], conn["key_data"])):
+                for kind, given, data in (("cert", conn["cert_file"], conn["cert_data"]), ("key", conn["key_file"], conn["key_data"])):
+                    path = given
                     if data:
                         path = os.path.join(scratch, kind)
                         with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as handle:
@@ -154,9 +155,10 @@ class _CoreTransport:
 
     def __init__(self, auth: dict, timeout: int) -> None:
         # imported here: the lean way must not pay for the kubernetes client
+        import urllib3  # pylint: disable=import-outside-toplevel
         from kubernetes import client as k8s_client  # pylint: disable=import-outside-toplevel
         from kubernetes.client.exceptions import ApiException  # pylint: disable=import-outside-toplevel
-        import urllib3  # pylint: disable=import-outside-toplevel
+
         from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import (  # pylint: disable=import-outside-toplevel
             _create_auth_spec,
             _create_configuration,

@@ -12,7 +12,6 @@ from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _pki
 from ansible_collections.meshfed.istio.plugins.module_utils._pki_store import read_optional
 
 
-
 def fingerprints(pem: bytes | str | None) -> list[str]:
     if pem is None:
         return []
@@ -31,6 +30,16 @@ def bundle_facts(files: dict | None) -> dict:
     return {"present": True, "usable": report.usable, **asdict(report), **facts}
 
 
+def self_signed_facts(data: dict | None) -> dict:
+    """Facts about istiod's own self-signed CA (secret istio-ca-secret, decoded): present, and its root's fingerprint."""
+    return {"present": data is not None, "root_fingerprints": fingerprints((data or {}).get(_istio.CA_CERT))}
+
+
+def root_cert_configmap_facts(data: dict | None) -> dict:
+    """Facts about an istio-ca-root-cert ConfigMap's data (what workloads trust): present, and its roots' fingerprints."""
+    return {"present": data is not None, "root_fingerprints": fingerprints((data or {}).get(_istio.ROOT_CERT))}
+
+
 def root_fingerprints(facts: dict) -> list[str]:
     return [root["fingerprint_sha256"] for root in facts.get("roots", [])]
 
@@ -46,20 +55,11 @@ def from_directory(path: str) -> dict:
 
 def from_cluster(cluster, namespace: str, secret_name: str, configmap_namespaces: list[str]) -> dict:
     """Read cacerts, istio-ca-secret and istio-ca-root-cert ConfigMaps through the API."""
-    cacerts = bundle_facts(cluster.secret_data(namespace, secret_name))
-    self_signed = cluster.secret_data(namespace, _istio.ISTIO_CA_SECRET)
-    configmaps = {}
-    for configmap_namespace in configmap_namespaces:
-        data = cluster.configmap_data(configmap_namespace, _istio.ROOT_CERT_CONFIGMAP)
-        configmaps[configmap_namespace] = {
-            "present": data is not None,
-            "root_fingerprints": fingerprints((data or {}).get("root-cert.pem")),
-        }
     return {
-        "cacerts": cacerts,
-        "istio_ca_secret": {
-            "present": self_signed is not None,
-            "root_fingerprints": fingerprints((self_signed or {}).get("ca-cert.pem")),
+        "cacerts": bundle_facts(cluster.secret_data(namespace, secret_name)),
+        "istio_ca_secret": self_signed_facts(cluster.secret_data(namespace, _istio.ISTIO_CA_SECRET)),
+        "root_cert_configmaps": {
+            configmap_namespace: root_cert_configmap_facts(cluster.configmap_data(configmap_namespace, _istio.ROOT_CERT_CONFIGMAP))
+            for configmap_namespace in configmap_namespaces
         },
-        "root_cert_configmaps": configmaps,
     }

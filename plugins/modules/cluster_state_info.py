@@ -79,20 +79,71 @@ EXAMPLES = r"""
 
 RETURN = r"""
 state:
-  description:
-    - The cluster's mesh state. Keys - C(namespace) (present, labels, annotations), C(cacerts) (the facts of
-      M(meshfed.istio.cacerts_info) plus C(chain_root), the fingerprint of the root the intermediate chains to, validity
-      ignored), C(istio_ca_secret), C(root_cert_configmaps) (namespace to root fingerprints), C(istiods) (per istiod
-      Deployment - name, revision, version, cluster_id, network, ready_replicas), C(istiod_service) (endpoint addresses),
-      C(injector) and C(mesh_config) (meshID, clusterName, network, remotePilotAddress as installed),
-      C(injection_webhooks), C(gateway) (the east-west gateway - addresses, problem, type, labels), C(gateway_crd),
-      C(cross_network_gateways), C(remote_secrets) (per secret - name, cluster annotation, data keys, per key the
-      server, whether it is loopback, C(unsafe) (why it was not tried, field names only) and the credential test result;
-      per secret C(unsafe) again, each problem prefixed with the secret and key), C(injected_pods) (namespace, name, network), and
-      with O(objects) C(objects) (key C(group/Kind/namespace/name), value labels, annotations and spec, or type and value
-      digests of a Secret).
+  description: The cluster's mesh state, facts only.
   returned: success
   type: dict
+  contains:
+    namespace:
+      description: The Istio namespace - C(present), C(labels), C(annotations).
+      type: dict
+    cacerts:
+      description:
+        - The facts of M(meshfed.istio.cacerts_info) about secret C(cacerts) (present, complete, usable, roots,
+          intermediate, key_matches, problems...) plus C(chain_root), the fingerprint of the root the intermediate chains
+          to, validity ignored.
+      type: dict
+    istio_ca_secret:
+      description: istiod's own self-signed CA - C(present), C(root_fingerprints).
+      type: dict
+    root_cert_configmaps:
+      description: Per namespace, the C(istio-ca-root-cert) ConfigMap (what workloads trust) - C(present), C(root_fingerprints).
+      type: dict
+    istiods:
+      description: Per istiod Deployment - C(name), C(revision), C(version), C(cluster_id), C(network), C(multiroot), C(ready_replicas).
+      type: list
+      elements: dict
+    istiod_service:
+      description: The C(istiod) Service - C(present), C(selector), C(endpoint_addresses).
+      type: dict
+    injector:
+      description: meshID, clusterName, network and remotePilotAddress as installed (the sidecar injector's values).
+      type: dict
+    mesh_config:
+      description: The mesh config - C(present), C(mesh_id), C(trust_domain).
+      type: dict
+    injection_webhooks:
+      description: The sidecar injector webhooks and where each sends its requests (C(url), or C(service) and C(path)).
+      type: list
+      elements: dict
+    gateway:
+      description: The east-west gateway Service - C(present), C(name), C(addresses), C(problem), C(type), C(labels).
+      type: dict
+    gateway_crd:
+      description: Whether Istio's Gateway kind is served.
+      type: bool
+    cross_network_gateways:
+      description: Gateways exposing C(*.local) on 15443 with C(AUTO_PASSTHROUGH) - C(name), C(hosts), C(selector).
+      type: list
+      elements: dict
+    remote_secrets:
+      description:
+        - Per secret labelled C(istio/multiCluster=true) - C(name), C(cluster_annotation), C(data_keys), C(unsafe) (each
+          problem prefixed with the secret and key), and C(entries), per data key - C(key), C(server), C(parsed),
+          C(loopback), C(unsafe) (why it was not tried, field names only) and C(credential) (the test result - C(ok),
+          C(error), C(error_type), C(calls) - or null when not tried).
+        - Never a token or a key.
+      type: list
+      elements: dict
+    injected_pods:
+      description: A sample of injected pods - C(namespace), C(name), C(network) (their C(ISTIO_META_NETWORK)).
+      type: list
+      elements: dict
+    objects:
+      description:
+        - With O(objects) only. Key C(group/Kind/namespace/name); value labels, annotations and spec, or the type and the
+          SHA-256 digest of each value of a Secret.
+      type: dict
+      returned: when O(objects=true)
 api_calls:
   description: How many API requests the read took (list calls, plus two per remote-secret credential tried).
   returned: success

@@ -22,9 +22,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "unit"))
 # conftest makes ansible_collections.meshfed.istio importable from a checkout.
-import conftest  # noqa: E402,F401 pylint: disable=unused-import
-
 from ansible_collections.meshfed.istio.plugins.module_utils import _pki_store  # noqa: E402
+
+import conftest  # noqa: E402,F401 pylint: disable=unused-import
 
 PLAYBOOK = """
 - hosts: localhost

@@ -16,7 +16,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
 from conftest import Bed, in_bed  # noqa: E402 pylint: disable=wrong-import-position
 
-
 BUSY: dict[str, list[float]] = {}
 
 

@@ -98,7 +98,7 @@ def key_pem(key) -> bytes:
 
 def foreign_bundle(cluster: str, expired: bool = False, root=None) -> dict[str, bytes]:
     """A cacerts bundle: a new root (or `root` = (cert, key)) and an intermediate for cluster, expired if asked."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     if root is None:
         root_key = ec.generate_private_key(ec.SECP256R1())
         root_cert = ca_cert(_name("other root"), root_key, _name("other root"), root_key, now - datetime.timedelta(days=1),

@@ -123,7 +123,8 @@ def test_one_root_everywhere(bed, converged):
 
 
 def test_network_labels_and_remote_annotation(bed, converged):
-    inventory = yaml.safe_load(open(bed.inventory, encoding="utf-8"))
+    with open(bed.inventory, encoding="utf-8") as handle:
+        inventory = yaml.safe_load(handle)
     hosts = {}
     for group in inventory["all"]["children"].values():
         hosts.update(group["hosts"])

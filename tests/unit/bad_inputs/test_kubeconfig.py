@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 
 import pytest
-from cases import Case
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _kubeconfig
+
+from cases import Case
 
 TOKEN = "planted-token-0f1e2d"
 PEM = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()

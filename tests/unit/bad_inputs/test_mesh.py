@@ -9,9 +9,10 @@ context of their own), and optionally `remotes` / `primaries`, the groups' membe
 from __future__ import annotations
 
 import pytest
-from cases import Case
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _mesh
+
+from cases import Case
 
 BASE = {
     "east": {"meshfed_network": "network1"},

@@ -40,7 +40,7 @@ def b64(text: str) -> str:
 
 
 CACERTS = {"metadata": {"name": "cacerts", "namespace": NS,
-                        "annotations": {_observed.LAST_APPLIED: '{"data":{"ca-key.pem":"%s"}}' % b64("KEY")}},
+                        "annotations": {_observed.LAST_APPLIED: json.dumps({"data": {"ca-key.pem": b64("KEY")}})}},
            "type": "Opaque", "data": {"ca-key.pem": b64("KEY")}}
 HELM = {"metadata": {"name": "sh.helm.release.v1.x.v1", "namespace": NS}, "type": "helm.sh/release.v1", "data": {"release": b64("R")}}
 VS = {"metadata": {"name": "istiod-vs", "namespace": NS}, "spec": {"hosts": ["*"]}}

@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _doctor, _doctor_report, _doctor_run, _mesh
 
-NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 ROOT, OTHER_ROOT = "AA:" * 31 + "AA", "BB:" * 31 + "BB"
 GATEWAYS = {"a": "192.0.2.1", "b": "192.0.2.2", "c": "192.0.2.3"}
 

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _kubeconfig, _pki
+
 from pki_helpers import NOW
 
 NO_AUTH = {key: None for key in _k8s.AUTH_ARG_SPEC}
@@ -102,7 +103,7 @@ class TestLeanConnection:
 
     def test_unknown_context_is_left_to_kubernetes_core(self):
         conn, why = _kubeconfig.lean_connection(kubeconfig({"token": "t"}), "west", "")
-        assert conn is None and "no context 'west'" == why
+        assert conn is None and why == "no context 'west'"
 
     def test_certificate_without_key(self):
         conn, why = _kubeconfig.lean_connection(kubeconfig({"client-certificate-data": "Q0VSVA=="}), None, "")

@@ -42,5 +42,5 @@ def test_dns1123_label(name, valid):
 def test_name_problems(names, expected):
     problems = name_problems(names)
     assert len(problems) == len(expected)
-    for problem, start in zip(problems, expected):
+    for problem, start in zip(problems, expected, strict=True):
         assert problem.startswith(start)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -22,7 +23,7 @@ NAMESPACE = {
 CACERTS = {
     "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
     "metadata": {"name": "cacerts", "namespace": "istio-system", "labels": {"app.kubernetes.io/managed-by": "meshfed.istio"},
-                 "annotations": {_observed.LAST_APPLIED: '{"data": {"ca-key.pem": "%s"}}' % b64("KEY")}},
+                 "annotations": {_observed.LAST_APPLIED: json.dumps({"data": {"ca-key.pem": b64("KEY")}})}},
     "data": {"ca-cert.pem": b64("CERT"), "ca-key.pem": b64("KEY")},
 }
 OTHER_SECRET = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "db", "namespace": "istio-system"},

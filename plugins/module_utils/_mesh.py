@@ -481,15 +481,11 @@ def primary_of(cluster: Cluster, clusters: list[Cluster]) -> Cluster | None:
 
 
 def watch_edges(clusters: list[Cluster]) -> list[tuple[str, str]]:
-    """(watcher host, watched host): every primary watches every other primary and its own remotes."""
-    edges = []
-    for watcher in [cluster for cluster in clusters if cluster.role == "primary"]:
-        for watched in clusters:
-            if watched is watcher:
-                continue
-            if watched.role == "primary" or primary_of(watched, clusters) is watcher:
-                edges.append((watcher.host, watched.host))
-    return edges
+    """(watcher host, watched host): every primary watches every other cluster of the mesh, remotes of other primaries
+    included. An istiod serves endpoints only of the clusters it watches, so a proxy connected to primary P2 sees the
+    endpoints of P1's remote R only when P2 holds R's remote secret; R's namespace annotation
+    (topology.istio.io/controlPlaneClusters) keeps P2 from managing R. A remote watches nothing."""
+    return [(watcher.host, watched.host) for watcher in clusters if watcher.role == "primary" for watched in clusters if watched is not watcher]
 
 
 def _cluster_facts(cluster: Cluster, clusters: list[Cluster]) -> dict:

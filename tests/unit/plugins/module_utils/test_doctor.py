@@ -62,7 +62,7 @@ def state(name, network, role, watched=()):
 
 
 def healthy():
-    return {"a": state("a", "net1", "primary", ["b", "c"]), "b": state("b", "net2", "primary", ["a"]), "c": state("c", "net1", "remote")}
+    return {"a": state("a", "net1", "primary", ["b", "c"]), "b": state("b", "net2", "primary", ["a", "c"]), "c": state("c", "net1", "remote")}
 
 
 def findings(states, **options):
@@ -136,11 +136,12 @@ ROWS = {
                       [("warning", "root_expiry", ("a",))]),
     "remote secret missing": (_set(["a", "remote_secrets"], lambda v: v[:1]), [("error", "remote_secret_missing", ("a",))]),
     "data key wrong": (_two_keys, [("error", "remote_secret_data_key", ("a",))]),
-    "dead credential": (_set(["b", "remote_secrets"], [secret("a", ok=False)]), [("error", "remote_secret_credential", ("b",))]),
-    "loopback": (_set(["b", "remote_secrets"], [{**secret("a"), "entries": [{**entry("a", server="https://127.0.0.1:6443"), "loopback": True}]}]),
+    "dead credential": (_set(["b", "remote_secrets"], [secret("a", ok=False), secret("c")]), [("error", "remote_secret_credential", ("b",))]),
+    "loopback": (_set(["b", "remote_secrets"], [{**secret("a"), "entries": [{**entry("a", server="https://127.0.0.1:6443"), "loopback": True}]},
+                                                secret("c")]),
                  [("error", "remote_secret_loopback", ("b",))]),
     "planted exec in a primary": (_set(["b", "remote_secrets"], [{**secret("a"), "entries": [
-        {**entry("a"), "credential": None, "unsafe": ["users[0] (user) field exec: would run a command on the control node"]}]}]),
+        {**entry("a"), "credential": None, "unsafe": ["users[0] (user) field exec: would run a command on the control node"]}]}, secret("c")]),
         [("error", "remote_secret_unsafe", ("b",))]),
     "planted file in a remote": (lambda s: s["c"].__setitem__("remote_secrets", [{**secret("z"), "entries": [
         {**entry("z"), "credential": None, "unsafe": ["users[0] (user) field tokenFile: names a file on the control node"]}]}]),

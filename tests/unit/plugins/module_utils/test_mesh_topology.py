@@ -79,7 +79,7 @@ def test_a_group_variable_refused_on_every_host_is_one_problem():
     [
         (TWO_PRIMARIES, [("east", "west"), ("west", "east")]),
         (PRIMARY_REMOTE, [("east", "west")]),
-        (THREE, [("a", "b"), ("a", "c"), ("b", "a")]),
+        (THREE, [("a", "b"), ("a", "c"), ("b", "a"), ("b", "c")]),
     ],
 )
 def test_watch_edges(clusters, edges):
@@ -97,7 +97,7 @@ def test_topology():
     plan = _mesh.topology(THREE)
     assert plan["primaries"] == ["a", "b"] and plan["remotes"] == ["c"]
     assert plan["networks"] == ["net1", "net2"]
-    assert plan["watched_by"] == {"a": ["b", "c"], "b": ["a"], "c": []}
+    assert plan["watched_by"] == {"a": ["b", "c"], "b": ["a", "c"], "c": []}
     assert plan["clusters"]["c"]["primary"] == "a"
     assert "refused" not in plan["clusters"]["c"]
 

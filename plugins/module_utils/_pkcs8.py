@@ -95,8 +95,9 @@ def _children(value: bytes) -> list[tuple[int, bytes]]:
     return items
 
 
-def encrypt(key, passphrase: str, iterations: int = KDF_ITERATIONS) -> bytes:
+def encrypt(key, passphrase: str, iterations: int | None = None) -> bytes:
     """PEM of the key's PKCS#8 form, encrypted with PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC)."""
+    iterations = iterations or KDF_ITERATIONS
     plain = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     salt, iv = os.urandom(16), os.urandom(16)
     secret = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=iterations).derive(passphrase.encode())

@@ -98,7 +98,6 @@ def assert_consistent(dest, opts) -> None:
 SCENARIOS = {
     "first-run": (None, {}),
     "new-root-and-every-intermediate": (dict(), dict(force_root=True)),
-    "one-cluster-added": (dict(), dict(clusters=("east", "west", "north"))),
     "key-encrypted": (dict(), dict(root_key_passphrase="s3cret")),
 }
 

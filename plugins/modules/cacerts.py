@@ -31,7 +31,7 @@ description:
     what was done. Keys are mode C(0600), directories C(0700).
   - Refused, naming the fix, before anything is written - a O(dest) or cluster directory writable by group or others,
     a cluster directory or PKI file that is a symbolic link, a key file open to group or others (a key that others
-    could read may have been copied: check, then C(chmod 0600) it or replace it).
+    could read may have been copied - check, then C(chmod 0600) it or replace it).
   - The root key C(<dest>/root-key.pem) is unencrypted unless O(root_key_passphrase) is set, and the module warns on
     every run while it is. With a passphrase it is PKCS#8 with PBES2 (PBKDF2-HMAC-SHA256, 600000 iterations, AES-256-CBC),
     which C(openssl pkey -passin) reads; an existing unencrypted or weakly encrypted key (for example PBKDF2 with 2048
@@ -100,7 +100,7 @@ options:
       - An intermediate that expires within this many days is issued again.
       - Must be less than O(intermediate_days) (and O(root_days) for a generated root), or every run would issue the
         intermediates again. A root that itself expires within this window is refused for the same reason (an
-        intermediate ends with its root): rotate the root, or lower this value to keep using it until then.
+        intermediate ends with its root) - rotate the root, or lower this value to keep using it until then.
     type: int
     default: 30
   root_cert_src:

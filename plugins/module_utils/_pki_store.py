@@ -96,7 +96,7 @@ def _summary(cert) -> dict:
 def validate(options: PkiOptions, now: datetime.datetime) -> None:
     """Refuse options no certificate can be built from, or that would never settle; reads nothing."""
     if not (options.dest or "").strip():
-        raise _pki.PkiError("dest is empty: set dest to the PKI directory on the control node (for example {{ inventory_dir }}/meshfed-pki)")
+        raise _pki.PkiError("dest is empty: set dest to the PKI directory on the control node (for example <inventory dir>/meshfed-pki)")
     limit = (_pki.LAST_DATE - now).days
     for name in ("root_days", "intermediate_days"):
         days = getattr(options, name)
@@ -239,7 +239,7 @@ def _load_root_pair(cert_pem: bytes, key_pem: bytes, paths: tuple[str, str], opt
 
 def _unencrypted_warning(key_path: str) -> str:
     return (f"the root key {key_path} is not encrypted: whoever can read it can sign for every cluster of the mesh; "
-            "set root_key_passphrase (kept in Ansible Vault) and run again to encrypt it")
+            "set root_key_passphrase (pki_root_key_passphrase in the pki role; keep it in Ansible Vault) and run again to encrypt it")
 
 
 def _plan_import(options: PkiOptions, plan: Plan, current, current_pem: bytes | None, directory: _Directory, now):
@@ -265,7 +265,7 @@ def _plan_import(options: PkiOptions, plan: Plan, current, current_pem: bytes | 
         plan.warnings.append(f"{directory.path(ROOT_KEY)} is not used while the root is imported from {options.root_key_src}")
     if not protection.encrypted:
         plan.warnings.append(_unencrypted_warning(options.root_key_src).replace(
-            "set root_key_passphrase (kept in Ansible Vault) and run again to encrypt it",
+            "set root_key_passphrase (pki_root_key_passphrase in the pki role; keep it in Ansible Vault) and run again to encrypt it",
             f"encrypt it ({REENCRYPT_HINT}) and set root_key_passphrase"))
     elif not protection.strong:
         plan.warnings.append(f"the root key {options.root_key_src} (root_key_src) is protected only by {protection.description}, "

@@ -278,7 +278,8 @@ def test_an_unencrypted_root_key_is_warned_about_on_every_run(tmp_path):
     for plan in (first, again):
         assert [w for w in plan.warnings if "is not encrypted" in w] == [
             f"the root key {tmp_path / 'pki' / 'root-key.pem'} is not encrypted: whoever can read it can sign for every cluster "
-            "of the mesh; set root_key_passphrase (kept in Ansible Vault) and run again to encrypt it"
+            "of the mesh; set root_key_passphrase (pki_root_key_passphrase in the pki role; keep it in Ansible Vault) and run again "
+            "to encrypt it"
         ]
     assert not sync(options(tmp_path / "pki", root_key_passphrase="pw")).warnings
 

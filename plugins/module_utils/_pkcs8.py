@@ -123,7 +123,7 @@ def protection(pem: bytes) -> Protection:
         return Protection(False, False, "not encrypted")
     try:
         body = pem.split(_BEGIN, 1)[1].split(_END, 1)[0]
-        _, info, _ = _read(base64.b64decode(b"".join(body.split())))
+        info = _read(base64.b64decode(b"".join(body.split())))[1]
         algorithm = _children(_children(info)[0][1])
         if _oid_of(algorithm[0][1]) != _PBES2:
             return Protection(True, False, "PKCS#5 v1 / PKCS#12 encryption")

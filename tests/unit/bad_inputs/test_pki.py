@@ -66,7 +66,7 @@ CASES: list[Case] = [
 
 def _root(kind: str) -> tuple[bytes, bytes]:
     """A root certificate and its key (PEM), broken in the way kind names."""
-    key = {"ed25519": lambda: ed25519.Ed25519PrivateKey.generate(),
+    key = {"ed25519": ed25519.Ed25519PrivateKey.generate,
            "rsa-1024": lambda: rsa.generate_private_key(public_exponent=65537, key_size=1024)}.get(
         kind, lambda: ec.generate_private_key(ec.SECP256R1()))()
     start = {"expired": NOW - 400 * DAY, "expiring": NOW - 355 * DAY, "not-yet-valid": NOW + 10 * DAY}.get(kind, NOW - DAY)

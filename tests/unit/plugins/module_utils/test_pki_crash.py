@@ -75,8 +75,7 @@ def killed_at(step: int, function, *args) -> bool:
         except BaseException:  # noqa: BLE001 - any error is a failure the parent sees
             os._exit(1)
         os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     assert code in (0, KILLED), f"apply failed in the child at step {step} (exit {code})"
     return code == KILLED
 

@@ -292,7 +292,7 @@ def _weakly_encrypted(key, passphrase):
 @pytest.mark.parametrize(
     ("old_key", "reason"),
     [
-        (lambda key: _pki.key_pem(key), "existing root kept, its key re-encrypted (not encrypted -> PBES2"),
+        (_pki.key_pem, "existing root kept, its key re-encrypted (not encrypted -> PBES2"),
         (lambda key: _weakly_encrypted(key, "pw"), "existing root kept, its key re-encrypted (PBES2 (PBKDF2, 2048 iterations) -> "),
     ],
     ids=["unencrypted", "pbkdf2-2048"],
@@ -305,7 +305,7 @@ def test_a_passphrase_encrypts_an_existing_root_key_strongly_and_keeps_the_root(
     before = snapshot(tmp_path / "pki")
     plan = sync(options(tmp_path / "pki", root_key_passphrase="pw"))
     assert plan.changed and plan.root["changed"] and plan.root["reason"].startswith(reason)
-    assert [path for path in plan.writes] == [str(key_path)]
+    assert list(plan.writes) == [str(key_path)]
     after = snapshot(tmp_path / "pki")
     assert {k: v for k, v in after.items() if k != "root-key.pem"} == {k: v for k, v in before.items() if k != "root-key.pem"}
     assert _pkcs8.protection(key_path.read_bytes()).strong and after["root-key.pem"][1] == 0o600

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: meshfed.istio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filter over certificates; documented in pem_fingerprints.yml."""
+"""Filter pem_fingerprints; documented in pem_fingerprints.yml."""
 
 from __future__ import annotations
 

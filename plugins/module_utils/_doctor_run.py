@@ -15,7 +15,8 @@ import socket
 import subprocess
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _doctor, _doctor_report, _trust
-from ansible_collections.meshfed.istio.plugins.module_utils._pki_store import read_optional, write_atomic
+from ansible_collections.meshfed.istio.plugins.module_utils._io import write_atomic
+from ansible_collections.meshfed.istio.plugins.module_utils._pki_store import read_optional
 
 DOT_TIMEOUT = 30
 GATEWAY_PORT = 15443

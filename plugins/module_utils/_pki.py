@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
+from ansible_collections.meshfed.istio.plugins.module_utils import _pkcs8
+
 try:
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -28,6 +30,10 @@ BUNDLE_KEYS = ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")
 ISTIOD_SAN = "istiod.istio-system.svc"
 BACKDATE = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
+LAST_DATE = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc)  # GeneralizedTime's end
+NAME_MAX = 64  # ub-common-name and ub-organization-name (RFC 5280)
+MIN_RSA_BITS = 2048
+SIGNING_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 
 class PkiError(Exception):
@@ -171,10 +177,10 @@ def cert_pem(cert) -> bytes:
 
 
 def key_pem(key, passphrase: str | None = None) -> bytes:
-    encryption = (
-        serialization.BestAvailableEncryption(passphrase.encode()) if passphrase else serialization.NoEncryption()
-    )
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    """PKCS#8 PEM; with a passphrase, encrypted with a strong KDF (see _pkcs8)."""
+    if passphrase:
+        return _pkcs8.encrypt(key, passphrase)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
 def load_certs(pem: bytes, what: str) -> list:
@@ -248,6 +254,43 @@ def path_length(cert) -> int | None:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
     except x509.ExtensionNotFound:
         return None
+
+
+def signing_key_problem(public_key) -> str | None:
+    """Why istiod and OpenSSL would not take this key for a CA; None when they would."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        if public_key.key_size < MIN_RSA_BITS:
+            return f"has an RSA key of {public_key.key_size} bits; OpenSSL and istiod need at least {MIN_RSA_BITS}"
+        return None
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if public_key.curve.name in SIGNING_CURVES:
+            return None
+        return f"has an ECDSA key on {public_key.curve.name}; istiod takes only {', '.join(SIGNING_CURVES.values())}"
+    kind = type(public_key).__name__.removesuffix("PublicKey").removeprefix("_")
+    return f"has an {kind} key; istiod signs only with RSA or ECDSA (P-256, P-384) CA keys"
+
+
+def root_problems(cert, now: datetime.datetime) -> list[str]:
+    """Why a certificate cannot be the root that signs the intermediates; empty when it can."""
+    problems = []
+    key_problem = signing_key_problem(cert.public_key())
+    if key_problem:
+        problems.append(key_problem)
+    if not is_ca(cert):
+        problems.append("is not a CA (basicConstraints CA:TRUE missing)")
+    elif path_length(cert) == 0:
+        problems.append("has pathlen:0, so it may not sign CA certificates: every intermediate would fail verification")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and not usage.key_cert_sign:
+        problems.append("has a keyUsage without keyCertSign, so it may not sign certificates")
+    if cert.not_valid_before_utc > now:
+        problems.append(f"is not valid before {cert.not_valid_before_utc.isoformat()}")
+    if cert.not_valid_after_utc <= now:
+        problems.append(f"expired on {cert.not_valid_after_utc.isoformat()}")
+    return problems
 
 
 def signed_by(cert, issuer) -> bool:

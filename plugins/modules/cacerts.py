@@ -23,7 +23,19 @@ description:
     current root, inside the renewal window, or its parameters changed; C(root-cert.pem) then stays
     byte-identical. An existing root is never replaced unless O(force_root=true).
   - Everything is read and decided before anything is written; a refusal leaves the directory as it was.
-    Files are written to a temporary file and renamed into place; keys are mode C(0600).
+  - All or nothing, also across a crash. Every new file is first written (and fsynced) into
+    C(<dest>/.staging-<id>/), checked (each cluster's bundle as istiod checks it, chained to the root),
+    committed by renaming that directory to C(.commit-<id>), and only then moved file by file into place.
+    The next run (check mode included, which reports it) finishes a committed change that a crash interrupted and
+    removes an uncommitted one and stray C(.tmp-*) files, so the directory never stays half written. RV(recovery) says
+    what was done. Keys are mode C(0600), directories C(0700).
+  - Refused, naming the fix, before anything is written - a O(dest) or cluster directory writable by group or others,
+    a cluster directory or PKI file that is a symbolic link, a key file open to group or others (a key that others
+    could read may have been copied - check, then C(chmod 0600) it or replace it).
+  - The root key C(<dest>/root-key.pem) is unencrypted unless O(root_key_passphrase) is set, and the module warns on
+    every run while it is. With a passphrase it is PKCS#8 with PBES2 (PBKDF2-HMAC-SHA256, 600000 iterations, AES-256-CBC),
+    which C(openssl pkey -passin) reads; an existing unencrypted or weakly encrypted key (for example PBKDF2 with 2048
+    iterations, what earlier versions wrote) is encrypted again when a passphrase is given.
 author:
   - meshfed.istio developers (@meshfed)
 requirements:
@@ -40,7 +52,9 @@ attributes:
     details: Shows subjects, SHA-256 fingerprints and expiry dates, never key material.
 options:
   dest:
-    description: Directory of the mesh PKI on the control node. Created (mode C(0700)) when missing.
+    description:
+      - Directory of the mesh PKI on the control node. Created (mode C(0700)) when missing.
+      - Must not be empty, nor writable by group or others.
     type: path
     required: true
   clusters:
@@ -56,45 +70,59 @@ options:
     choices: [rsa2048, rsa3072, rsa4096, ecdsa-p256, ecdsa-p384]
     default: rsa4096
   root_organization:
-    description: Organization (O) of a generated root.
+    description: Organization (O) of a generated root; 1 to 64 characters.
     type: str
     default: Istio
   root_common_name:
-    description: Common name (CN) of a generated root.
+    description: Common name (CN) of a generated root; 1 to 64 characters.
     type: str
     default: Root CA
   root_days:
-    description: Lifetime of a generated root, in days.
+    description:
+      - Lifetime of a generated root, in days. More than O(renew_before_days); the root may not end after 9999-12-31.
     type: int
     default: 3650
   intermediate_organization:
-    description: Organization (O) of the intermediates.
+    description: Organization (O) of the intermediates; 1 to 64 characters.
     type: str
     default: Istio
   intermediate_common_name:
-    description: Common name (CN) of the intermediates; the locality (L) is the cluster name.
+    description: Common name (CN) of the intermediates, 1 to 64 characters; the locality (L) is the cluster name.
     type: str
     default: Intermediate CA
   intermediate_days:
-    description: Lifetime of an intermediate in days; never beyond the root's expiry.
+    description:
+      - Lifetime of an intermediate in days; never beyond the root's expiry. More than O(renew_before_days).
     type: int
     default: 730
   renew_before_days:
-    description: An intermediate that expires within this many days is issued again.
+    description:
+      - An intermediate that expires within this many days is issued again.
+      - Must be less than O(intermediate_days) (and O(root_days) for a generated root), or every run would issue the
+        intermediates again. A root that itself expires within this window is refused for the same reason (an
+        intermediate ends with its root) - rotate the root, or lower this value to keep using it until then.
     type: int
     default: 30
   root_cert_src:
     description:
       - Import this existing root certificate (PEM) instead of generating one. Needs O(root_key_src).
+      - Refused unless it can sign the intermediates and OpenSSL and istiod verify the chain - a CA, without
+        C(pathlen:0), with keyCertSign when it has a keyUsage, valid now and beyond O(renew_before_days), with an
+        RSA key of 2048 bits or more or an ECDSA P-256, P-384 or P-521 key.
       - The certificate is copied to C(<dest>/root-cert.pem); the key is read in place and not copied.
     type: path
   root_key_src:
-    description: Private key (PEM) of O(root_cert_src).
+    description:
+      - Private key (PEM) of O(root_cert_src). Read in place, never modified; the module warns when it is not encrypted,
+        or encrypted with a weak key derivation, and names the C(openssl pkcs8) command that fixes it.
     type: path
   root_key_passphrase:
     description:
       - Passphrase of the root key. Decrypts O(root_key_src), or encrypts and decrypts C(<dest>/root-key.pem)
-        of a generated root.
+        of a generated root (PBES2, PBKDF2-HMAC-SHA256 with 600000 iterations, AES-256-CBC).
+      - Setting it for an existing unencrypted, or weakly encrypted, C(<dest>/root-key.pem) encrypts that key again
+        (reported as a change of the root; the certificate stays byte-identical).
+      - At most 1023 bytes (UTF-8), the longest passphrase OpenSSL reads.
     type: str
   force_root:
     description:
@@ -159,12 +187,20 @@ root:
       description: Key algorithm of the root.
       type: str
     changed:
-      description: Whether the root was generated, imported or replaced by this run.
+      description: Whether the root was generated, imported or replaced, or its key encrypted again, by this run.
       type: bool
     reason:
       description: What happened to the root.
       type: str
       sample: existing root kept
+recovery:
+  description:
+    - What an interrupted earlier run had left in O(dest), and what this run did (in check mode, would do) about it.
+    - Empty when the directory was consistent.
+  returned: always
+  type: list
+  elements: str
+  sample: ["finished an interrupted write: moved 3 file(s) of .commit-00000001767225600000000000-4242 into place"]
 clusters:
   description: Per cluster name, its intermediate CA.
   returned: always
@@ -229,11 +265,6 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=traceback.format_exc())
     params = dict(module.params)
     params["clusters"] = tuple(params["clusters"])
-    for name in ("root_days", "intermediate_days"):
-        if params[name] < 1:
-            module.fail_json(msg=f"{name} must be at least 1, got {params[name]}")
-    if params["renew_before_days"] < 0:
-        module.fail_json(msg=f"renew_before_days must not be negative, got {params['renew_before_days']}")
     try:
         plan = _pki_store.plan(_pki_store.PkiOptions(**params))
         if plan.changed and not module.check_mode:
@@ -242,7 +273,7 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     for warning in plan.warnings:
         module.warn(warning)
-    result = dict(changed=plan.changed, dest=params["dest"], root=plan.root, clusters=plan.clusters)
+    result = dict(changed=plan.changed, dest=params["dest"], root=plan.root, clusters=plan.clusters, recovery=plan.recovery)
     if module._diff:
         result["diff"] = dict(before=plan.before, after=plan.after)
     module.exit_json(**result)

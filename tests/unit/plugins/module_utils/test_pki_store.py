@@ -8,8 +8,9 @@ import stat
 import tempfile
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _pki, _pki_store
+from ansible_collections.meshfed.istio.plugins.module_utils import _pkcs8, _pki, _pki_store
 
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
 
@@ -269,3 +270,92 @@ def test_dest_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "pki").write_text("x")
     with pytest.raises(_pki.PkiError, match="is not a directory"):
         _pki_store.plan(options(tmp_path / "pki"), NOW)
+
+
+def test_an_unencrypted_root_key_is_warned_about_on_every_run(tmp_path):
+    first = sync(options(tmp_path / "pki"))
+    again = _pki_store.plan(options(tmp_path / "pki"), NOW)
+    for plan in (first, again):
+        assert [w for w in plan.warnings if "is not encrypted" in w] == [
+            f"the root key {tmp_path / 'pki' / 'root-key.pem'} is not encrypted: whoever can read it can sign for every cluster "
+            "of the mesh; set root_key_passphrase (pki_root_key_passphrase in the pki role; keep it in Ansible Vault) and run again "
+            "to encrypt it"
+        ]
+    assert not sync(options(tmp_path / "pki", root_key_passphrase="pw")).warnings
+
+
+def _weakly_encrypted(key, passphrase):
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.BestAvailableEncryption(passphrase.encode()))
+
+
+@pytest.mark.parametrize(
+    ("old_key", "reason"),
+    [
+        (_pki.key_pem, "existing root kept, its key re-encrypted (not encrypted -> PBES2"),
+        (lambda key: _weakly_encrypted(key, "pw"), "existing root kept, its key re-encrypted (PBES2 (PBKDF2, 2048 iterations) -> "),
+    ],
+    ids=["unencrypted", "pbkdf2-2048"],
+)
+def test_a_passphrase_encrypts_an_existing_root_key_strongly_and_keeps_the_root(tmp_path, old_key, reason):
+    sync(options(tmp_path / "pki"))
+    key_path = tmp_path / "pki" / "root-key.pem"
+    key = _pki.load_key(key_path.read_bytes(), "root key")
+    key_path.write_bytes(old_key(key))
+    before = snapshot(tmp_path / "pki")
+    plan = sync(options(tmp_path / "pki", root_key_passphrase="pw"))
+    assert plan.changed and plan.root["changed"] and plan.root["reason"].startswith(reason)
+    assert list(plan.writes) == [str(key_path)]
+    after = snapshot(tmp_path / "pki")
+    assert {k: v for k, v in after.items() if k != "root-key.pem"} == {k: v for k, v in before.items() if k != "root-key.pem"}
+    assert _pkcs8.protection(key_path.read_bytes()).strong and after["root-key.pem"][1] == 0o600
+    assert _pki.key_matches(_pki.load_cert((tmp_path / "pki" / "root-cert.pem").read_bytes(), "root"),
+                            _pki.load_key(key_path.read_bytes(), "root key", "pw"))
+    assert not _pki_store.plan(options(tmp_path / "pki", root_key_passphrase="pw"), NOW).changed
+
+
+def test_an_imported_weak_key_is_warned_about_and_left_alone(tmp_path, company_root):
+    key = _pki.load_key((tmp_path / "src" / "root.key").read_bytes(), "key", "pw")
+    (tmp_path / "src" / "root.key").write_bytes(_weakly_encrypted(key, "pw"))
+    source = (tmp_path / "src" / "root.key").read_bytes()
+    plan = sync(import_options(tmp_path))
+    assert any("(root_key_src) is protected only by PBES2 (PBKDF2, 2048 iterations)" in w and "-iter 600000" in w
+               for w in plan.warnings)
+    assert (tmp_path / "src" / "root.key").read_bytes() == source
+
+
+def test_imported_key_without_passphrase_is_warned_about(tmp_path, company_root):
+    key = _pki.load_key((tmp_path / "src" / "root.key").read_bytes(), "key", "pw")
+    (tmp_path / "src" / "root.key").write_bytes(_pki.key_pem(key))
+    plan = sync(import_options(tmp_path, root_key_passphrase=None))
+    assert any(w.startswith(f"the root key {tmp_path / 'src' / 'root.key'} is not encrypted") and "openssl pkcs8 -topk8" in w
+               for w in plan.warnings)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda pki: os.chmod(pki / "root-key.pem", 0o640), "root-key.pem is open to group or others \\(mode 0640\\).*force_root=true"),
+        (lambda pki: os.chmod(pki / "east" / "ca-cert.pem", 0o666), "ca-cert.pem is writable by group or others .*chmod go-w"),
+        (lambda pki: os.chmod(pki / "west", 0o777), "cluster directory of west .* is writable by group or others"),
+        (lambda pki: (pki / "east" / "ca-key.pem").unlink() or os.symlink("/etc/passwd", pki / "east" / "ca-key.pem"),
+         "ca-key.pem is a symbolic link"),
+    ],
+    ids=["root-key-0640", "cert-0666", "cluster-dir-0777", "key-symlink"],
+)
+def test_directory_hygiene_is_refused_with_the_fix(tmp_path, breakage, message):
+    sync(options(tmp_path / "pki"))
+    breakage(tmp_path / "pki")
+    before = snapshot(tmp_path / "pki")
+    with pytest.raises(_pki.PkiError, match=message):
+        _pki_store.plan(options(tmp_path / "pki"), NOW)
+    assert snapshot(tmp_path / "pki") == before
+
+
+def test_a_root_expiring_later_than_the_window_keeps_capped_intermediates(tmp_path):
+    sync(options(tmp_path / "pki", root_days=100), NOW - 40 * _pki.DAY)
+    plan = _pki_store.plan(options(tmp_path / "pki", root_days=100), NOW)
+    assert not plan.changed  # intermediates end with the root, 60 days out: outside the 30-day window
+    with pytest.raises(_pki.PkiError, match="within renew_before_days \\(30\\).*lower renew_before_days below 15"):
+        _pki_store.plan(options(tmp_path / "pki", root_days=100), NOW + 45 * _pki.DAY)
+    assert not _pki_store.plan(options(tmp_path / "pki", root_days=100, renew_before_days=14), NOW + 45 * _pki.DAY).changed

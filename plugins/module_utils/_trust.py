@@ -63,3 +63,25 @@ def from_cluster(cluster, namespace: str, secret_name: str, configmap_namespaces
             for configmap_namespace in configmap_namespaces
         },
     }
+
+
+def bundle_problems(files: dict, mesh_root: bytes | None) -> list[str]:
+    """Why istiod would refuse this cacerts bundle (key -> PEM bytes, None when missing), or why it is not on the mesh
+    root; [] when it can be pushed. Never quotes key material."""
+    missing = [name for name in _istio.BUNDLE_KEYS if files.get(name) is None]
+    if missing:
+        return [f"missing {', '.join(missing)}"]
+    report, facts = _pki.check_bundle(files)
+    problems = list(report.problems)
+    if mesh_root is None:
+        problems.append("the PKI directory has no root-cert.pem")
+    elif facts["chain_root"] is not None and facts["chain_root"] not in fingerprints(mesh_root):
+        problems.append("ca-cert.pem does not chain to the mesh root (root-cert.pem of the PKI directory)")
+    return problems
+
+
+def bundle_for_push(pki_dir: str, cluster: str) -> tuple[dict[str, bytes], list[str]]:
+    """A cluster's cacerts bundle as the PKI directory holds it, read once, and its problems: what is checked is what is
+    pushed."""
+    files = {name: read_optional(os.path.join(pki_dir, cluster, name)) for name in _istio.BUNDLE_KEYS}
+    return files, bundle_problems(files, read_optional(os.path.join(pki_dir, _istio.ROOT_CERT)))

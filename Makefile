@@ -54,7 +54,7 @@ unit: venv ## pytest: pure functions, module decisions, the mutual-TLS story
 	$(BIN)/python -m pytest -q tests/unit
 
 integration: collection ## ansible-test integration targets that need no cluster
-	cd $(COLLECTION) && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test integration --local --color no cacerts_module cacerts_info mesh_plan
+	cd $(COLLECTION) && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test integration --local --color no pki_module cacerts_info mesh_plan
 
 testbin: ## Build or find the pinned test binaries (cached outside the repo)
 	tests/testbed/testbin.sh

@@ -11,7 +11,7 @@ version_added: 0.1.0
 author: meshfed.istio developers (@meshfed)
 description:
   - Reads C(ca-cert.pem), C(ca-key.pem), C(root-cert.pem) and C(cert-chain.pem) of one cluster from the PKI directory
-    on the control node (the layout M(meshfed.istio.cacerts) writes), once, and checks them as istiod does before it
+    on the control node (the layout M(meshfed.istio.pki) writes), once, and checks them as istiod does before it
     signs - complete, the key matches the certificate, a CA certificate, no SHA-1, the chain verifies - and that the
     intermediate chains to the PKI directory's own C(root-cert.pem).
   - Returns C(data), the Secret's data (base64), and C(problems); C(data) is empty when there is a problem, so a bundle

@@ -185,7 +185,7 @@ class Doctor:
                          peers=distrusting)
 
     def bundle(self, name: str, cacerts: dict) -> None:
-        fix = "regenerate the cluster's intermediate with meshfed.istio.cacerts and reinstall cacerts (site playbook)"
+        fix = "regenerate the cluster's intermediate with meshfed.istio.pki and reinstall cacerts (site playbook)"
         known = False
         if cacerts.get("missing_keys"):
             known = True

@@ -60,12 +60,11 @@ def _sequence(*parts: bytes) -> bytes:
 def _oid(dotted: str) -> bytes:
     first, second, *rest = (int(part) for part in dotted.split("."))
     body = bytes([40 * first + second])
-    for number in rest:
-        chunk = [number & 0x7F]
-        number >>= 7
-        while number:
-            chunk.append(0x80 | (number & 0x7F))
-            number >>= 7
+    for arc in rest:
+        chunk, value = [arc & 0x7F], arc >> 7
+        while value:
+            chunk.append(0x80 | (value & 0x7F))
+            value >>= 7
         body += bytes(reversed(chunk))
     return _tlv(0x06, body)
 

@@ -30,7 +30,7 @@ BUNDLE_KEYS = ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")
 ISTIOD_SAN = "istiod.istio-system.svc"
 BACKDATE = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
-LAST_DATE = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc)  # GeneralizedTime's end
+LAST_DATE = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)  # GeneralizedTime's end
 NAME_MAX = 64  # ub-common-name and ub-organization-name (RFC 5280)
 MIN_RSA_BITS = 2048
 SIGNING_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
@@ -70,7 +70,7 @@ class BundleReport:
 
 
 def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def generate_key(algorithm: str):

@@ -7,7 +7,7 @@ Layout (the keys of Istio's cacerts secret, per cluster):
   <dest>/root-cert.pem, <dest>/root-key.pem
   <dest>/<cluster>/{ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem}
 
-plan() reads and decides everything and raises PkiError on bad input; apply() then finishes what an
+decide() reads and decides everything and raises PkiError on bad input; apply() then finishes what an
 interrupted run left (see _io.recover) and writes every file of the plan as one step (_io.write_tree),
 after checking the staged directory (each bundle as istiod checks it, on the planned root).
 """
@@ -50,7 +50,7 @@ class PkiOptions:
 
 
 @dataclass
-class Plan:
+class PkiChanges:
     writes: dict[str, bytes] = field(default_factory=dict)
     root: dict = field(default_factory=dict)
     clusters: dict = field(default_factory=dict)
@@ -242,7 +242,7 @@ def _unencrypted_warning(key_path: str) -> str:
             "set root_key_passphrase (pki_root_key_passphrase in the pki role; keep it in Ansible Vault) and run again to encrypt it")
 
 
-def _plan_import(options: PkiOptions, plan: Plan, current, current_pem: bytes | None, directory: _Directory, now):
+def _plan_import(options: PkiOptions, plan: PkiChanges, current, current_pem: bytes | None, directory: _Directory, now):
     src_cert_pem = read_optional(options.root_cert_src)
     src_key_pem = read_optional(options.root_key_src)
     if src_cert_pem is None or src_key_pem is None:
@@ -273,7 +273,7 @@ def _plan_import(options: PkiOptions, plan: Plan, current, current_pem: bytes | 
     return cert, key, pem
 
 
-def _plan_root(options: PkiOptions, plan: Plan, directory: _Directory, now: datetime.datetime):
+def _plan_root(options: PkiOptions, plan: PkiChanges, directory: _Directory, now: datetime.datetime):
     """Decide the signing root; returns (cert, key, pem)."""
     cert_path, key_path = directory.path(ROOT_CERT), directory.path(ROOT_KEY)
     current_cert_pem = directory.read(ROOT_CERT)
@@ -323,7 +323,7 @@ def _with_newline(pem: bytes) -> bytes:
     return pem if pem.endswith(b"\n") else pem + b"\n"
 
 
-def _plan_cluster(options: PkiOptions, cluster: str, root, plan: Plan, directory: _Directory, now: datetime.datetime) -> None:
+def _plan_cluster(options: PkiOptions, cluster: str, root, plan: PkiChanges, directory: _Directory, now: datetime.datetime) -> None:
     root_cert, root_key, root_pem = root
     files = {name: directory.read(os.path.join(cluster, name)) for name in _pki.BUNDLE_KEYS}
     spec = _pki.CaSpec(
@@ -371,7 +371,7 @@ def _recovery_notes(dest: str, leftovers: _io.Leftovers) -> list[str]:
     return notes
 
 
-def plan(options: PkiOptions, now: datetime.datetime | None = None) -> Plan:
+def decide(options: PkiOptions, now: datetime.datetime | None = None) -> PkiChanges:
     """Read the directory and decide every write; raises PkiError and writes nothing on bad input."""
     now = now or _pki.utcnow()
     validate(options, now)
@@ -383,7 +383,7 @@ def plan(options: PkiOptions, now: datetime.datetime | None = None) -> Plan:
         raise _pki.PkiError(f"cannot read {exc.filename}: {exc.strerror}") from exc
     directory = _Directory(options.dest, leftovers)
     _inspect(options, directory)
-    result = Plan(leftovers=leftovers, options=options, now=now, recovery=_recovery_notes(options.dest, leftovers))
+    result = PkiChanges(leftovers=leftovers, options=options, now=now, recovery=_recovery_notes(options.dest, leftovers))
     root = _plan_root(options, result, directory, now)
     result.after["root"] = _summary(root[0])
     result.root.update(_summary(root[0]))
@@ -394,7 +394,7 @@ def plan(options: PkiOptions, now: datetime.datetime | None = None) -> Plan:
     return result
 
 
-def _check_staged(result: Plan, staged: frozenset, read) -> None:
+def _check_staged(result: PkiChanges, staged: frozenset, read) -> None:
     """The directory as the write would leave it: every bundle as istiod checks it, all on the planned root."""
     problems = []
     root_pem = read(ROOT_CERT)
@@ -415,7 +415,7 @@ def _check_staged(result: Plan, staged: frozenset, read) -> None:
         raise _pki.PkiError(f"the new PKI files failed their check, nothing was changed (please report this): {'; '.join(problems)}")
 
 
-def apply(result: Plan) -> None:
+def apply(result: PkiChanges) -> None:
     """Finish what an interrupted run left, then write the plan's files as one step; keys 0600."""
     dest = result.options.dest
     files = {

@@ -12,7 +12,7 @@ short_description: Fingerprint facts about one cluster's Istio trust material
 version_added: 0.1.0
 description:
   - Reads the C(cacerts) secret of a cluster through the Kubernetes API, or a cluster directory made
-    by M(meshfed.istio.cacerts) on the control node (O(src)), and reports what istiod would trust and sign with.
+    by M(meshfed.istio.pki) on the control node (O(src)), and reports what istiod would trust and sign with.
   - For the bundle, the checks istiod makes before it uses a plugged-in CA (all four keys present, chain
     verifies, key matches, CA bit, no SHA-1) and the SHA-256 fingerprint, subject and validity of every
     root in C(root-cert.pem) and of the intermediate.
@@ -58,7 +58,7 @@ options:
     elements: str
     default: [istio-system]
 seealso:
-  - module: meshfed.istio.cacerts
+  - module: meshfed.istio.pki
 """
 
 EXAMPLES = r"""

@@ -58,7 +58,7 @@ options:
     required: true
   pki_dir:
     description:
-      - The mesh PKI directory of M(meshfed.istio.cacerts); its C(root-cert.pem) is the root every cluster must trust.
+      - The mesh PKI directory of M(meshfed.istio.pki); its C(root-cert.pem) is the root every cluster must trust.
       - Empty - the most common root across the clusters is taken as the mesh's.
     type: path
     default: ""

@@ -1,9 +1,9 @@
-"""PKI benchmark (not a timed test): meshfed.istio.cacerts against Istio's openssl recipe.
+"""PKI benchmark (not a timed test): meshfed.istio.pki against Istio's openssl recipe.
 
 Generates a root and N intermediates with RSA 4096 and with ECDSA P-256, several runs each:
 - openssl: tests/bench/istio_certs_openssl.sh (the steps of Istio's tools/certs Makefile);
 - engine: the module's code path (plan + apply), in-process;
-- module: ansible-playbook running meshfed.istio.cacerts (what a user runs, incl. Ansible start-up);
+- module: ansible-playbook running meshfed.istio.pki (what a user runs, incl. Ansible start-up);
 - rerun: the module's no-op rerun on an existing PKI.
 Prints medians and ratios as a Markdown table. Usage: pki_bench.py [--runs 5] [--clusters 10]
 """
@@ -30,7 +30,7 @@ PLAYBOOK = """
 - hosts: localhost
   gather_facts: false
   tasks:
-    - meshfed.istio.cacerts:
+    - meshfed.istio.pki:
         dest: "{{ dest }}"
         clusters: "{{ clusters }}"
         key_algorithm: "{{ algorithm }}"

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Bad inputs of the mesh PKI (meshfed.istio.cacerts): each is refused by the plan, naming the option and the fix.
+"""Bad inputs of the mesh PKI (meshfed.istio.pki): each is refused by the plan, naming the option and the fix.
 
 A case's value holds the options it changes, and at most one of two set-ups: `root` imports a
 root of that kind (built here, relative to NOW), `state` breaks an existing PKI directory first.
@@ -13,9 +13,10 @@ import pathlib
 import stat
 
 import pytest
-from cases import Case
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _pki, _pki_store
+
+from cases import Case
 
 try:
     from cryptography import x509
@@ -25,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover
     pytest.skip("cryptography is needed", allow_module_level=True)
 
-NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 DAY = datetime.timedelta(days=1)
 
 CASES: list[Case] = [
@@ -94,7 +95,7 @@ def _options(dest, **changes) -> _pki_store.PkiOptions:
 def _break(dest, state: str) -> None:
     """An existing PKI directory, then one thing wrong with it."""
     when = NOW - 400 * DAY if state == "root-expired" else NOW
-    _pki_store.apply(_pki_store.plan(_options(dest, root_days=365 if state == "root-expired" else 3650), when))
+    _pki_store.apply(_pki_store.decide(_options(dest, root_days=365 if state == "root-expired" else 3650), when))
     if state.startswith("dest-"):
         os.chmod(dest, int(state.removeprefix("dest-"), 8))
     elif state == "key-0644":
@@ -141,7 +142,7 @@ def test_bad_input_is_refused_naming_the_option_and_nothing_is_written(case, tmp
     monkeypatch.chdir(tmp_path)
     before = snapshot(tmp_path)
     with pytest.raises(_pki.PkiError) as info:
-        _pki_store.plan(options, NOW)
+        _pki_store.decide(options, NOW)
     message = str(info.value)
     assert case.refusal in message
     assert case.option in message or (case.option == "dest" and options.dest in message)

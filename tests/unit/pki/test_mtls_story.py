@@ -19,7 +19,7 @@ TIMEOUT = 5
 
 
 def make_pki(dest, clusters):
-    plan = _pki_store.plan(_pki_store.PkiOptions(dest=str(dest), clusters=tuple(clusters), key_algorithm="ecdsa-p256"))
+    plan = _pki_store.decide(_pki_store.PkiOptions(dest=str(dest), clusters=tuple(clusters), key_algorithm="ecdsa-p256"))
     _pki_store.apply(plan)
     return plan
 
@@ -72,10 +72,9 @@ def call(client: Workload, server: Workload):
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        with socket.create_connection(listener.getsockname(), timeout=TIMEOUT) as raw:
-            with client.context("client").wrap_socket(raw) as tls:
-                outcome["client_saw"] = peer_spiffe_id(tls)
-                outcome["reply"] = tls.recv(2)
+        with socket.create_connection(listener.getsockname(), timeout=TIMEOUT) as raw, client.context("client").wrap_socket(raw) as tls:
+            outcome["client_saw"] = peer_spiffe_id(tls)
+            outcome["reply"] = tls.recv(2)
     except (ssl.SSLError, OSError) as exc:
         outcome["client_error"] = exc
     thread.join(TIMEOUT)

@@ -12,9 +12,9 @@ FILTERS = FilterModule().filters()
 
 def plan() -> dict:
     return _mesh.topology([
-        _mesh.Cluster(host="a", name="east", role="primary", network="n1", mesh_id="m", context="ctx-a"),
-        _mesh.Cluster(host="b", name="west", role="primary", network="n2", mesh_id="m"),
-        _mesh.Cluster(host="c", name="edge", role="remote", network="n2", mesh_id="m", primary="a"),
+        _mesh.Member(host="a", name="east", role="primary", network="n1", mesh_id="m", context="ctx-a"),
+        _mesh.Member(host="b", name="west", role="primary", network="n2", mesh_id="m"),
+        _mesh.Member(host="c", name="edge", role="remote", network="n2", mesh_id="m", primary="a"),
     ], {"namespace": "istio-system", "revision": ""})
 
 

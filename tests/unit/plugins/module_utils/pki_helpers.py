@@ -4,7 +4,7 @@ import datetime
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _pki
 
-NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 ROOT_SPEC = _pki.CaSpec("Istio", "Root CA", 3650, "ecdsa-p256")
 
 

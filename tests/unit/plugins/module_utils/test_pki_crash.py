@@ -12,7 +12,7 @@ import pytest
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _io, _pkcs8, _pki, _pki_store
 
-NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 # Every call that changes the file system, or makes a change durable.
 STEPS = ("open", "write", "fsync", "fchmod", "mkdir", "rename", "replace", "unlink", "rmdir")
 KILLED = 86
@@ -106,11 +106,11 @@ def test_killed_at_every_step_recovers_to_old_or_new_then_converges(tmp_path, sc
     first, changes = SCENARIOS[scenario]
     base = tmp_path / "base"
     if first is not None:
-        _pki_store.apply(_pki_store.plan(options(base, **first), NOW))
+        _pki_store.apply(_pki_store.decide(options(base, **first), NOW))
     else:
         base.mkdir(mode=0o700)
     opts_base = options(base, **changes)
-    plan = _pki_store.plan(opts_base, NOW)
+    plan = _pki_store.decide(opts_base, NOW)
     before = snapshot(base)
     after = expected_after(before, plan, base)
     outcomes = []
@@ -127,23 +127,23 @@ def test_killed_at_every_step_recovers_to_old_or_new_then_converges(tmp_path, sc
         if not died:
             assert snapshot(dest) == after
             break
-        rerun = _pki_store.plan(opts, NOW)  # reads through what the crash left: must not refuse
+        rerun = _pki_store.decide(opts, NOW)  # reads through what the crash left: must not refuse
         _io.recover(str(dest), rerun.leftovers)
         recovered = snapshot(dest)
         assert recovered in (before, after), f"killed at step {step}: neither the old nor the new directory"
         outcomes.append(recovered == after)
         steady = options(dest, **{**changes, "force_root": False})
-        _pki_store.apply(_pki_store.plan(steady, NOW))
+        _pki_store.apply(_pki_store.decide(steady, NOW))
         assert_consistent(dest, steady)
-        assert not _pki_store.plan(steady, NOW).changed
+        assert not _pki_store.decide(steady, NOW).changed
         shutil.rmtree(dest)
     assert step > 10 and False in outcomes and True in outcomes  # both sides of the commit were hit
 
 
 def test_recovery_killed_at_every_step_still_recovers(tmp_path):
     base = tmp_path / "base"
-    _pki_store.apply(_pki_store.plan(options(base), NOW))
-    plan = _pki_store.plan(options(base, force_root=True), NOW)
+    _pki_store.apply(_pki_store.decide(options(base), NOW))
+    plan = _pki_store.decide(options(base, force_root=True), NOW)
     after = expected_after(snapshot(base), plan, base)
     commit_step = None
     for step in range(1, 200):  # the first step at which the crash leaves a commit journal behind
@@ -176,22 +176,22 @@ def test_recovery_killed_at_every_step_still_recovers(tmp_path):
 
 def test_stray_temporary_key_files_are_removed_and_reported(tmp_path):
     dest = tmp_path / "pki"
-    _pki_store.apply(_pki_store.plan(options(dest), NOW))
+    _pki_store.apply(_pki_store.decide(options(dest), NOW))
     before = snapshot(dest)
     (dest / "east" / ".tmp-k2j3.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
     (dest / ".tmp-9x.pem").write_bytes(b"")
-    plan = _pki_store.plan(options(dest), NOW)
+    plan = _pki_store.decide(options(dest), NOW)
     assert plan.changed and not plan.writes
     assert plan.recovery == ["removed the stray temporary file .tmp-9x.pem", "removed the stray temporary file east/.tmp-k2j3.pem"]
     _pki_store.apply(plan)
     assert snapshot(dest) == before
-    assert not _pki_store.plan(options(dest), NOW).changed
+    assert not _pki_store.decide(options(dest), NOW).changed
 
 
 def test_check_mode_reads_through_a_commit_journal_and_changes_nothing(tmp_path):
     dest = tmp_path / "pki"
-    _pki_store.apply(_pki_store.plan(options(dest), NOW))
-    plan = _pki_store.plan(options(dest, force_root=True), NOW)
+    _pki_store.apply(_pki_store.decide(options(dest), NOW))
+    plan = _pki_store.decide(options(dest, force_root=True), NOW)
     died_after_commit = None
     for step in range(1, 200):
         trial = tmp_path / f"t{step}"
@@ -206,7 +206,7 @@ def test_check_mode_reads_through_a_commit_journal_and_changes_nothing(tmp_path)
             break
     assert died_after_commit is not None
     crashed = snapshot(died_after_commit)
-    check = _pki_store.plan(options(died_after_commit), NOW)
+    check = _pki_store.decide(options(died_after_commit), NOW)
     assert check.changed and check.recovery[0].startswith("finished an interrupted write: moved")
     assert check.root["fingerprint_sha256"] == plan.root["fingerprint_sha256"]  # the committed root, not the old one
     assert not check.writes  # after the roll-forward there is nothing left to write
@@ -215,9 +215,9 @@ def test_check_mode_reads_through_a_commit_journal_and_changes_nothing(tmp_path)
 
 def test_a_staged_directory_that_fails_its_check_is_never_swapped_in(tmp_path):
     dest = tmp_path / "pki"
-    _pki_store.apply(_pki_store.plan(options(dest), NOW))
+    _pki_store.apply(_pki_store.decide(options(dest), NOW))
     before = snapshot(dest)
-    plan = _pki_store.plan(options(dest, force_root=True), NOW)
+    plan = _pki_store.decide(options(dest, force_root=True), NOW)
     plan.writes[str(dest / "east" / "ca-key.pem")] = _pki.key_pem(_pki.generate_key("ecdsa-p256"))
     with pytest.raises(_pki.PkiError, match="failed their check, nothing was changed.*east: ca-key.pem does not match ca-cert.pem"):
         _pki_store.apply(plan)

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _pkcs8, _pki, _pki_store
 
-NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 
 
 def options(dest, **changes):
@@ -22,7 +22,7 @@ def options(dest, **changes):
 
 
 def sync(opts, now=NOW):
-    plan = _pki_store.plan(opts, now)
+    plan = _pki_store.decide(opts, now)
     _pki_store.apply(plan)
     return plan
 
@@ -56,7 +56,7 @@ def test_first_run_writes_the_istio_layout_with_private_keys(tmp_path):
 def test_second_run_changes_nothing(tmp_path):
     sync(options(tmp_path / "pki"))
     before = snapshot(tmp_path / "pki")
-    plan = _pki_store.plan(options(tmp_path / "pki"), NOW + datetime.timedelta(days=1))
+    plan = _pki_store.decide(options(tmp_path / "pki"), NOW + datetime.timedelta(days=1))
     assert not plan.changed
     assert plan.root["changed"] is False
     assert all(not cluster["changed"] and cluster["reasons"] == [] for cluster in plan.clusters.values())
@@ -92,7 +92,7 @@ def test_changed_parameters_reissue_and_keep_the_root_bytes(tmp_path, change, re
 
 def test_renewal_window_reissues(tmp_path):
     sync(options(tmp_path / "pki"))
-    plan = _pki_store.plan(options(tmp_path / "pki"), NOW + datetime.timedelta(days=710))
+    plan = _pki_store.decide(options(tmp_path / "pki"), NOW + datetime.timedelta(days=710))
     assert plan.clusters["east"]["reasons"][0].startswith("expiring")
 
 
@@ -106,7 +106,7 @@ def test_lost_cluster_file_is_restored_without_reissuing(tmp_path):
 
 
 def test_check_mode_plan_writes_nothing(tmp_path):
-    plan = _pki_store.plan(options(tmp_path / "pki"), NOW)
+    plan = _pki_store.decide(options(tmp_path / "pki"), NOW)
     assert plan.changed and not (tmp_path / "pki").exists()
 
 
@@ -121,7 +121,7 @@ def test_force_root_replaces_root_and_every_intermediate(tmp_path):
 def test_passphrase_protects_the_generated_root_key(tmp_path):
     sync(options(tmp_path / "pki", root_key_passphrase="s3cret"))
     assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "pki" / "root-key.pem").read_bytes()
-    assert not _pki_store.plan(options(tmp_path / "pki", root_key_passphrase="s3cret"), NOW).changed
+    assert not _pki_store.decide(options(tmp_path / "pki", root_key_passphrase="s3cret"), NOW).changed
 
 
 def _write(path, data):
@@ -150,7 +150,7 @@ def test_import_root_is_idempotent_and_key_not_copied(tmp_path, company_root):
     assert plan.root["reason"] == "imported"
     assert plan.root["fingerprint_sha256"] == _pki.fingerprint(company_root)
     assert not (tmp_path / "pki" / "root-key.pem").exists()
-    again = _pki_store.plan(import_options(tmp_path), NOW)
+    again = _pki_store.decide(import_options(tmp_path), NOW)
     assert not again.changed and again.root["reason"] == "imported root already in place"
 
 
@@ -158,7 +158,7 @@ def test_import_over_a_different_root_needs_force_root(tmp_path, company_root):
     sync(options(tmp_path / "pki"))
     before = snapshot(tmp_path / "pki")
     with pytest.raises(_pki.PkiError, match="holds a different root .* set force_root=true"):
-        _pki_store.plan(import_options(tmp_path), NOW)
+        _pki_store.decide(import_options(tmp_path), NOW)
     assert snapshot(tmp_path / "pki") == before
     plan = sync(import_options(tmp_path, force_root=True))
     assert plan.root["reason"] == "replaced by import (force_root)"
@@ -189,7 +189,7 @@ def test_broken_root_is_refused_and_nothing_changes(tmp_path, breakage, message)
     breakage(tmp_path)
     before = snapshot(tmp_path / "pki")
     with pytest.raises(_pki.PkiError, match=message):
-        _pki_store.plan(options(tmp_path / "pki", clusters=("east", "west", "north")), NOW)
+        _pki_store.decide(options(tmp_path / "pki", clusters=("east", "west", "north")), NOW)
     assert snapshot(tmp_path / "pki") == before
 
 
@@ -208,7 +208,7 @@ def test_broken_root_is_refused_and_nothing_changes(tmp_path, breakage, message)
 def test_bad_import_is_refused_before_anything_is_written(tmp_path, company_root, prepare, changes, message):
     prepare(tmp_path)
     with pytest.raises(_pki.PkiError, match=message):
-        _pki_store.plan(import_options(tmp_path, **changes), NOW)
+        _pki_store.decide(import_options(tmp_path, **changes), NOW)
     assert not (tmp_path / "pki").exists()
 
 
@@ -218,7 +218,7 @@ def test_bad_import_is_refused_before_anything_is_written(tmp_path, company_root
 )
 def test_bad_cluster_names_are_refused(tmp_path, clusters, message):
     with pytest.raises(_pki.PkiError, match=message):
-        _pki_store.plan(options(tmp_path / "pki", clusters=clusters), NOW)
+        _pki_store.decide(options(tmp_path / "pki", clusters=clusters), NOW)
     assert not (tmp_path / "pki").exists()
 
 
@@ -254,10 +254,10 @@ def test_unwritable_dest_is_refused_before_any_write():
     parent.chmod(0o555)
     try:
         if os.geteuid() == 0:
-            message = _as_nobody(lambda: _pki_store.plan(options(parent / "pki"), NOW))
+            message = _as_nobody(lambda: _pki_store.decide(options(parent / "pki"), NOW))
         else:
             with pytest.raises(_pki.PkiError) as info:
-                _pki_store.plan(options(parent / "pki"), NOW)
+                _pki_store.decide(options(parent / "pki"), NOW)
             message = str(info.value)
         assert message == f"dest {parent / 'pki'} is not writable ({parent} denies write access to this user)"
         assert list(parent.iterdir()) == []
@@ -269,12 +269,12 @@ def test_unwritable_dest_is_refused_before_any_write():
 def test_dest_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "pki").write_text("x")
     with pytest.raises(_pki.PkiError, match="is not a directory"):
-        _pki_store.plan(options(tmp_path / "pki"), NOW)
+        _pki_store.decide(options(tmp_path / "pki"), NOW)
 
 
 def test_an_unencrypted_root_key_is_warned_about_on_every_run(tmp_path):
     first = sync(options(tmp_path / "pki"))
-    again = _pki_store.plan(options(tmp_path / "pki"), NOW)
+    again = _pki_store.decide(options(tmp_path / "pki"), NOW)
     for plan in (first, again):
         assert [w for w in plan.warnings if "is not encrypted" in w] == [
             f"the root key {tmp_path / 'pki' / 'root-key.pem'} is not encrypted: whoever can read it can sign for every cluster "
@@ -311,7 +311,7 @@ def test_a_passphrase_encrypts_an_existing_root_key_strongly_and_keeps_the_root(
     assert _pkcs8.protection(key_path.read_bytes()).strong and after["root-key.pem"][1] == 0o600
     assert _pki.key_matches(_pki.load_cert((tmp_path / "pki" / "root-cert.pem").read_bytes(), "root"),
                             _pki.load_key(key_path.read_bytes(), "root key", "pw"))
-    assert not _pki_store.plan(options(tmp_path / "pki", root_key_passphrase="pw"), NOW).changed
+    assert not _pki_store.decide(options(tmp_path / "pki", root_key_passphrase="pw"), NOW).changed
 
 
 def test_an_imported_weak_key_is_warned_about_and_left_alone(tmp_path, company_root):
@@ -348,14 +348,14 @@ def test_directory_hygiene_is_refused_with_the_fix(tmp_path, breakage, message):
     breakage(tmp_path / "pki")
     before = snapshot(tmp_path / "pki")
     with pytest.raises(_pki.PkiError, match=message):
-        _pki_store.plan(options(tmp_path / "pki"), NOW)
+        _pki_store.decide(options(tmp_path / "pki"), NOW)
     assert snapshot(tmp_path / "pki") == before
 
 
 def test_a_root_expiring_later_than_the_window_keeps_capped_intermediates(tmp_path):
     sync(options(tmp_path / "pki", root_days=100), NOW - 40 * _pki.DAY)
-    plan = _pki_store.plan(options(tmp_path / "pki", root_days=100), NOW)
+    plan = _pki_store.decide(options(tmp_path / "pki", root_days=100), NOW)
     assert not plan.changed  # intermediates end with the root, 60 days out: outside the 30-day window
     with pytest.raises(_pki.PkiError, match="within renew_before_days \\(30\\).*lower renew_before_days below 15"):
-        _pki_store.plan(options(tmp_path / "pki", root_days=100), NOW + 45 * _pki.DAY)
-    assert not _pki_store.plan(options(tmp_path / "pki", root_days=100, renew_before_days=14), NOW + 45 * _pki.DAY).changed
+        _pki_store.decide(options(tmp_path / "pki", root_days=100), NOW + 45 * _pki.DAY)
+    assert not _pki_store.decide(options(tmp_path / "pki", root_days=100, renew_before_days=14), NOW + 45 * _pki.DAY).changed

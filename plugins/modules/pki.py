@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: cacerts
+module: pki
 short_description: Generate or load the mesh PKI (one root CA, one intermediate CA per cluster)
 version_added: 0.1.0
 description:
@@ -145,14 +145,14 @@ seealso:
 
 EXAMPLES = r"""
 - name: Mesh PKI for every cluster of the inventory, on the control node
-  meshfed.istio.cacerts:
+  meshfed.istio.pki:
     dest: "{{ playbook_dir }}/pki"
     clusters: "{{ groups['istio_primary'] + groups['istio_remote'] | default([]) }}"
   delegate_to: localhost
   run_once: true
 
 - name: Import the company root, ECDSA intermediates valid one year
-  meshfed.istio.cacerts:
+  meshfed.istio.pki:
     dest: /srv/mesh-pki
     clusters: [east, west]
     root_cert_src: /secure/root-cert.pem
@@ -266,7 +266,7 @@ def main() -> None:
     params = dict(module.params)
     params["clusters"] = tuple(params["clusters"])
     try:
-        plan = _pki_store.plan(_pki_store.PkiOptions(**params))
+        plan = _pki_store.decide(_pki_store.PkiOptions(**params))
         if plan.changed and not module.check_mode:
             _pki_store.apply(plan)
     except _pki.PkiError as exc:

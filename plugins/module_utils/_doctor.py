@@ -181,7 +181,7 @@ class Doctor:
             if distrusting:
                 self.add("untrusted_intermediate", [self.name(host)],
                          f"the intermediate chains to root {_short(signer)}, which {', '.join(distrusting)} do(es) not trust",
-                         "add that root to every cluster's root-cert.pem first (root rotation phase 1), then switch intermediates",
+                         "add that root to every cluster's root-cert.pem first (trust both roots mesh-wide), then switch intermediates",
                          peers=distrusting)
 
     def bundle(self, name: str, cacerts: dict) -> None:
@@ -430,7 +430,7 @@ class Doctor:
             behind = sorted(name for name, version in minors.items() if version[0] != newest[0] or newest[1] - version[1] > 1)
             if behind:
                 evidence = ", ".join(f"{name}: {'.'.join(map(str, version))}" for name, version in sorted(minors.items()))
-                self.add("version_skew", behind, evidence, "upgrade these control planes (upgrade playbook), one minor at a time")
+                self.add("version_skew", behind, evidence, "upgrade these control planes, one minor at a time, control plane before data plane")
 
 
 def diagnose(plan: dict, states: dict, **options) -> list[dict]:

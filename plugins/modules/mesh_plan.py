@@ -40,7 +40,7 @@ description:
     likely misspelling; a variable whose template fails is named with the template error.
   - A host in both O(primary_group) and O(remote_group) is refused.
   - Hosts in O(remote_group) are remotes, all others primaries.
-  - Every primary watches every other cluster of the mesh, the remotes of other primaries included (RV(watches)): an
+  - Every primary watches every other cluster of the mesh, the remotes of other primaries included (RV(watches)) - an
     istiod serves endpoints only of the clusters it watches. Those are the remote secrets to create; a remote watches
     nothing, and its namespace names the primary that manages it.
 author:

@@ -40,6 +40,12 @@ XDS_AGENT_METADATA = "PROXY_CONFIG_XDS_AGENT"
 MULTIROOT_PATH = ("values", "pilot", "env", MULTIROOT_ENV)
 XDS_AGENT_PATH = ("meshConfig", "defaultConfig", "proxyMetadata", XDS_AGENT_METADATA)
 ROTATION_FLAGS = {MULTIROOT_PATH: "control_plane_multiroot", XDS_AGENT_PATH: "control_plane_multiroot"}
+_GO_TRUE = frozenset(("1", "t", "T", "TRUE", "true", "True"))
+
+
+def flag_on(value: object) -> bool:
+    """Whether Istio reads an env flag as true (Go's strconv.ParseBool; anything it cannot parse is the default, false)."""
+    return isinstance(value, str) and value in _GO_TRUE
 # The east-west gateway and what it exposes
 OPERATOR_API = "install.istio.io/v1alpha1"
 NETWORKING_API = "networking.istio.io/v1"

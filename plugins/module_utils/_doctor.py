@@ -65,8 +65,8 @@ CHECKS = {
     "cluster_name_mismatch": (ERROR, "the installed clusterName differs from the inventory's"),
     "cluster_name_duplicate": (ERROR, "two clusters are installed with the same clusterName"),
     "version_skew": (WARNING, "control planes more than one minor version apart"),
-    "rotation_flags": (WARNING, "istiod or proxies lack the flags of root rotation without restarts "
-                                "(ISTIO_MULTIROOT_MESH, PROXY_CONFIG_XDS_AGENT)"),
+    "rotation_flags": (WARNING, ("istiod or proxies lack the flags of root rotation without restarts "
+                                 "(ISTIO_MULTIROOT_MESH, PROXY_CONFIG_XDS_AGENT)")),
     "gateway_unreachable": (WARNING, "the control node cannot open TCP 15443 on a gateway address"),
 }
 

@@ -40,12 +40,6 @@ XDS_AGENT_METADATA = "PROXY_CONFIG_XDS_AGENT"
 MULTIROOT_PATH = ("values", "pilot", "env", MULTIROOT_ENV)
 XDS_AGENT_PATH = ("meshConfig", "defaultConfig", "proxyMetadata", XDS_AGENT_METADATA)
 ROTATION_FLAGS = {MULTIROOT_PATH: "control_plane_multiroot", XDS_AGENT_PATH: "control_plane_multiroot"}
-_GO_TRUE = frozenset(("1", "t", "T", "TRUE", "true", "True"))
-
-
-def flag_on(value: object) -> bool:
-    """Whether Istio reads an env flag as true (Go's strconv.ParseBool; anything it cannot parse is the default, false)."""
-    return isinstance(value, str) and value in _GO_TRUE
 # The east-west gateway and what it exposes
 OPERATOR_API = "install.istio.io/v1alpha1"
 NETWORKING_API = "networking.istio.io/v1"
@@ -65,6 +59,14 @@ def istioctl_version(output: str) -> str:
     "client version:"); '' when the output is not one version."""
     match = _ISTIOCTL_VERSION.match(output or "")
     return match.group(1) if match else ""
+
+
+_GO_TRUE = frozenset(("1", "t", "T", "TRUE", "true", "True"))
+
+
+def flag_on(value: object) -> bool:
+    """Whether Istio reads an env flag as true (Go's strconv.ParseBool; anything it cannot parse is the default, false)."""
+    return isinstance(value, str) and value in _GO_TRUE
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:

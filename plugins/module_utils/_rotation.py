@@ -178,7 +178,7 @@ def mesh_phase(clusters: list[ClusterTrust], old: str, new: str) -> MeshPhase:
     """Where a rotation from old to new stands across the clusters (primaries and remotes); new '' means none."""
     phases = {trust.name: cluster_phase(trust, old, new) for trust in clusters}
     by_name = {trust.name: trust for trust in clusters}
-    known = [phase for phase, _ in phases.values() if phase is not None]
+    known = [phase for phase, _problem in phases.values() if phase is not None]
     current = max(known) if known else None
     result = MeshPhase(phase=current, complete=False)
     for trust in clusters:

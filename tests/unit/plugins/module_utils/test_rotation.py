@@ -290,7 +290,7 @@ def _apply(clusters, step, only=None, copied=True):
 def test_full_rotation_interrupted_in_every_phase_keeps_the_invariant_and_ends_on_b():
     clusters = mesh(PHASE[0], PHASE[0], PHASE[0])
     phases = []
-    for _ in range(20):
+    for _attempt in range(20):
         step = _rotation.next_step(clusters, A.fp, B.pem)
         if step.done:
             break

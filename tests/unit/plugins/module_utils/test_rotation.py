@@ -50,7 +50,7 @@ def mesh(*specs) -> list[_rotation.ClusterTrust]:
     """One (bundle, signer[, istio-ca-root-cert]) per cluster of CLUSTERS; edge is a remote of east. Without a third item
     istio-ca-root-cert is what istiod copies: a primary's own bundle, for edge east's bundle."""
     clusters = []
-    for name, spec in zip(CLUSTERS, specs):
+    for name, spec in zip(CLUSTERS, specs, strict=True):
         source = specs[0] if name == "edge" else spec
         workload = spec[2] if len(spec) > 2 else source[0]
         clusters.append(trust(name, spec[0], spec[1], workload, "east" if name == "edge" else ""))

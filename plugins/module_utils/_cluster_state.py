@@ -50,7 +50,7 @@ def istiod_facts(deployment: dict) -> dict:
         "version": image_version(discovery.get("image", "")),
         "cluster_id": env.get("CLUSTER_ID", ""),
         "network": env.get("NETWORK", ""),
-        "multiroot": env.get("ISTIO_MULTIROOT_MESH", ""),
+        "multiroot": env.get(_istio.MULTIROOT_ENV, ""),
         "ready_replicas": status.get("readyReplicas") or 0,
     }
 
@@ -99,12 +99,33 @@ def mesh_config(configmap: dict | None) -> dict:
         mesh = yaml_load(((configmap or {}).get("data") or {}).get("mesh") or "") or {}
     except Exception:  # a broken mesh config is a fact, not a crash
         mesh = {}
-    default_config = mesh.get("defaultConfig") or {}
+    if not isinstance(mesh, dict):
+        mesh = {}
+    default_config = mesh.get("defaultConfig") if isinstance(mesh.get("defaultConfig"), dict) else {}
+    metadata = default_config.get("proxyMetadata") if isinstance(default_config.get("proxyMetadata"), dict) else {}
     return {
         "present": configmap is not None,
         "mesh_id": (default_config.get("meshId") or mesh.get("meshId") or ""),
         "trust_domain": mesh.get("trustDomain", ""),
+        # what injection puts into every new proxy's environment; only the rotation flag is kept
+        "xds_agent": _flag(metadata.get(_istio.XDS_AGENT_METADATA)),
     }
+
+
+def _flag(value: object) -> str:
+    """An env-style flag as text ('' when unset): YAML may have made it a boolean."""
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def proxy_env(pod: dict) -> dict:
+    """The environment of a pod's istio-proxy container: a sidecar, or a native sidecar (an init container)."""
+    spec = pod.get("spec") or {}
+    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        if container.get("name") == "istio-proxy":
+            return _env(container)
+    return {}
 
 
 def cross_network_gateways(gateways: list[dict]) -> list[dict]:
@@ -283,13 +304,10 @@ def assemble(raw: dict) -> tuple[dict, dict[tuple[str, str], dict]]:
             {
                 "namespace": item["metadata"]["namespace"],
                 "name": item["metadata"]["name"],
-                "network": next(
-                    (_env(c).get("ISTIO_META_NETWORK", "") for c in (item.get("spec") or {}).get("containers") or []
-                     if c.get("name") == "istio-proxy"),
-                    "",
-                ),
+                "network": env.get("ISTIO_META_NETWORK", ""),
+                "xds_agent": env.get(_istio.XDS_AGENT_METADATA, ""),
             }
-            for item in raw["pods"]
+            for item, env in ((pod, proxy_env(pod)) for pod in raw["pods"])
         ],
     }
     if "virtualservices" in raw:

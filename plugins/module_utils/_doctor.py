@@ -65,6 +65,8 @@ CHECKS = {
     "cluster_name_mismatch": (ERROR, "the installed clusterName differs from the inventory's"),
     "cluster_name_duplicate": (ERROR, "two clusters are installed with the same clusterName"),
     "version_skew": (WARNING, "control planes more than one minor version apart"),
+    "rotation_flags": (WARNING, ("istiod or proxies lack the flags of root rotation without restarts "
+                                 "(ISTIO_MULTIROOT_MESH, PROXY_CONFIG_XDS_AGENT)")),
     "gateway_unreachable": (WARNING, "the control node cannot open TCP 15443 on a gateway address"),
 }
 
@@ -93,12 +95,13 @@ def _parse_time(value: str) -> datetime.datetime:
 
 class Doctor:
     def __init__(self, plan: dict, states: dict, *, expected_roots: list[str] | None = None, expiry_days: int = 30,
-                 allow_loopback: bool = False, now: datetime.datetime | None = None) -> None:
+                 allow_loopback: bool = False, expect_rotation_flags: bool = True, now: datetime.datetime | None = None) -> None:
         self.plan = plan
         self.states = states
         self.expected_roots = list(expected_roots or [])
         self.expiry_days = expiry_days
         self.allow_loopback = allow_loopback
+        self.expect_rotation_flags = expect_rotation_flags
         self.now = now or datetime.datetime.now(datetime.UTC)
         self.findings: list[Finding] = []
         self.namespace = (plan.get("settings") or {}).get("namespace") or "istio-system"
@@ -139,6 +142,7 @@ class Doctor:
         self.primary_remote()
         self.networks()
         self.identity()
+        self.rotation_flags()
         order = {severity: index for index, severity in enumerate(SEVERITIES)}
         self.findings.sort(key=lambda f: (order[f.severity], f.id, f.clusters))
         return self.findings
@@ -431,6 +435,42 @@ class Doctor:
             if behind:
                 evidence = ", ".join(f"{name}: {'.'.join(map(str, version))}" for name, version in sorted(minors.items()))
                 self.add("version_skew", behind, evidence, "upgrade these control planes, one minor at a time, control plane before data plane")
+
+    def rotation_flags(self) -> None:
+        """A primary's istiod and mesh config carry the rotation flags for the primary and its remotes (a remote has neither:
+        its proxies are injected by the primary's istiod, with the primary's proxyMetadata); a proxy carries the agent's flag
+        from its injection, so pods injected before it was set need a restart."""
+        severity = WARNING if self.expect_rotation_flags else INFO
+        fix = ("re-run the site playbook with control_plane_multiroot: true (the default): it reinstalls istiod with both flags; "
+               "then restart the workloads of {where} so that their proxies carry PROXY_CONFIG_XDS_AGENT")
+        if not self.expect_rotation_flags:
+            fix = "none needed (verify_expect_rotation_flags is false): a root rotation needs istiod and workload restarts; " + fix
+        for host in self.hosts():
+            cluster = self.plan["clusters"][host]
+            if cluster["role"] != "primary":
+                continue
+            state = self.state(host)
+            remotes = [self.name(remote) for remote in cluster.get("remotes") or []]
+            missing = [f"istiod Deployment {istiod['name']} has {_istio.MULTIROOT_ENV}={istiod.get('multiroot') or '<unset>'}"
+                       for istiod in state["istiods"] if not _istio.flag_on(istiod.get("multiroot"))]
+            mesh = state["mesh_config"]
+            if mesh["present"] and not _istio.flag_on(mesh.get("xds_agent")):
+                missing.append(f"the mesh config has defaultConfig.proxyMetadata.{_istio.XDS_AGENT_METADATA}="
+                               f"{mesh.get('xds_agent') or '<unset>'}")
+            if missing:
+                served = f" (the proxies of its remotes {', '.join(remotes)} take both from it)" if remotes else ""
+                self.add("rotation_flags", [cluster["name"], *remotes], "; ".join(missing) + served,
+                         fix.format(where=", ".join([cluster["name"], *remotes])), severity=severity)
+                continue
+            for name, pods in [(cluster["name"], state["injected_pods"])] + [
+                    (self.name(remote), self.state(remote)["injected_pods"]) for remote in cluster.get("remotes") or []
+                    if remote in self.hosts()]:
+                stale = [pod for pod in pods if not _istio.flag_on(pod.get("xds_agent"))]
+                if stale:
+                    sample = ", ".join(f"{pod['namespace']}/{pod['name']}" for pod in stale[:5])
+                    self.add("rotation_flags", [name],
+                             f"{len(stale)} injected pod(s) without {_istio.XDS_AGENT_METADATA}=true, injected before the flag: {sample}",
+                             "restart these workloads (kubectl rollout restart) so that they are injected again", severity=severity)
 
 
 def diagnose(plan: dict, states: dict, **options) -> list[dict]:

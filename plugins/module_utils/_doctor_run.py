@@ -26,6 +26,7 @@ ARGUMENT_SPEC = dict(
     pki_dir=dict(type="path", default=""),
     expiry_warning_days=dict(type="int", default=30),
     allow_loopback=dict(type="bool", default=False),
+    expect_rotation_flags=dict(type="bool", default=True),
     check_reachability=dict(type="bool", default=False),
     reachability_timeout=dict(type="float", default=2.0),
     report_dir=dict(type="path", default=""),
@@ -106,7 +107,8 @@ def run(params: dict, check_mode: bool) -> tuple[dict, list[str]]:
         raise DoctorInputError(f"states and plan disagree: hosts {', '.join(unknown) or 'none'} are not in the plan; "
                                "pass the result of meshfed.istio.mesh_plan for the same hosts")
     findings = _doctor.diagnose(plan, states, expected_roots=expected_roots(params["pki_dir"]),
-                                expiry_days=params["expiry_warning_days"], allow_loopback=params["allow_loopback"])
+                                expiry_days=params["expiry_warning_days"], allow_loopback=params["allow_loopback"],
+                                expect_rotation_flags=params["expect_rotation_flags"])
     if params["check_reachability"]:
         findings += _doctor.reachability_findings(plan, states, reachability(plan, states, params["reachability_timeout"]))
     warnings: list[str] = []

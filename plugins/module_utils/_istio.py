@@ -32,6 +32,14 @@ ISTIO_CA_SECRET = "istio-ca-secret"
 ROOT_CERT_CONFIGMAP = "istio-ca-root-cert"
 # istiod's cluster ID when none is set
 DEFAULT_CLUSTER_NAME = "Kubernetes"
+# Root rotation without restarts: istiod takes a changed root-cert.pem only with the first (an env of istiod,
+# values.pilot.env); a proxy takes a pushed trust bundle and re-issues its certificate only with the second
+# (an env of the proxy agent, set from meshConfig.defaultConfig.proxyMetadata when the pod is injected).
+MULTIROOT_ENV = "ISTIO_MULTIROOT_MESH"
+XDS_AGENT_METADATA = "PROXY_CONFIG_XDS_AGENT"
+MULTIROOT_PATH = ("values", "pilot", "env", MULTIROOT_ENV)
+XDS_AGENT_PATH = ("meshConfig", "defaultConfig", "proxyMetadata", XDS_AGENT_METADATA)
+ROTATION_FLAGS = {MULTIROOT_PATH: "control_plane_multiroot", XDS_AGENT_PATH: "control_plane_multiroot"}
 # The east-west gateway and what it exposes
 OPERATOR_API = "install.istio.io/v1alpha1"
 NETWORKING_API = "networking.istio.io/v1"
@@ -51,6 +59,14 @@ def istioctl_version(output: str) -> str:
     "client version:"); '' when the output is not one version."""
     match = _ISTIOCTL_VERSION.match(output or "")
     return match.group(1) if match else ""
+
+
+_GO_TRUE = frozenset(("1", "t", "T", "TRUE", "true", "True"))
+
+
+def flag_on(value: object) -> bool:
+    """Whether Istio reads an env flag as true (Go's strconv.ParseBool; anything it cannot parse is the default, false)."""
+    return isinstance(value, str) and value in _GO_TRUE
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
@@ -77,17 +93,22 @@ PROTECTED_VALUES = {
 }
 
 
-def overlay_conflicts(spec: dict, overlay: dict | None) -> list[str]:
-    """Where an overlay (of an IstioOperator spec) would change a setting the inventory owns."""
+def _comparable(value: object) -> object:
+    """Helm writes env and proxyMetadata values as strings: true and "true" are the same setting."""
+    return str(value).lower() if isinstance(value, bool) else value
+
+
+def overlay_conflicts(spec: dict, overlay: dict | None, protected: dict | None = None) -> list[str]:
+    """Where an overlay (of an IstioOperator spec) would change a setting the inventory (or a role option) owns."""
     conflicts = []
-    for path, variable in PROTECTED_VALUES.items():
+    for path, variable in (PROTECTED_VALUES if protected is None else protected).items():
         here: object = overlay or {}
         for key in path:
             here = here.get(key, _ABSENT) if isinstance(here, dict) else _ABSENT
         wanted: object = spec
         for key in path:
             wanted = wanted.get(key, _ABSENT) if isinstance(wanted, dict) else _ABSENT
-        if here is not _ABSENT and here != wanted:
+        if here is not _ABSENT and _comparable(here) != _comparable(wanted):
             conflicts.append(f"spec.{'.'.join(path)} (set it with {variable})")
     return conflicts
 
@@ -95,10 +116,10 @@ def overlay_conflicts(spec: dict, overlay: dict | None) -> list[str]:
 _ABSENT = object()
 
 
-def _with_overlay(operator: dict, overlay: dict | None, what: str) -> dict:
+def _with_overlay(operator: dict, overlay: dict | None, what: str, protected: dict | None = None) -> dict:
     if overlay is not None and not isinstance(overlay, dict):
         raise OverlayError(f"the {what} overlay must be a mapping of IstioOperator spec fields, got {type(overlay).__name__}")
-    conflicts = overlay_conflicts(operator["spec"], overlay)
+    conflicts = overlay_conflicts(operator["spec"], overlay, protected)
     if conflicts:
         raise OverlayError(f"the {what} overlay changes what the inventory sets: {', '.join(conflicts)}; remove it from the overlay")
     return deep_merge(operator, {"spec": overlay or {}})
@@ -118,21 +139,45 @@ def control_plane(
     role: str = "primary",
     external_istiod: bool = False,
     remote_pilot_address: str = "",
+    multiroot: bool = True,
     overlay: dict | None = None,
 ) -> dict:
-    """The IstioOperator of a primary (optionally serving remotes) or of a remote."""
+    """The IstioOperator of a primary (optionally serving remotes) or of a remote.
+
+    multiroot: a primary gets both rotation flags (MULTIROOT_PATH, XDS_AGENT_PATH), which then belong to this option
+    (an overlay may repeat them, not change them). A remote gets neither, whatever the option: profile remote installs no
+    istiod and no mesh config (Helm value configMap: false); its injector webhook calls the primary's istiod, which injects
+    the proxies with the primary's meshConfig (proxyMetadata included), and those proxies then take their xDS, trust
+    bundle pushes included, from that istiod. The primary's flags are the remote's.
+    """
     global_values: dict = {"meshID": mesh_id, "multiCluster": {"clusterName": cluster_name}, "network": network}
     spec: dict = {"values": {"global": global_values}}
+    protected = PROTECTED_VALUES
     if role == "remote":
         spec["profile"] = "remote"
         global_values["remotePilotAddress"] = remote_pilot_address
         spec["values"]["istiodRemote"] = {"injectionPath": f"/inject/cluster/{cluster_name}/net/{network}"}
-    elif external_istiod:
-        global_values["externalIstiod"] = True
+    else:
+        if external_istiod:
+            global_values["externalIstiod"] = True
+        if multiroot:
+            spec = deep_merge(spec, rotation_flags())
+        protected = {**PROTECTED_VALUES, **ROTATION_FLAGS}
     if revision:
         spec["revision"] = revision
     name = f"control-plane-{revision}" if revision else "control-plane"
-    return _with_overlay(_operator(name, namespace, spec), overlay, "control_plane")
+    return _with_overlay(_operator(name, namespace, spec), overlay, "control_plane", protected)
+
+
+def rotation_flags() -> dict:
+    """The IstioOperator spec fields that let a mesh change its root without restarts (both as strings, as Helm renders them)."""
+    flags: dict = {}
+    for path in (MULTIROOT_PATH, XDS_AGENT_PATH):
+        here = flags
+        for key in path[:-1]:
+            here = here.setdefault(key, {})
+        here[path[-1]] = "true"
+    return flags
 
 
 def eastwest_gateway(*, network: str, namespace: str = "istio-system", revision: str = "", overlay: dict | None = None) -> dict:

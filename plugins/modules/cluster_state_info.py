@@ -99,7 +99,9 @@ state:
       description: Per namespace, the C(istio-ca-root-cert) ConfigMap (what workloads trust) - C(present), C(root_fingerprints).
       type: dict
     istiods:
-      description: Per istiod Deployment - C(name), C(revision), C(version), C(cluster_id), C(network), C(multiroot), C(ready_replicas).
+      description:
+        - Per istiod Deployment - C(name), C(revision), C(version), C(cluster_id), C(network), C(multiroot) (its
+          C(ISTIO_MULTIROOT_MESH), as text), C(ready_replicas).
       type: list
       elements: dict
     istiod_service:
@@ -109,7 +111,9 @@ state:
       description: meshID, clusterName, network and remotePilotAddress as installed (the sidecar injector's values).
       type: dict
     mesh_config:
-      description: The mesh config - C(present), C(mesh_id), C(trust_domain).
+      description:
+        - The mesh config - C(present), C(mesh_id), C(trust_domain), C(xds_agent) (its
+          C(defaultConfig.proxyMetadata.PROXY_CONFIG_XDS_AGENT) as text, empty when unset).
       type: dict
     injection_webhooks:
       description: The sidecar injector webhooks and where each sends its requests (C(url), or C(service) and C(path)).
@@ -135,7 +139,9 @@ state:
       type: list
       elements: dict
     injected_pods:
-      description: A sample of injected pods - C(namespace), C(name), C(network) (their C(ISTIO_META_NETWORK)).
+      description:
+        - A sample of injected pods - C(namespace), C(name), and from the C(istio-proxy) container (a sidecar or a native
+          sidecar) C(network) (its C(ISTIO_META_NETWORK)) and C(xds_agent) (its C(PROXY_CONFIG_XDS_AGENT)).
       type: list
       elements: dict
     objects:

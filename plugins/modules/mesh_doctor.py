@@ -28,6 +28,10 @@ description:
     injected pods carry C(ISTIO_META_NETWORK) of their cluster's network."
   - "Install identity: one meshID; clusterName as in the inventory, unique, and not C(Kubernetes); control planes
     within one minor version."
+  - "Root rotation: every primary's istiod has C(ISTIO_MULTIROOT_MESH=true) and its mesh config
+    C(defaultConfig.proxyMetadata.PROXY_CONFIG_XDS_AGENT=true) (a remote takes both from its primary), and every sampled
+    injected pod there and in its remotes carries C(PROXY_CONFIG_XDS_AGENT=true); a warning, or a note when
+    O(expect_rotation_flags=false)."
   - "Reachability (O(check_reachability)): a TCP connection from the control node to each east-west gateway address on
     port 15443, with a bounded timeout."
   - Each finding has an id, a severity (error, warning, info), the cluster(s), the evidence and the fix.
@@ -70,6 +74,12 @@ options:
     description: Remote secrets may point at loopback API servers (single-host test beds only).
     type: bool
     default: false
+  expect_rotation_flags:
+    description:
+      - Missing flags of root rotation without restarts are a warning (C(rotation_flags)); C(false) makes them a note
+        (severity info), for meshes installed with C(control_plane_multiroot=false).
+    type: bool
+    default: true
   check_reachability:
     description: Try a TCP connection to every east-west gateway address on port 15443.
     type: bool

@@ -59,11 +59,28 @@ def test_control_plane_of_a_primary_with_remotes_and_of_a_remote():
     assert remote["spec"]["profile"] == "remote" and remote["spec"]["values"]["global"]["remotePilotAddress"] == "192.0.2.1"
 
 
+@pytest.mark.parametrize(("options", "env", "metadata"), [
+    ({}, {"ISTIO_MULTIROOT_MESH": "true"}, {"PROXY_CONFIG_XDS_AGENT": "true"}),
+    ({"multiroot": True}, {"ISTIO_MULTIROOT_MESH": "true"}, {"PROXY_CONFIG_XDS_AGENT": "true"}),
+    ({"multiroot": False}, None, None),
+])
+def test_rotation_flags_on_primaries_by_default(options, env, metadata):
+    mesh = plan()
+    primary = FILTERS["istio_operator"](mesh["clusters"]["a"], mesh["settings"], **options)
+    assert primary["spec"]["values"].get("pilot", {}).get("env") == env
+    assert primary["spec"].get("meshConfig", {}).get("defaultConfig", {}).get("proxyMetadata") == metadata
+    remote = FILTERS["istio_operator"](mesh["clusters"]["c"], mesh["settings"], remote_pilot_address="192.0.2.1", **options)
+    assert "meshConfig" not in remote["spec"] and "pilot" not in remote["spec"]["values"]
+
+
 @pytest.mark.parametrize(("name", "args", "message"), [
     ("istio_operator", ("c", {}), "remote_pilot_address (its primary's gateway address) is required"),
     ("istio_operator", ("a", {"overlay": {"values": {"global": {"meshID": "x"}}}}), "set it with meshfed_mesh_id"),
     ("eastwest_operator", ("a", {"overlay": {"revision": "x"}}), "set it with meshfed_revision"),
     ("istio_namespace", (None, {}), "takes a cluster of meshfed.istio.mesh_plan"),
+    ("istio_operator", ("a", {"multiroot": "no"}), "multiroot must be a boolean, got str"),
+    ("istio_operator", ("a", {"multiroot": False, "overlay": {"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}}}}}),
+     "set it with control_plane_multiroot"),
 ])
 def test_errors_name_what_to_fix(name, args, message):
     mesh = plan()

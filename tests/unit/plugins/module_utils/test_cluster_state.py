@@ -4,6 +4,8 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from ansible_collections.meshfed.istio.plugins.module_utils import _cluster_state, _observed
 
 NS = "istio-system"
@@ -109,3 +111,41 @@ def test_assemble_reads_nothing():
     raw = _cluster_state.fetch(FakeCluster(answers()), NS, objects=True)
     state, _connections = _cluster_state.assemble(raw)
     assert state == _cluster_state.assemble(raw)[0] and "objects" in state
+
+
+def _mesh(text):
+    return {"metadata": {"name": "istio"}, "data": {"mesh": text}}
+
+
+@pytest.mark.parametrize(("configmap", "xds_agent"), [
+    (_mesh("defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: \"true\"\n"), "true"),
+    (_mesh("defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: true\n"), "true"),
+    (_mesh("defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: \"false\"\n"), "false"),
+    (_mesh("defaultConfig:\n  meshId: m\n"), ""),
+    (_mesh("defaultConfig:\n  proxyMetadata: [1]\n"), ""),
+    (_mesh("defaultConfig: 7\n"), ""),
+    (_mesh("[unclosed"), ""),
+    (None, ""),
+])
+def test_mesh_config_reads_the_agent_flag(configmap, xds_agent):
+    assert _cluster_state.mesh_config(configmap)["xds_agent"] == xds_agent
+
+
+def _pod(containers=(), init=()):
+    return {"metadata": {"namespace": "shop", "name": "cart"}, "spec": {"containers": list(containers), "initContainers": list(init)}}
+
+
+PROXY = {"name": "istio-proxy", "env": [{"name": "ISTIO_META_NETWORK", "value": "n1"}, {"name": "PROXY_CONFIG_XDS_AGENT", "value": "true"}]}
+
+
+@pytest.mark.parametrize(("pod", "facts"), [
+    (_pod([{"name": "app"}, PROXY]), {"network": "n1", "xds_agent": "true"}),
+    (_pod([{"name": "app"}], [PROXY]), {"network": "n1", "xds_agent": "true"}),  # native sidecar
+    (_pod([{"name": "app"}, {"name": "istio-proxy", "env": [{"name": "ISTIO_META_NETWORK", "value": "n1"}]}]),
+     {"network": "n1", "xds_agent": ""}),
+    (_pod([{"name": "app"}]), {"network": "", "xds_agent": ""}),
+])
+def test_injected_pods_carry_network_and_agent_flag(pod, facts):
+    raw = _cluster_state.fetch(FakeCluster({**answers(), "/api/v1/pods": listed(pod)}), NS)
+    state, _connections = _cluster_state.assemble(raw)
+    assert state["injected_pods"] == [{"namespace": "shop", "name": "cart", **facts}]

@@ -38,7 +38,7 @@ def secret(key, **kwargs):
 def state(name, network, role, watched=()):
     root = {**cert("O=mesh,CN=root", 3000), "fingerprint_sha256": ROOT}
     istiods = [] if role == "remote" else [{"name": "istiod", "revision": "", "version": "1.31.0", "cluster_id": name, "network": "",
-                                           "multiroot": "", "ready_replicas": 1}]
+                                           "multiroot": "true", "ready_replicas": 1}]
     return {
         "namespace": {"present": True, "labels": {"topology.istio.io/network": network}, "annotations": {}},
         "cacerts": {"present": True, "usable": True, "complete": True, "missing_keys": [], "chain_valid": True, "key_matches": True,
@@ -49,7 +49,7 @@ def state(name, network, role, watched=()):
         "istiods": istiods,
         "istiod_service": {"present": True, "selector": {}, "endpoint_addresses": [GATEWAYS["a"]] if role == "remote" else []},
         "injector": {"present": True, "mesh_id": "mesh1", "cluster_name": name, "network": network, "remote_pilot_address": ""},
-        "mesh_config": {"present": role != "remote", "mesh_id": "mesh1", "trust_domain": "cluster.local"},
+        "mesh_config": {"present": role != "remote", "mesh_id": "mesh1", "trust_domain": "cluster.local", "xds_agent": "true"},
         "injection_webhooks": [{"name": "istio-sidecar-injector", "targets": [
             {"url": "", "service": "istio-system/istiod", "path": f"/inject/cluster/{name}/net/{network}" if role == "remote" else "/inject"}]}],
         "gateway": {"present": True, "name": "istio-eastwestgateway", "addresses": [GATEWAYS[name]], "problem": None,
@@ -57,7 +57,7 @@ def state(name, network, role, watched=()):
         "gateway_crd": True,
         "cross_network_gateways": [{"name": "cross-network-gateway", "hosts": ["*.local"], "selector": {}}],
         "remote_secrets": [secret(key) for key in watched],
-        "injected_pods": [{"namespace": "shop", "name": "cart-1", "network": network}],
+        "injected_pods": [{"namespace": "shop", "name": "cart-1", "network": network, "xds_agent": "true"}],
     }
 
 
@@ -163,13 +163,18 @@ ROWS = {
     "gateway label": (_set(["b", "gateway", "labels"], {"topology.istio.io/network": "net1"}), [("error", "gateway_network_label", ("b",))]),
     "no gateway": (_set(["b", "gateway"], {"present": False}), [("error", "gateway_missing", ("b",))]),
     "no cross-network gateway": (_set(["b", "cross_network_gateways"], []), [("error", "cross_network_gateway", ("b",))]),
-    "pod network": (_set(["b", "injected_pods"], [{"namespace": "shop", "name": "p", "network": "net1"}]), [("error", "pod_network", ("b",))]),
+    "pod network": (_set(["b", "injected_pods"], [{"namespace": "shop", "name": "p", "network": "net1", "xds_agent": "true"}]),
+                    [("error", "pod_network", ("b",))]),
     "mesh id": (_set(["b", "injector", "mesh_id"], "other"), [("error", "mesh_id_mismatch", ("b",))]),
     "clusterName Kubernetes": (_set(["b", "istiods", 0, "cluster_id"], "Kubernetes"), [("error", "cluster_name_default", ("b",))]),
     "clusterName elsewhere": (_set(["b", "istiods", 0, "cluster_id"], "west"), [("error", "cluster_name_mismatch", ("b",))]),
     "clusterName twice": (_set(["c", "injector", "cluster_name"], "b"),
                           [("error", "cluster_name_duplicate", ("b", "c")), ("error", "cluster_name_mismatch", ("c",))]),
     "versions two minors apart": (_set(["b", "istiods", 0, "version"], "1.29.2"), [("warning", "version_skew", ("b",))]),
+    "istiod without multiroot": (_set(["a", "istiods", 0, "multiroot"], ""), [("warning", "rotation_flags", ("a", "c"))]),
+    "istiod multiroot unparsable": (_set(["b", "istiods", 0, "multiroot"], "yes"), [("warning", "rotation_flags", ("b",))]),
+    "mesh config without agent flag": (_set(["b", "mesh_config", "xds_agent"], ""), [("warning", "rotation_flags", ("b",))]),
+    "pods injected before the flag": (_set(["c", "injected_pods", 0, "xds_agent"], ""), [("warning", "rotation_flags", ("c",))]),
 }
 
 
@@ -179,6 +184,26 @@ def test_each_fault_gives_exactly_its_finding(row):
     states = copy.deepcopy(healthy())
     mutate(states)
     assert findings(states, expected_roots=[ROOT]) == expected
+
+
+@pytest.mark.parametrize(("expect", "severity"), [(True, "warning"), (False, "info")])
+def test_rotation_flags_opt_out_is_a_note(expect, severity):
+    states = healthy()
+    states["a"]["istiods"][0]["multiroot"] = ""
+    states["a"]["mesh_config"]["xds_agent"] = "false"
+    result = _doctor.diagnose(plan(), states, now=NOW, expect_rotation_flags=expect)
+    assert [(f["severity"], f["id"], f["clusters"]) for f in result] == [(severity, "rotation_flags", ["a", "c"])]
+    assert result[0]["evidence"] == ("istiod Deployment istiod has ISTIO_MULTIROOT_MESH=<unset>; the mesh config has "
+                                     "defaultConfig.proxyMetadata.PROXY_CONFIG_XDS_AGENT=false (the proxies of its remotes c take both from it)")
+    assert result[0]["fix"].startswith("re-run the site playbook" if expect else "none needed (verify_expect_rotation_flags is false)")
+
+
+def test_rotation_flags_missing_hide_stale_pods():
+    # without the flag in the mesh config every pod lacks it: one finding for the cause, not one per cluster
+    states = healthy()
+    states["a"]["mesh_config"]["xds_agent"] = ""
+    states["c"]["injected_pods"][0]["xds_agent"] = ""
+    assert findings(states) == [("warning", "rotation_flags", ("a", "c"))]
 
 
 def test_loopback_allowed_on_test_beds():

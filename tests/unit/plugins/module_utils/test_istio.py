@@ -24,7 +24,49 @@ def test_deep_merge(base, overlay, merged):
 def test_primary_carries_mesh_identity():
     operator = _istio.control_plane(mesh_id="mesh1", cluster_name="east", network="net1")
     assert operator["metadata"] == {"name": "control-plane", "namespace": "istio-system"}
+    assert operator["spec"] == {
+        "values": {"global": {"meshID": "mesh1", "multiCluster": {"clusterName": "east"}, "network": "net1"},
+                   "pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}}},
+        "meshConfig": {"defaultConfig": {"proxyMetadata": {"PROXY_CONFIG_XDS_AGENT": "true"}}},
+    }
+
+
+def test_primary_opted_out_of_rotation_flags_gets_istios_defaults():
+    operator = _istio.control_plane(mesh_id="mesh1", cluster_name="east", network="net1", multiroot=False)
     assert operator["spec"] == {"values": {"global": {"meshID": "mesh1", "multiCluster": {"clusterName": "east"}, "network": "net1"}}}
+
+
+@pytest.mark.parametrize("multiroot", [True, False])
+def test_remote_never_gets_rotation_flags(multiroot):
+    # profile remote installs no istiod and no mesh ConfigMap: its proxies take both flags from the primary
+    operator = _istio.control_plane(mesh_id="m", cluster_name="w", network="n", role="remote", remote_pilot_address="192.0.2.1",
+                                    multiroot=multiroot)
+    assert "meshConfig" not in operator["spec"] and "pilot" not in operator["spec"]["values"]
+
+
+def test_overlay_keeps_flags_and_adds_beside_them():
+    operator = _istio.control_plane(mesh_id="m", cluster_name="e", network="n", overlay={
+        "values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": True, "PILOT_TRACE_SAMPLING": "1"}}},
+        "meshConfig": {"defaultConfig": {"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "true"}}, "accessLogFile": "/dev/stdout"},
+    })
+    assert operator["spec"]["values"]["pilot"]["env"] == {"ISTIO_MULTIROOT_MESH": True, "PILOT_TRACE_SAMPLING": "1"}
+    assert operator["spec"]["meshConfig"] == {"defaultConfig": {"proxyMetadata": {"PROXY_CONFIG_XDS_AGENT": "true",
+                                                                                  "ISTIO_META_DNS_CAPTURE": "true"}},
+                                              "accessLogFile": "/dev/stdout"}
+
+
+@pytest.mark.parametrize(("multiroot", "overlay", "named"), [
+    (True, {"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "false"}}}},
+     "spec.values.pilot.env.ISTIO_MULTIROOT_MESH (set it with control_plane_multiroot)"),
+    (True, {"meshConfig": {"defaultConfig": {"proxyMetadata": {"PROXY_CONFIG_XDS_AGENT": False}}}},
+     "spec.meshConfig.defaultConfig.proxyMetadata.PROXY_CONFIG_XDS_AGENT (set it with control_plane_multiroot)"),
+    (False, {"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}}}},
+     "spec.values.pilot.env.ISTIO_MULTIROOT_MESH (set it with control_plane_multiroot)"),
+])
+def test_rotation_flags_belong_to_their_option(multiroot, overlay, named):
+    with pytest.raises(_istio.OverlayError) as failure:
+        _istio.control_plane(mesh_id="m", cluster_name="e", network="n", multiroot=multiroot, overlay=overlay)
+    assert named in str(failure.value)
 
 
 def test_primary_serving_remotes_and_revision_and_overlay():

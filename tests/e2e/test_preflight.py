@@ -47,7 +47,7 @@ CASES = {
     "mismatched-mesh-ids": (lambda bed: host_overrides(bed, {"cluster2": {"meshfed_mesh_id": "mesh2"}}),
                             ["the clusters disagree on meshfed_mesh_id (mesh1: cluster1, mesh2: cluster2)"]),
     "invalid-network-name": (lambda bed: host_overrides(bed, {"cluster2": {"meshfed_network": "Network_2"}}),
-                             ["cluster2: network 'Network_2' is not a DNS-1123 label; set meshfed_network"]),
+                             ["cluster2: meshfed_network 'Network_2' is not a DNS-1123 label"]),
     "unreachable-cluster": (
         lambda bed: host_overrides(bed, {"cluster2": {"meshfed_kubeconfig": unreachable_kubeconfig(bed), "meshfed_context": "gone"}}),
         ["cluster cluster2 (cluster2)", "is unreachable", "check meshfed_kubeconfig and meshfed_context"],

@@ -28,16 +28,10 @@ requirements:
   - kubernetes >= 24.2.0 (Python client), when reading through the API
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - meshfed.istio.attributes
+  - meshfed.istio.attributes.info_module
   - kubernetes.core.k8s_auth_options
   - meshfed.istio.request_timeout
-attributes:
-  platform:
-    platforms: posix
-  check_mode:
-    support: full
-    details: Reads only.
-  diff_mode:
-    support: none
 options:
   src:
     description:

@@ -29,16 +29,10 @@ author:
   - meshfed.istio developers (@meshfed)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - meshfed.istio.attributes
+  - meshfed.istio.attributes.info_module
   - kubernetes.core.k8s_auth_options
   - meshfed.istio.request_timeout
-attributes:
-  platform:
-    platforms: posix
-  check_mode:
-    support: full
-    details: Reads only.
-  diff_mode:
-    support: none
 options:
   namespace:
     description: The Istio namespace.

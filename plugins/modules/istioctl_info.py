@@ -20,14 +20,8 @@ requirements:
   - istioctl on the control node
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  platform:
-    platforms: posix
-  check_mode:
-    support: full
-    details: Reads only.
-  diff_mode:
-    support: none
+  - meshfed.istio.attributes
+  - meshfed.istio.attributes.info_module
 options:
   istioctl:
     description: istioctl binary (a name on PATH or a path).

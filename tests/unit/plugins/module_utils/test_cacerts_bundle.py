@@ -8,38 +8,9 @@ import pytest
 from ansible_collections.meshfed.istio.plugins.lookup.cacerts_bundle import LookupModule
 from ansible_collections.meshfed.istio.plugins.module_utils import _pki, _trust
 
-NOW = _pki.utcnow()
-
-
-class Ca:
-    """A root and one intermediate under it, with the bundle the cacerts role would push."""
-
-    def __init__(self):
-        self.root_key = _pki.generate_key("ecdsa-p256")
-        self.root = _pki.build_root(self.root_key, _pki.CaSpec("Istio", "Root CA", 3650, "ecdsa-p256"), NOW)
-        key = _pki.generate_key("ecdsa-p256")
-        cert = _pki.build_intermediate(key, _pki.CaSpec("Istio", "Intermediate CA", 730, "ecdsa-p256", "east"),
-                                       self.root, self.root_key, NOW)
-        ca_pem, root_pem = _pki.cert_pem(cert), _pki.cert_pem(self.root)
-        self.bundle = {"ca-cert.pem": ca_pem, "ca-key.pem": _pki.key_pem(key), "root-cert.pem": root_pem,
-                       "cert-chain.pem": ca_pem + root_pem}
-
-    def files(self) -> dict:
-        return dict(self.bundle)
-
-
-@pytest.fixture(scope="module")
-def ca() -> Ca:
-    return Ca()
-
-
-@pytest.fixture(scope="module")
-def other_ca() -> Ca:
-    return Ca()
-
 
 def test_a_good_bundle_has_no_problem(ca):
-    assert _trust.bundle_problems(ca.files(), ca.bundle["root-cert.pem"]) == []
+    assert _trust.bundle_problems(ca.files(), ca.files()["root-cert.pem"]) == []
 
 
 @pytest.mark.parametrize(
@@ -56,7 +27,7 @@ def test_a_good_bundle_has_no_problem(ca):
 def test_a_broken_bundle_is_named(ca, other_ca, mutate, problem):
     files = ca.files()
     mutate(files, other_ca)
-    problems = _trust.bundle_problems(files, ca.bundle["root-cert.pem"])
+    problems = _trust.bundle_problems(files, ca.files()["root-cert.pem"])
     assert any(problem in found for found in problems), problems
     assert not any("PRIVATE KEY" in found for found in problems)
 
@@ -66,12 +37,12 @@ def test_a_bundle_on_another_root_than_the_mesh_root(ca, other_ca):
     assert problems == ["ca-cert.pem does not chain to the mesh root (root-cert.pem of the PKI directory)"]
 
 
-def _write(pki_dir, ca: Ca, cluster: str = "east", root: bool = True) -> None:
+def _write(pki_dir, ca, cluster: str = "east", root: bool = True) -> None:
     (pki_dir / cluster).mkdir(parents=True)
     for name, data in ca.files().items():
         (pki_dir / cluster / name).write_bytes(data)
     if root:
-        (pki_dir / "root-cert.pem").write_bytes(ca.bundle["root-cert.pem"])
+        (pki_dir / "root-cert.pem").write_bytes(ca.files()["root-cert.pem"])
 
 
 def test_lookup_returns_exactly_the_bytes_it_checked(ca, tmp_path):

@@ -29,11 +29,10 @@ requirements:
   - kubernetes >= 24.2.0 (Python client)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - meshfed.istio.attributes
   - kubernetes.core.k8s_auth_options
   - meshfed.istio.request_timeout
 attributes:
-  platform:
-    platforms: posix
   check_mode:
     support: full
   diff_mode:

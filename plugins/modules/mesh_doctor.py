@@ -41,9 +41,8 @@ author:
   - meshfed.istio developers (@meshfed)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - meshfed.istio.attributes
 attributes:
-  platform:
-    platforms: posix
   check_mode:
     support: full
     details: The report files are not written; C(changed) says whether they would change.

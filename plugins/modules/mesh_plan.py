@@ -47,10 +47,9 @@ author:
   - meshfed.istio developers (@meshfed)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - meshfed.istio.attributes
   - ansible.builtin.action_common_attributes.flow
 attributes:
-  platform:
-    platforms: posix
   check_mode:
     support: full
   diff_mode:

@@ -42,9 +42,8 @@ requirements:
   - cryptography >= 42.0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - meshfed.istio.attributes
 attributes:
-  platform:
-    platforms: posix
   check_mode:
     support: full
   diff_mode:

@@ -25,11 +25,10 @@ requirements:
   - kubernetes >= 24.2.0 (Python client)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - meshfed.istio.attributes
   - kubernetes.core.k8s_auth_options
   - meshfed.istio.request_timeout
 attributes:
-  platform:
-    platforms: posix
   check_mode:
     support: full
     details: Reports what would be created; RV(secret) is null when the token does not exist yet.

@@ -21,6 +21,7 @@ from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s,
 from ansible_collections.meshfed.istio.plugins.module_utils._remote_secret import is_loopback, is_remote_secret
 
 INJECTED_POD_SELECTOR = "security.istio.io/tlsMode=istio"
+KUBE_ROOT_CA = "kube-root-ca.crt"
 ISTIO_GATEWAY_VERSIONS = ("v1", "v1beta1")
 
 
@@ -153,7 +154,22 @@ def try_credential(conn: dict, timeout: int, secret_name: str) -> dict:
         cluster.get("listing endpointslices", "/apis/discovery.k8s.io/v1/endpointslices", limit=1)
     except _k8s.K8sError as exc:
         return {"ok": False, "error": str(exc), "error_type": type(exc).__name__, "calls": cluster.calls if cluster else 0}
+    except Exception as exc:  # pylint: disable=broad-exception-caught  # an untrusted server: a fact, never a crash
+        return {"ok": False, "error": f"the server of remote secret {secret_name} gave an answer that cannot be read ({type(exc).__name__})",
+                "error_type": type(exc).__name__, "calls": cluster.calls if cluster else 0}
     return {"ok": True, "error": "", "error_type": "", "calls": cluster.calls}
+
+
+def _entry_facts(entry: dict, config: dict) -> dict | None:
+    """Fill one remote-secret entry from its kubeconfig; the connection when it is safe to try."""
+    server = _kubeconfig.kubeconfig_context(config)[1].get("server", "")
+    entry["server"] = _kubeconfig.display_server(server)
+    entry["parsed"] = bool(entry["server"])
+    entry["loopback"] = isinstance(server, str) and is_loopback(server)
+    conn, entry["unsafe"] = _kubeconfig.untrusted_connection(config)
+    if conn is not None and conn["ca_data"]:
+        entry["ca_fingerprints"] = _trust.fingerprints(base64.b64decode(conn["ca_data"]))
+    return conn
 
 
 def remote_secret_facts(secret: dict) -> tuple[dict, dict[str, dict]]:
@@ -163,17 +179,16 @@ def remote_secret_facts(secret: dict) -> tuple[dict, dict[str, dict]]:
     data = _decode(secret.get("data"))
     entries, connections = [], {}
     for key, value in sorted(data.items()):
-        entry = {"key": key, "server": "", "parsed": False, "loopback": False, "unsafe": [], "credential": None}
+        entry = {"key": key, "server": "", "parsed": False, "loopback": False, "ca_fingerprints": [], "unsafe": [], "credential": None}
         try:
             config = yaml_load(value.decode("utf-8")) or {}
         except Exception:  # not a kubeconfig: a fact for the doctor
             config = None
         if isinstance(config, dict):
-            server = _kubeconfig.kubeconfig_context(config)[1].get("server", "")
-            entry["server"] = server if isinstance(server, str) and server.isprintable() else ""
-            entry["parsed"] = bool(entry["server"])
-            entry["loopback"] = is_loopback(entry["server"]) if entry["server"] else False
-            conn, entry["unsafe"] = _kubeconfig.untrusted_connection(config)
+            try:
+                conn = _entry_facts(entry, config)
+            except Exception as exc:  # pylint: disable=broad-exception-caught  # free data from a cluster: a fact, never a crash
+                conn, entry["unsafe"] = None, [f"the kubeconfig cannot be read ({type(exc).__name__})"]
             if conn is not None:
                 connections[key] = conn
         entries.append(entry)
@@ -224,19 +239,20 @@ def fetch(cluster: _k8s.Cluster, namespace: str, *, pod_sample: int = 200, confi
 
 
 def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = True, pod_sample: int = 200,
-         configmap_sample: int = 200, objects: bool = False) -> dict:
+         configmap_sample: int = 200, objects: bool = False, allow_loopback: bool = False) -> dict:
     """One cluster's mesh state in batched reads (about ten API calls plus two per remote secret credential).
 
     With objects, also the objects the roles write (namespace, its cacerts and remote Secrets, Services, Gateways and
     VirtualServices) as _observed projects them (one or two more list calls), for the roles to skip writes that would
-    change nothing.
+    change nothing. A remote secret naming this host (loopback) is tried only with allow_loopback (single-host test beds):
+    a planted secret must not make the control node call its own services.
     """
     raw = fetch(cluster, namespace, pod_sample=pod_sample, configmap_sample=configmap_sample, objects=objects)
     state, connections = assemble(raw)
     if check_credentials:
         for secret in state["remote_secrets"]:
             for entry in secret["entries"]:
-                if (secret["name"], entry["key"]) in connections:
+                if (secret["name"], entry["key"]) in connections and (allow_loopback or not entry["loopback"]):
                     entry["credential"] = try_credential(connections[secret["name"], entry["key"]], cluster.timeout, secret["name"])
     return state
 
@@ -265,6 +281,9 @@ def assemble(raw: dict) -> tuple[dict, dict[tuple[str, str], dict]]:
     addresses, problem = _istio.gateway_address_problem(gateway_service)
     mesh = configmaps.get("istio") or next((item for item in configmaps.values() if "mesh" in (item.get("data") or {})), None)
     state = {
+        # the cluster's own API CA, as kube-controller-manager publishes it in every namespace: what a remote secret for
+        # this cluster must pin
+        "api_ca_fingerprints": _trust.fingerprints(((configmaps.get(KUBE_ROOT_CA) or {}).get("data") or {}).get("ca.crt")),
         "namespace": {
             "present": ns_object is not None,
             "labels": ns_meta.get("labels") or {},

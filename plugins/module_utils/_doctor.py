@@ -14,6 +14,7 @@ import datetime
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _istio
 
@@ -47,6 +48,7 @@ CHECKS = {
     "remote_secret_unsafe": (ERROR, "a remote secret holds more than inline credentials (a command, a file, a proxy, TLS off): "
                                     "nothing in it was run, opened or tried"),
     "remote_secret_loopback": (ERROR, "a remote secret points at a loopback server"),
+    "remote_secret_foreign_server": (ERROR, "a remote secret does not pin its cluster's API CA or address (another server could answer)"),
     "remote_secret_duplicate": (ERROR, "two remote secrets claim the same cluster ID"),
     "remote_secret_self": (ERROR, "a cluster holds a remote secret for itself"),
     "remote_secret_unexpected": (WARNING, "a remote secret for a cluster this primary should not watch"),
@@ -83,6 +85,15 @@ class Finding:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _authority(url: str) -> str:
+    """host:port of an https URL (port 443 when absent), '' when it is no URL."""
+    try:
+        parts = urlsplit(url)
+        return f"{(parts.hostname or '').lower()}:{parts.port or 443}"
+    except ValueError:
+        return ""
 
 
 def _short(fingerprint: str) -> str:
@@ -300,6 +311,7 @@ class Doctor:
             self.add("remote_secret_unparsable", [wname], f"secret {secret['name']} key {key} is no kubeconfig with a server",
                      "recreate it (remote_secrets role)", peers=[key])
             return
+        self.remote_secret_server(wname, key, secret, entry)
         if entry["loopback"] and not self.allow_loopback:
             self.add("remote_secret_loopback", [wname],
                      f"secret {secret['name']} points at {entry['server']}: istiod would dial its own pod",
@@ -310,6 +322,28 @@ class Doctor:
                      f"secret {secret['name']} ({entry['server']}): {credential['error']}",
                      "recreate the token (remote_secrets role); check the reader ServiceAccount and its RBAC in that cluster",
                      peers=[key])
+
+    def remote_secret_server(self, wname: str, key: str, secret: dict, entry: dict) -> None:
+        """A remote secret must lead to its cluster: its CA data is the cluster's own API CA (kube-root-ca.crt there),
+        and its server the inventory's meshfed_api_server when that is set. Otherwise anyone who can write the secret can
+        hand istiod another cluster's endpoints, with a credential that works against a server of their own."""
+        host = next((h for h in self.hosts() if self.name(h) == key), None)
+        if host is None:
+            return
+        expected_ca = set(self.state(host).get("api_ca_fingerprints") or [])
+        pinned = set(entry.get("ca_fingerprints") or [])
+        api_server = self.plan["clusters"][host].get("api_server") or ""
+        wrong = []
+        if expected_ca and not pinned:
+            wrong.append("it holds no certificate-authority-data, so any server with a publicly trusted certificate passes")
+        elif expected_ca and not pinned & expected_ca:
+            wrong.append(f"its CA {_short(sorted(pinned)[0])} is not {key}'s API CA {_short(sorted(expected_ca)[0])}")
+        if api_server and _authority(api_server) != _authority(entry["server"]):
+            wrong.append(f"its server {entry['server']} is not {key}'s meshfed_api_server {api_server}")
+        if wrong:
+            self.add("remote_secret_foreign_server", [wname], f"secret {secret['name']}: {'; '.join(wrong)}",
+                     f"delete it and re-run the remote_secrets role (site playbook), which writes {key}'s own CA and address; "
+                     "find out who wrote it", peers=[key])
 
     def primary_remote(self) -> None:
         for host in self.hosts():

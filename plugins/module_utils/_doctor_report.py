@@ -17,6 +17,13 @@ EDGE_CHECKS = ("remote_secret_missing", "remote_secret_data_key", "remote_secret
                "remote_secret_unsafe", "remote_secret_loopback", "remote_secret_duplicate")
 
 
+def _plain(text: str) -> str:
+    """Evidence as Markdown shows it literally: parts of it come from clusters (names, servers, a server's words), so no
+    control character, markup or link survives."""
+    printable = "".join(char if char.isprintable() else " " for char in str(text))
+    return "".join(f"\\{char}" if char in "\\`*_{}[]<>()#+!|" else char for char in printable)
+
+
 def _quote(text: str) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -109,7 +116,7 @@ def markdown(plan: dict, states: dict, findings: list[dict], picture: str | None
         out += [f"### {ICONS[severity]} ({len(selected)})", ""]
         for finding in selected:
             out.append(f"- **{finding['id']}** in {', '.join(finding['clusters'])}: {finding['title']}")
-            out.append(f"  - evidence: {finding['evidence']}")
+            out.append(f"  - evidence: {_plain(finding['evidence'])}")
             out.append(f"  - fix: {finding['fix']}")
         out.append("")
     out += ["", "## Picture", ""]

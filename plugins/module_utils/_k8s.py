@@ -20,13 +20,16 @@ Two ways to the API server, chosen per call of Cluster by lean_connection():
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import http.client
 import importlib.util
 import json
 import os
+import socket
 import ssl
 import tempfile
+import threading
 from urllib.parse import quote, urlencode, urlsplit
 
 from ansible.module_utils.common.yaml import HAS_YAML, yaml_load
@@ -36,8 +39,11 @@ from ansible_collections.meshfed.istio.plugins.module_utils._kubeconfig import K
 
 HAS_KUBERNETES = importlib.util.find_spec("kubernetes") is not None
 
-# A bound on one answer: list calls here are paged (limit) and a server named by a remote secret is untrusted.
+# A bound on one answer: list calls here are paged (limit); a server named by a remote secret gets far less, and its
+# whole request must finish within the request timeout.
 MAX_RESPONSE_BYTES = 128 * 1024 * 1024
+UNTRUSTED_RESPONSE_BYTES = 1024 * 1024
+REQUEST_DEADLINE_FACTOR = 6
 REQUEST_TIMEOUT_SPEC = {"request_timeout": {"type": "int", "default": 10}}
 
 
@@ -71,12 +77,17 @@ def _target(params: dict) -> str:
 class _LeanTransport:
     """http.client with one kept-alive connection, TLS from the kubeconfig's own material."""
 
-    def __init__(self, conn: dict, timeout: int) -> None:
+    def __init__(self, conn: dict, timeout: int, max_bytes: int = MAX_RESPONSE_BYTES, deadline: float | None = None) -> None:
         parts = urlsplit(conn["server"])
         self.host = conn["server"]
         self.prefix = parts.path.rstrip("/")
         self.address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
         self.timeout = timeout
+        self.max_bytes = max_bytes
+        # the socket timeout bounds each read; the deadline bounds a whole request (a server dripping bytes or sending
+        # endless 100 Continue lines never hits the first)
+        self.deadline = deadline or timeout * REQUEST_DEADLINE_FACTOR
+        self.aborted = False
         self.headers = {"Accept": "application/json"}
         token = conn["token"]
         if conn["token_file"]:
@@ -111,7 +122,7 @@ class _LeanTransport:
                         with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as handle:
                             handle.write(base64.b64decode(data))
                     paths.append(path)
-                context.load_cert_chain(*paths)
+                context.load_cert_chain(*paths, password=_no_passphrase)
         return context
 
     def send(self, method: str, path: str, headers: dict, body) -> tuple[int, str, bytes]:
@@ -122,28 +133,57 @@ class _LeanTransport:
                     self.connection = http.client.HTTPConnection(*self.address, timeout=self.timeout)
                 else:
                     self.connection = http.client.HTTPSConnection(*self.address, timeout=self.timeout, context=self.context)
+            watchdog = threading.Timer(self.deadline, self._abort)
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 self.connection.request(method, self.prefix + path, body=None if body is None else json.dumps(body),
                                         headers={**self.headers, **headers})
                 response = self.connection.getresponse()
-                data = response.read(MAX_RESPONSE_BYTES + 1)
-                if len(data) > MAX_RESPONSE_BYTES:
+                data = response.read(self.max_bytes + 1)
+                if len(data) > self.max_bytes:
                     self.close()
-                    raise http.client.HTTPException(f"an answer over {MAX_RESPONSE_BYTES} bytes")
+                    raise http.client.HTTPException(f"an answer over {self.max_bytes} bytes")
+                if self.aborted or response.length:  # cut short by the deadline, or the server closed before its Content-Length
+                    raise http.client.IncompleteRead(b"")
                 return response.status, response.reason, data
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 self.close()
+                if self.aborted:
+                    raise TimeoutError(f"no complete answer within {self.deadline:g} s") from exc
                 if fresh or attempt == 2:  # only a kept-alive connection the server closed is worth a second try
                     raise
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 self.close()
+                if self.aborted:
+                    raise TimeoutError(f"no complete answer within {self.deadline:g} s") from exc
                 raise
+            finally:
+                watchdog.cancel()
         raise OSError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _abort(self) -> None:
+        """The deadline passed: shut the socket down under the reading thread, whatever it waits for."""
+        self.aborted = True
+        sock = getattr(self.connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         if self.connection is not None:
             self.connection.close()
             self.connection = None
+
+
+def _no_passphrase(*_args):
+    raise ValueError("the client key is encrypted; a kubeconfig key is read without a passphrase")
+
+
+def _printable(reason: object) -> str:
+    """An HTTP reason phrase as it may be shown: a server can put anything there (escape sequences, markup)."""
+    text = "".join(char for char in str(reason or "") if char.isalnum() or char in " ._-")
+    return text[:64]
 
 
 class _Unreachable(OSError):
@@ -217,7 +257,7 @@ class Cluster:
         cluster = cls.__new__(cls)
         cluster.name, cluster.timeout, cluster.calls = name, timeout, 0
         try:
-            cluster.transport = _LeanTransport(conn, timeout)
+            cluster.transport = _LeanTransport(conn, timeout, max_bytes=UNTRUSTED_RESPONSE_BYTES, deadline=timeout)
         except (KubeconfigError, ssl.SSLError) as exc:
             raise K8sError(f"cannot load the credentials for {name}: {exc}") from exc
         except (ValueError, OSError) as exc:  # undecodable data: the type only, the value stays out of the message
@@ -240,6 +280,7 @@ class Cluster:
         return _LeanTransport(conn, self.timeout) if conn else None
 
     def _fail(self, what: str, status: int, reason: str) -> K8sError:
+        reason = _printable(reason)
         if status in (401, 403):
             verb = "unauthorized (the credentials were rejected)" if status == 401 else "forbidden by RBAC"
             return K8sDenied(f"{what} on {self.name}: {verb}: {reason}")
@@ -252,7 +293,7 @@ class Cluster:
         try:
             status, reason, data = self.transport.send(method, path + (f"?{urlencode(query)}" if query else ""), headers, body)
         except (OSError, http.client.HTTPException) as exc:
-            detail = str(exc) if isinstance(exc, (ssl.SSLError, _Unreachable)) else type(exc).__name__
+            detail = str(exc) if isinstance(exc, (ssl.SSLError, _Unreachable, TimeoutError)) else type(exc).__name__
             raise K8sUnreachable(f"{what}: {self.name} is unreachable ({detail}); check the server address and the network") from exc
         except ValueError as exc:  # http.client's words would quote the header value: a token
             raise K8sError(f"{what} on {self.name}: a request header holds characters HTTP does not allow (value withheld)") from exc
@@ -262,7 +303,7 @@ class Cluster:
             raise self._fail(what, status, reason)
         try:
             return json.loads(data) if data else {}
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise K8sError(f"{what} on {self.name}: the answer is not JSON; is this a Kubernetes API server?") from exc
 
     def get(self, what: str, path: str, missing_ok: bool = False, **query):

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
+import re
 from urllib.parse import urlsplit
 
 # What a kubeconfig context may hold for the lean way; anything else goes through kubernetes.core.
@@ -66,8 +68,11 @@ def kubeconfig_source(auth: dict, environ) -> tuple[object, str]:
 
 
 def _entries(config: dict, section: str, key: str) -> dict:
+    """Named entries of a section; entries without a string name are not entries (a kubeconfig from a cluster is free data)."""
     items = config.get(section)
-    return {item.get("name"): item.get(key) or {} for item in items if isinstance(item, dict)} if isinstance(items, list) else {}
+    if not isinstance(items, list):
+        return {}
+    return {item["name"]: item.get(key) or {} for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)}
 
 
 def kubeconfig_context(config: dict, context_name: str | None = None) -> tuple[bool, dict, dict]:
@@ -79,8 +84,9 @@ def kubeconfig_context(config: dict, context_name: str | None = None) -> tuple[b
     if not isinstance(name, str) or not isinstance(contexts.get(name), dict):
         return False, {}, {}
     context = contexts[name]
-    cluster = _entries(config, "clusters", "cluster").get(context.get("cluster")) or {}
-    user = _entries(config, "users", "user").get(context.get("user")) or {}
+    cluster_name, user_name = context.get("cluster"), context.get("user")
+    cluster = _entries(config, "clusters", "cluster").get(cluster_name) or {} if isinstance(cluster_name, str) else {}
+    user = _entries(config, "users", "user").get(user_name) or {} if isinstance(user_name, str) else {}
     return True, cluster if isinstance(cluster, dict) else {}, user if isinstance(user, dict) else {}
 
 
@@ -174,7 +180,45 @@ def _base64_problem(where: str, value: object, pem: bool) -> str:
         return f"{where} is not base64"
     if pem and b"-----BEGIN " not in data:
         return f"{where} holds no PEM"
+    if b"ENCRYPTED" in data:  # OpenSSL would ask for a passphrase on the control node's terminal
+        return f"{where} holds an encrypted key"
     return ""
+
+
+_HOST_NAME = re.compile(r"\A(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
+_SAFE_PATH = re.compile(r"\A[A-Za-z0-9/._~-]*\Z")
+
+
+def server_problem(server: object) -> str:
+    """Why a server URL from a cluster is not taken: https, a host that is an IP address or a DNS name (no shortened or
+    numeric IPv4 forms, no non-ASCII names the resolver would map elsewhere), no credentials, query or fragment."""
+    if not isinstance(server, str) or not server.isascii() or any(char in server for char in "\r\n\t "):
+        return "the server is not an https URL with a host"
+    try:
+        parts = urlsplit(server)
+        host, _port = parts.hostname or "", parts.port
+    except ValueError:
+        return "the server is not an https URL with a host"
+    if parts.scheme != "https" or not host:
+        return "the server is not an https URL with a host"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return "the server URL carries a query, a fragment or credentials"
+    if not _SAFE_PATH.match(parts.path):
+        return "the server URL's path holds unusual characters"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME.match(host) or host.replace(".", "").isdigit():
+            return "the server's host is neither an IP address nor a DNS name"
+    return ""
+
+
+def display_server(server: object) -> str:
+    """A server URL as it may be shown: scheme, host, port and path of a sound URL; '' otherwise (never credentials)."""
+    if server_problem(server):
+        return ""
+    parts = urlsplit(server)
+    return f"https://{parts.netloc}{parts.path}"
 
 
 def untrusted_connection(config: object) -> tuple[dict | None, list[str]]:
@@ -200,11 +244,7 @@ def untrusted_connection(config: object) -> tuple[dict | None, list[str]]:
     if not found:
         return None, problems + ["no current context"]
     server = cluster.get("server")
-    parts = urlsplit(server) if isinstance(server, str) else None
-    if parts is None or parts.scheme != "https" or not parts.hostname or any(c in server for c in "\r\n\t "):
-        problems.append("the server is not an https URL with a host")
-    elif parts.query or parts.fragment or parts.username or parts.password:
-        problems.append("the server URL carries a query, a fragment or credentials")
+    problems.append(server_problem(server))
     if "certificate-authority-data" in cluster:
         problems.append(_base64_problem("certificate-authority-data", cluster["certificate-authority-data"], pem=True))
     token = user.get("token")

@@ -46,16 +46,19 @@ class RemoteSecretError(Exception):
 
 
 def is_loopback(server: str) -> bool:
+    """Whether a server URL names this host: loopback, unspecified or IPv4-mapped loopback addresses, localhost names."""
     try:
         host = urlparse(server).hostname or ""
     except ValueError:  # a malformed URL, e.g. an unclosed IPv6 bracket
         return False
-    if host == "localhost":
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or address.is_unspecified or bool(mapped and (mapped.is_loopback or mapped.is_unspecified))
 
 
 def is_remote_secret(secret: dict) -> bool:

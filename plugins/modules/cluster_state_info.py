@@ -23,7 +23,9 @@ description:
     C(client-key-data)); a kubeconfig with anything else - C(exec), C(auth-provider), a file name (C(tokenFile),
     C(client-certificate), C(client-key), C(certificate-authority)), C(proxy-url), C(insecure-skip-tls-verify),
     basic authentication, impersonation, a token that an HTTP header cannot carry, a server that is not an https URL -
-    is reported under C(unsafe) and never run, opened or tried. No problem quotes a value.
+    is reported under C(unsafe) and never run, opened or tried. No problem quotes a value. The server is shown without
+    credentials, query or fragment; the credential test of an untrusted server is bounded by O(request_timeout) for
+    the whole request and 1 MiB per answer, and an HTTP reason phrase is reduced to letters, digits and C( ._-).
   - Input to M(meshfed.istio.mesh_doctor), which turns the states of all clusters into findings.
 author:
   - meshfed.istio developers (@meshfed)
@@ -42,6 +44,13 @@ options:
     description: Try the credential of every remote secret against the cluster it names.
     type: bool
     default: true
+  allow_loopback:
+    description:
+      - Try the credential of a remote secret whose server names this host (a loopback, unspecified or IPv4-mapped
+        loopback address, C(localhost)). Off by default - a planted remote secret must not make the control node call
+        its own services; on for single-host test beds, where every API server listens on loopback.
+    type: bool
+    default: false
   sample_size:
     description:
       - At most this many injected pods and C(istio-ca-root-cert) ConfigMaps are read across namespaces.
@@ -77,6 +86,11 @@ state:
   returned: success
   type: dict
   contains:
+    api_ca_fingerprints:
+      description: The cluster's own API server CA (ConfigMap C(kube-root-ca.crt) of the Istio namespace), which a remote
+        secret for this cluster must pin.
+      type: list
+      elements: str
     namespace:
       description: The Istio namespace - C(present), C(labels), C(annotations).
       type: dict
@@ -127,8 +141,9 @@ state:
       description:
         - Per secret labelled C(istio/multiCluster=true) - C(name), C(cluster_annotation), C(data_keys), C(unsafe) (each
           problem prefixed with the secret and key), and C(entries), per data key - C(key), C(server), C(parsed),
-          C(loopback), C(unsafe) (why it was not tried, field names only) and C(credential) (the test result - C(ok),
-          C(error), C(error_type), C(calls) - or null when not tried).
+          C(loopback), C(ca_fingerprints) (of its C(certificate-authority-data)), C(unsafe) (why it was not tried,
+          field names only) and C(credential) (the test result - C(ok), C(error), C(error_type), C(calls) - or null when
+          not tried).
         - Never a token or a key.
       type: list
       elements: dict
@@ -164,6 +179,7 @@ def main() -> None:
         check_credentials=dict(type="bool", default=True),
         sample_size=dict(type="int", default=200),
         objects=dict(type="bool", default=False),
+        allow_loopback=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not _pki.HAS_CRYPTOGRAPHY:
@@ -175,6 +191,7 @@ def main() -> None:
         state = _cluster_state.read(
             cluster, module.params["namespace"], check_credentials=module.params["check_credentials"],
             pod_sample=module.params["sample_size"], configmap_sample=module.params["sample_size"], objects=module.params["objects"],
+            allow_loopback=module.params["allow_loopback"],
         )
     except _k8s.K8sError as exc:
         module.fail_json(msg=str(exc), error_type=type(exc).__name__)

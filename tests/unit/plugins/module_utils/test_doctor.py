@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import re
 
 import pytest
 
@@ -107,6 +108,14 @@ def _duplicate(states):
     states["a"]["remote_secrets"].append({**secret("b"), "name": "old-secret-for-b"})
 
 
+def _pinned(ca_of_b: list[str]):
+    """b publishes API CA CA-B; a's remote secret for b pins ca_of_b."""
+    def mutate(states):
+        states["b"]["api_ca_fingerprints"] = ["CA-B"]
+        next(s for s in states["a"]["remote_secrets"] if s["name"] == "istio-remote-secret-b")["entries"][0]["ca_fingerprints"] = ca_of_b
+    return mutate
+
+
 def _two_keys(states):
     states["a"]["remote_secrets"][0]["data_keys"] = ["wrong"]
     states["a"]["remote_secrets"][0]["entries"][0]["key"] = "wrong"
@@ -147,6 +156,8 @@ ROWS = {
         {**entry("z"), "credential": None, "unsafe": ["users[0] (user) field tokenFile: names a file on the control node"]}]}]),
         [("error", "remote_secret_unsafe", ("c",))]),
     "duplicate": (_duplicate, [("error", "remote_secret_duplicate", ("a",))]),
+    "secret pinning another CA": (_pinned(["CA-EVIL"]), [("error", "remote_secret_foreign_server", ("a",))]),
+    "secret pinning no CA": (_pinned([]), [("error", "remote_secret_foreign_server", ("a",))]),
     "secret for itself": (lambda s: s["b"]["remote_secrets"].append(secret("b")), [("error", "remote_secret_self", ("b",))]),
     "unknown cluster": (lambda s: s["b"]["remote_secrets"].append(secret("z")), [("warning", "remote_secret_unexpected", ("b",))]),
     "remote's istiod elsewhere": (_set(["c", "istiod_service", "endpoint_addresses"], ["198.51.100.9"]),
@@ -296,3 +307,27 @@ def test_summary_text_is_what_verify_prints():
 ])
 def test_report_dir(option, pki_dir, directory):
     assert _doctor_run.report_dir(option, pki_dir) == directory
+
+
+def test_a_secret_pinning_its_clusters_ca_and_address_is_fine_and_another_address_is_not():
+    states = healthy()
+    _pinned(["CA-B"])(states)
+    mesh = plan()
+    assert findings(states) == []
+    mesh["clusters"]["b"]["api_server"] = "https://b.example:6443"
+    assert [f["evidence"] for f in _doctor.diagnose(mesh, states, now=NOW)] == []
+    mesh["clusters"]["b"]["api_server"] = "https://b-elsewhere.example:6443"
+    result = _doctor.diagnose(mesh, states, now=NOW)
+    assert [(f["id"], f["evidence"]) for f in result] == [
+        ("remote_secret_foreign_server", "secret istio-remote-secret-b: its server https://b.example:6443 is not b's meshfed_api_server "
+                                         "https://b-elsewhere.example:6443")]
+
+
+def test_report_shows_cluster_text_literally():
+    states = healthy()
+    result = [{"id": "remote_secret_credential", "severity": "error", "clusters": ["a"], "title": "t", "fix": "f", "peers": [],
+               "evidence": "x \x1b[2J <img src=https://evil.example/p.png> [x](javascript:alert(1))"}]
+    text = _doctor_report.markdown(plan(), states, result, None, "digraph {}")
+    line = next(line for line in text.splitlines() if line.startswith("  - evidence:"))
+    assert "\x1b" not in line and not re.search(r"(?<!\\)[<>\[\]()]", line.split(": ", 1)[1])
+    assert line == "  - evidence: x  \\[2J \\<img src=https://evil.example/p.png\\> \\[x\\]\\(javascript:alert\\(1\\)\\)"

@@ -139,3 +139,96 @@ class TestLeanTls:
         path.write_text(json.dumps(config))
         with pytest.raises(_k8s.K8sError, match="cannot load the credentials"):
             _k8s.Cluster({**NO_AUTH, "kubeconfig": str(path)})
+
+
+class _RawServer:
+    """A server on 127.0.0.1 that answers every request with the bytes a scenario writes (a hostile API server)."""
+
+    def __init__(self, scenario):
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(10)
+        self.port = self.sock.getsockname()[1]
+        self.scenario = scenario
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            conn, _address = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            try:
+                conn.recv(65536)
+                self.scenario(conn)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+        self.thread.join(15)
+
+
+def _drip(conn):
+    import time
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+    for _byte in range(50):  # bounded: 50 bytes, 0.2 s apart
+        conn.sendall(b" ")
+        time.sleep(0.2)
+
+
+def _continue_flood(conn):
+    import time
+    deadline = time.monotonic() + 3  # bounded
+    while time.monotonic() < deadline:
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
+
+
+def _answer(status_line: bytes, body: bytes):
+    def scenario(conn):
+        conn.sendall(status_line + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return scenario
+
+
+def _cluster(port: int, max_bytes: int = _k8s.MAX_RESPONSE_BYTES, deadline: float = 1) -> _k8s.Cluster:
+    conn = {"server": f"http://127.0.0.1:{port}", "insecure": False, "ca_file": None, "ca_data": None, "cert_file": None, "cert_data": None,
+            "key_file": None, "key_data": None, "token": "tok", "token_file": None}
+    cluster = _k8s.Cluster.__new__(_k8s.Cluster)
+    cluster.name, cluster.timeout, cluster.calls = "a hostile server", 5, 0
+    cluster.transport = _k8s._LeanTransport(conn, 5, max_bytes=max_bytes, deadline=deadline)  # pylint: disable=protected-access
+    cluster.host = cluster.transport.host
+    return cluster
+
+
+class TestHostileServer:
+    @pytest.mark.parametrize("scenario", [_drip, _continue_flood], ids=["drip", "100-continue-flood"])
+    def test_a_whole_request_has_a_deadline(self, scenario):
+        import time
+        server = _RawServer(scenario)
+        started = time.monotonic()
+        try:
+            with pytest.raises(_k8s.K8sUnreachable, match=r"no complete answer within 1 s"):
+                _cluster(server.port).get("listing services", "/api/v1/services")
+            elapsed = time.monotonic() - started
+        finally:
+            server.close()
+        assert elapsed < 4
+
+    @pytest.mark.parametrize(("status_line", "body", "message"), [
+        (b"HTTP/1.1 200 OK", b"[" * 200000, "the answer is not JSON"),
+        (b"HTTP/1.1 401 \x1b[2J<img src=x>", b"", "unauthorized (the credentials were rejected): 2Jimg srcx"),
+        (b"HTTP/1.1 200 OK", b"[" + b"0," * 700000 + b"0]", "an answer over 1048576 bytes"),
+    ], ids=["deep-json", "reason-with-escapes", "oversized"])
+    def test_what_a_server_says_never_crashes_nor_reaches_output_raw(self, status_line, body, message):
+        server = _RawServer(_answer(status_line, body))
+        try:
+            with pytest.raises(_k8s.K8sError) as failure:
+                _cluster(server.port, max_bytes=_k8s.UNTRUSTED_RESPONSE_BYTES, deadline=5).get("listing services", "/api/v1/services")
+        finally:
+            server.close()
+        assert message in str(failure.value) or message in repr(failure.value.__cause__)
+        assert "\x1b" not in str(failure.value) and "<img" not in str(failure.value)

@@ -145,7 +145,7 @@ demo: demo-first-run collection testbin ## Local kwok clusters, the site playboo
 	tests/testbed/demo.sh $(N)
 
 demo-first-run:
-	@tests/testbed/testbin.sh check >/dev/null 2>&1 || tests/testbed/testbin.sh plan
+	@tests/testbed/testbin.sh plan
 
 demo-down: ## Remove the demo clusters
 	MESHFED_RUN=$(MESHFED_CACHE)/demo-run MESHFED_NETNS=meshfed-demo tests/testbed/clusters.sh down

@@ -125,16 +125,15 @@ plan() { # one line: what is built, roughly how long; nothing when all is presen
   log "first run: building the test binaries from Go modules ($parts): about $(minutes "$total") min on 2 cores, once (cached in $BIN_ROOT)"
 }
 
-STEP=0 STEPS=0 STARTED=$(date +%s)
+STEP=0 STEPS=0 STARTED=$(date +%s) STEP_TAG="" STEP_HINT=""
 timed() { # timed COMPONENT FUNC
   local comp="$1" fn="$2" t0 t1
   t0=$(date +%s)
-  STEP=$((STEP + 1))
-  log "[$STEP/$STEPS] $(label_of "$comp") (usually ~$(minutes "$(cold_seconds "$comp")") min on 2 cores)"
+  STEP=$((STEP + 1)) STEP_TAG="[$((STEP))/$STEPS] " STEP_HINT="usually ~$(minutes "$(cold_seconds "$comp")") min on 2 cores; "
   "$fn"
   t1=$(date +%s)
   echo "$(date -u +%FT%TZ) $comp $((t1 - t0))s go=$(go env GOVERSION) jobs=$JOBS" >>"$TIMES"
-  log "[$STEP/$STEPS] $comp built in $((t1 - t0))s ($((t1 - STARTED))s so far)"
+  log "$STEP_TAG$(label_of "$comp") built in $((t1 - t0))s ($((t1 - STARTED))s so far)"
 }
 
 install_into() { # install_into NAME BUILT_FILE
@@ -147,7 +146,7 @@ build_kube() {
   local dir="$BUILD_ROOT/kubernetes-$K8S_VERSION" logf="$LOG_DIR/kube-$K8S_VERSION.log"
   local src mods m
   mkdir -p "$dir/out" "$LOG_DIR"; : >"$logf"
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (log: $logf)"
+  log "${STEP_TAG}building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (${STEP_HINT}log: $logf)"
   run_build kube "$logf" go mod download -json "k8s.io/kubernetes@$K8S_VERSION"
   src="$(cd / && go list -m -f '{{.Dir}}' "k8s.io/kubernetes@$K8S_VERSION" 2>/dev/null)" || true
   [ -n "$src" ] && [ -f "$src/go.mod" ] || die "component 'kube': k8s.io/kubernetes@$K8S_VERSION source not found in the module cache (log: $logf)"
@@ -191,7 +190,7 @@ EOF
 build_etcd() {
   local dir="$BUILD_ROOT/etcd-$ETCD_VERSION" logf="$LOG_DIR/etcd-$ETCD_VERSION.log"
   mkdir -p "$dir" "$LOG_DIR"; : >"$logf"
-  log "building etcd $ETCD_VERSION (log: $logf)"
+  log "${STEP_TAG}building etcd $ETCD_VERSION (${STEP_HINT}log: $logf)"
   cat >"$dir/go.mod" <<EOF
 module meshfed.test/etcdbuild
 
@@ -219,7 +218,7 @@ EOF
 build_kwok() {
   local dir="$BUILD_ROOT/kwok-$KWOK_VERSION" logf="$LOG_DIR/kwok-$KWOK_VERSION.log"
   mkdir -p "$dir" "$LOG_DIR"; : >"$logf"
-  log "building kwok, kwokctl $KWOK_VERSION (log: $logf)"
+  log "${STEP_TAG}building kwok, kwokctl $KWOK_VERSION (${STEP_HINT}log: $logf)"
   run_build kwok "$logf" env GOBIN="$dir" CGO_ENABLED=0 go install -p "$JOBS" -trimpath -ldflags "-s -w" \
     "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
   install_into kwok "$dir/kwok"
@@ -229,7 +228,7 @@ build_kwok() {
 build_istio() {
   local dir="$BUILD_ROOT/istio-$ISTIO_MODULE_VERSION" logf="$LOG_DIR/istio-$ISTIO_MODULE_VERSION.log"
   mkdir -p "$dir" "$LOG_DIR"; : >"$logf"
-  log "building istioctl, pilot-discovery $ISTIO_LABEL ($ISTIO_MODULE_VERSION) (log: $logf)"
+  log "${STEP_TAG}building istioctl, pilot-discovery $ISTIO_LABEL ($ISTIO_MODULE_VERSION) (${STEP_HINT}log: $logf)"
   local pkg="istio.io/istio/pkg/version"
   local ld="-s -w -X $pkg.buildVersion=$ISTIO_LABEL -X $pkg.buildTag=$ISTIO_LABEL -X $pkg.buildGitRevision=$ISTIO_REVISION"
   ld="$ld -X $pkg.buildStatus=Clean -X $pkg.buildHub=docker.io/istio"

@@ -11,12 +11,14 @@ export MESHFED_NETNS="${MESHFED_NETNS:-meshfed-demo}"
 N="${1:-2}"
 CL="$HERE/clusters.sh"
 
-# The first line of the verify role's summary (roles/verify/templates/summary.j2);
+# The first line of the summary the verify role prints (summary_text, plugins/module_utils/_doctor_report.py);
 # tests/unit/roles/test_verify_summary.py keeps the two in step.
 SUMMARY_START='[0-9]+ clusters: [0-9]+ error\(s\), [0-9]+ warning\(s\)'
 # The summary out of ansible-playbook's output (YAML result format): from its first line to the
-# next task, recap or warning, unindented.
-summary() { sed -En "/$SUMMARY_START/,/^(PLAY RECAP|TASK |\[)/{/^(PLAY RECAP|TASK |\[)/d; /^ *$/d; s/^ +//; p}"; }
+# next task, recap or warning, unindented; a one-line summary is printed as msg: '...'.
+summary() {
+  sed -En "/$SUMMARY_START/,/^(PLAY RECAP|TASK |\[)/{/^(PLAY RECAP|TASK |\[)/d; /^ *$/d; s/^ +//; s/^msg: '(.*)'$/\1/; s/^msg: //; p}"
+}
 
 main() {
   local start=$SECONDS status=0

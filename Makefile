@@ -148,7 +148,7 @@ demo-first-run:
 	@tests/testbed/testbin.sh plan
 
 demo-down: ## Remove the demo clusters
-	MESHFED_RUN=$(MESHFED_CACHE)/demo-run MESHFED_NETNS=meshfed-demo tests/testbed/clusters.sh down
+	MESHFED_RUN=$${MESHFED_RUN:-$(MESHFED_CACHE)/demo-run} MESHFED_NETNS=$${MESHFED_NETNS:-meshfed-demo} tests/testbed/clusters.sh down
 
 test: ## What CI runs: unit, lint, sanity, integration, then the real-cluster tests
 	$(MAKE) unit

@@ -35,6 +35,7 @@ all:
     meshfed_pki_dir: $MESHFED_RUN/pki
     # the demo's API servers listen on loopback inside one network namespace
     remote_secrets_allow_loopback: true
+    verify_allow_loopback: true
 YAML
   echo "demo: inventory $MESHFED_RUN/inventory.yml + $settings"
   "$CL" exec -- "$REPO/.venv/bin/ansible-playbook" meshfed.istio.site -i "$MESHFED_RUN/inventory.yml" -i "$settings"

@@ -122,7 +122,7 @@ plan() { # one line: what is built, roughly how long; nothing when all is presen
     parts="${parts:+$parts, }$(label_of "$g") ~$(minutes "$s") min"
   done
   [ -n "$parts" ] || return 0
-  log "first run: building the test binaries from Go modules ($parts): about $(minutes "$total") min on 2 cores, once (cached in $BIN_ROOT)"
+  log "first run: building the test binaries from Go modules ($parts): about $(minutes "$total") min on 2 idle cores, more on a busy machine; once (cached in $BIN_ROOT)"
 }
 
 STEP=0 STEPS=0 STARTED=$(date +%s) STEP_TAG="" STEP_HINT=""

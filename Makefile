@@ -40,14 +40,15 @@ DIST_COLLECTIONS := $(DIST)/collections
 INSTALLED := $(DIST_COLLECTIONS)/ansible_collections/meshfed/istio
 # Only what was installed into DIST_COLLECTIONS: not the build tree, not the ansible package's collections.
 FROM_DIST := ANSIBLE_COLLECTIONS_PATH=$(DIST_COLLECTIONS) ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false
+TARBALL = $(DIST)/meshfed-istio-$(shell sed -n 's/^version: *//p' galaxy.yml).tar.gz
 
-dist: venv ## Galaxy tarball, installed into an empty collections path with kubernetes.core (no Galaxy server needed)
+dist: venv ## Galaxy tarball, installed into an empty collections path with its declared dependencies (no Galaxy server needed)
 	@rm -rf $(DIST) && mkdir -p $(DIST)
 	$(BIN)/ansible-galaxy collection build --output-path $(DIST) .
-	@# kubernetes.core comes from the pinned ansible package (a directory install); --offline: no server is asked,
-	@# and the tarball's dependency bound must accept that copy.
-	$(FROM_DIST) $(BIN)/ansible-galaxy collection install --offline -p $(DIST_COLLECTIONS) \
-	  $(DIST)/meshfed-istio-$$(sed -n 's/^version: *//p' galaxy.yml).tar.gz $$($(KUBERNETES_CORE))
+	@# The dependencies the tarball declares, and only those, from the pinned ansible package (directory installs);
+	@# --offline: no server is asked, and each declared bound must accept the copy given.
+	deps="$$($(BIN)/python tests/dist/dependencies.py $(TARBALL))" && \
+	  $(FROM_DIST) $(BIN)/ansible-galaxy collection install --offline -p $(DIST_COLLECTIONS) $(TARBALL) $$deps
 	$(FROM_DIST) $(BIN)/ansible-playbook --syntax-check -i localhost, meshfed.istio.site meshfed.istio.verify
 
 ANSIBLE_BUILDER := 3.2.0

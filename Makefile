@@ -9,13 +9,14 @@ MESHFED_CACHE ?= $(HOME)/.cache/meshfed
 BUILD ?= $(MESHFED_CACHE)/build
 TREE := $(BUILD)/collections/ansible_collections
 COLLECTION := $(TREE)/meshfed/istio
+KUBERNETES_CORE := $(BIN)/python -c 'import ansible_collections.kubernetes.core as m; print(list(m.__path__)[0])'
 N ?= 2
 API_TARGETS ?= cacerts_info_api remote_secret_api
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help tools venv collection sanity lint unit integration testbin clusters clusters-down clusters-status \
-        smoke integration-api e2e molecule molecule-syntax demo demo-down test bench bench-site clean
+.PHONY: help tools venv collection dist ee sanity lint unit integration testbin clusters clusters-down clusters-status \
+        smoke integration-api e2e molecule molecule-syntax demo demo-first-run demo-down test bench bench-site clean
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -32,7 +33,33 @@ collection: venv ## Copy the collection (and kubernetes.core from the ansible pa
 	@rm -rf $(COLLECTION) && mkdir -p $(COLLECTION) $(TREE)/kubernetes
 	@git ls-files -co --exclude-standard -z | tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C $(COLLECTION)
 	@rm -rf $(TREE)/kubernetes/core
-	@cp -r $$($(BIN)/python -c 'import ansible_collections.kubernetes.core as m; print(list(m.__path__)[0])') $(TREE)/kubernetes/core
+	@cp -r $$($(KUBERNETES_CORE)) $(TREE)/kubernetes/core
+
+DIST := $(BUILD)/dist
+DIST_COLLECTIONS := $(DIST)/collections
+INSTALLED := $(DIST_COLLECTIONS)/ansible_collections/meshfed/istio
+# Only what was installed into DIST_COLLECTIONS: not the build tree, not the ansible package's collections.
+FROM_DIST := ANSIBLE_COLLECTIONS_PATH=$(DIST_COLLECTIONS) ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false
+TARBALL = $(DIST)/meshfed-istio-$(shell sed -n 's/^version: *//p' galaxy.yml).tar.gz
+
+dist: venv ## Galaxy tarball, installed into an empty collections path with its declared dependencies (no Galaxy server needed)
+	@rm -rf $(DIST) && mkdir -p $(DIST)
+	$(BIN)/ansible-galaxy collection build --output-path $(DIST) .
+	@# The dependencies the tarball declares, and only those, from the pinned ansible package (directory installs);
+	@# --offline: no server is asked, and each declared bound must accept the copy given.
+	deps="$$($(BIN)/python tests/dist/dependencies.py $(TARBALL))" && \
+	  $(FROM_DIST) $(BIN)/ansible-galaxy collection install --offline -p $(DIST_COLLECTIONS) $(TARBALL) $$deps
+	$(FROM_DIST) $(BIN)/ansible-playbook --syntax-check -i localhost, meshfed.istio.site meshfed.istio.verify
+
+ANSIBLE_BUILDER := 3.2.0
+BUILDER_VENV := $(MESHFED_CACHE)/venv-builder-$(ANSIBLE_BUILDER)
+
+$(BUILDER_VENV)/bin/ansible-builder:
+	$(PYTHON) -m venv $(BUILDER_VENV)
+	$(BUILDER_VENV)/bin/pip install --quiet ansible-builder==$(ANSIBLE_BUILDER) -c constraints.txt
+
+ee: dist $(BUILDER_VENV)/bin/ansible-builder ## Execution environment: ansible-builder create + introspect of the installed tarball
+	tests/ee/check.sh $(BUILDER_VENV)/bin $(DIST)
 
 ANSIBLE_CORE := $(shell sed -n 's/^ansible-core==//p' requirements-dev.txt)
 SANITY_VENV := $(MESHFED_CACHE)/venv-sanity-$(ANSIBLE_CORE)
@@ -83,8 +110,11 @@ integration-api: collection testbin ## ansible-test targets against a real kube-
 	  $(CURDIR)/$(BIN)/ansible-test integration --local --color no --allow-unsupported $(API_TARGETS); \
 	  status=$$?; $(API_BED) down >/dev/null 2>&1; exit $$status
 
+TOOLS ?= graphviz librsvg2-bin
+
 tools: ## System tools the tests use: Graphviz (the doctor's picture), rsvg-convert (renders it in a test)
-	@missing=""; command -v dot >/dev/null || missing="$$missing graphviz"; command -v rsvg-convert >/dev/null || missing="$$missing librsvg2-bin"; \
+	@missing=""; for t in $(TOOLS); do case $$t in graphviz) c=dot;; librsvg2-bin) c=rsvg-convert;; *) c=$$t;; esac; \
+	  command -v $$c >/dev/null || missing="$$missing $$t"; done; \
 	  if [ -n "$$missing" ]; then \
 	    command -v apt-get >/dev/null || { echo "make tools: install$$missing with your package manager" >&2; exit 1; }; \
 	    echo "installing$$missing (apt-get)"; \
@@ -98,11 +128,12 @@ e2e: collection testbin tools ## The site playbook on three kwok topologies, pre
 MOLECULE_RUN := $(MESHFED_CACHE)/molecule-run
 MOLECULE_BED := MESHFED_RUN=$(MOLECULE_RUN) MESHFED_NETNS=meshfed-molecule $(CURDIR)/tests/testbed/clusters.sh
 
-molecule: collection testbin ## molecule kwok scenario (converge, idempotence, verify) inside the test bed
+molecule: dist testbin ## molecule kwok scenario (converge, idempotence, verify) from the installed tarball, in the test bed
 	$(MOLECULE_BED) down >/dev/null 2>&1 || true
 	$(MOLECULE_BED) up 2
-	$(MOLECULE_BED) exec -- env PATH=$(CURDIR)/$(BIN):$$PATH MESHFED_REPO=$(CURDIR) \
-	  MESHFED_ISTIOCTL=$$(tests/testbed/testbin.sh path istioctl) $(CURDIR)/$(BIN)/molecule test -s kwok; \
+	cd $(INSTALLED) && $(MOLECULE_BED) exec -- env PATH=$(CURDIR)/$(BIN):$$PATH MESHFED_REPO=$(CURDIR) $(FROM_DIST) \
+	  MOLECULE_GLOB='extensions/molecule/*/molecule.yml' MESHFED_ISTIOCTL=$$($(CURDIR)/tests/testbed/testbin.sh path istioctl) \
+	  $(CURDIR)/$(BIN)/molecule test -s kwok; \
 	  status=$$?; $(MOLECULE_BED) down >/dev/null 2>&1; exit $$status
 
 molecule-syntax: collection ## Syntax check of the kind scenario (it needs Docker to run)
@@ -110,11 +141,15 @@ molecule-syntax: collection ## Syntax check of the kind scenario (it needs Docke
 	  extensions/molecule/kind/create.yml extensions/molecule/kind/destroy.yml extensions/molecule/shared/converge.yml \
 	  extensions/molecule/shared/verify.yml
 
-demo: collection testbin ## Local kwok clusters, the site playbook, the verify result (N=2)
+demo: demo-first-run collection testbin ## Local kwok clusters, the site playbook, the verify result (N=2)
+	-@$(MAKE) --no-print-directory tools TOOLS=graphviz
 	tests/testbed/demo.sh $(N)
 
+demo-first-run:
+	@tests/testbed/testbin.sh plan
+
 demo-down: ## Remove the demo clusters
-	MESHFED_RUN=$(MESHFED_CACHE)/demo-run MESHFED_NETNS=meshfed-demo tests/testbed/clusters.sh down
+	MESHFED_RUN=$${MESHFED_RUN:-$(MESHFED_CACHE)/demo-run} MESHFED_NETNS=$${MESHFED_NETNS:-meshfed-demo} tests/testbed/clusters.sh down
 
 test: ## What CI runs: unit, lint, sanity, integration, then the real-cluster tests
 	$(MAKE) unit
@@ -122,6 +157,7 @@ test: ## What CI runs: unit, lint, sanity, integration, then the real-cluster te
 	$(MAKE) sanity
 	$(MAKE) integration
 	$(MAKE) molecule-syntax
+	$(MAKE) ee
 	$(MAKE) smoke
 	$(MAKE) integration-api
 	$(MAKE) e2e

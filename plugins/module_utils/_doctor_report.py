@@ -132,11 +132,14 @@ def markdown(plan: dict, states: dict, findings: list[dict], picture: str | None
 
 
 def summary_text(clusters: int, result: dict) -> str:
-    """What the verify role prints: counts, the report's path, the root every cluster shares, then each finding."""
+    """What the verify role prints: counts, the root every cluster shares, each finding, then the report's and the picture's paths."""
     counts = result["summary"]
-    report = (result.get("report") or {}).get("markdown") or ""
-    lines = [f"{clusters} clusters: {counts['error']} error(s), {counts['warning']} warning(s)" + (f"; report {report}" if report else "")]
+    report = result.get("report") or {}
+    lines = [f"{clusters} clusters: {counts['error']} error(s), {counts['warning']} warning(s)"]
     if result.get("shared_root"):
         lines.append(f"{len(result['roots'])} clusters share root {result['shared_root']}")
     lines += [f"[{f['severity']}] {f['id']} in {', '.join(f['clusters'])}: {f['evidence']} -> {f['fix']}" for f in result["findings"]]
+    if report.get("markdown"):
+        lines.append(f"report: {report['markdown']}")
+        lines.append(f"picture: {report['svg']}" if report.get("svg") else f"picture: {report.get('dot', '')} (Graphviz dot not found: no mesh.svg)")
     return "\n".join(lines)

@@ -160,7 +160,7 @@ shared_root:
   returned: always
   type: str
 summary_text:
-  description: The summary the verify role prints - counts, the report's path, the shared root, then one line per finding.
+  description: The summary the verify role prints - counts, the shared root, one line per finding, then the paths of the report and the picture.
   returned: always
   type: str
 roots:

@@ -13,6 +13,7 @@
 #   testbin.sh path NAME        print the cached path of NAME (exit 1 when not built)
 #   testbin.sh env             print NAME_BIN=path lines for all binaries (for eval)
 #   testbin.sh check           exit 0 when every binary is present, else list the missing
+#   testbin.sh plan            say what a build would do and about how long it takes
 #   testbin.sh clean-build     remove the temporary build modules (keeps bin/ and logs/)
 # Env: MESHFED_CACHE, MESHFED_BUILD_JOBS (go build -p, default: nproc).
 set -euo pipefail
@@ -94,13 +95,45 @@ run_build() {
   die "building component '$comp' failed (full log: $logf)"
 }
 
+# What each group is, and its cold build time on 2 cores (tests/testbed/README.md, measured figures).
+COMPONENTS=(etcd kwok kube istio)
+label_of() {
+  case "$1" in etcd) echo etcd ;; kwok) echo "kwok" ;; kube) echo Kubernetes ;; istio) echo Istio ;; esac
+}
+cold_seconds() {
+  case "$1" in etcd) echo 60 ;; kwok) echo 105 ;; kube) echo 275 ;; istio) echo 265 ;; esac
+}
+group_present() {
+  case "$1" in
+    kube)  have_all "${KUBE_BINS[@]}" ;;
+    etcd)  have_all etcd ;;
+    kwok)  have_all kwok kwokctl ;;
+    istio) have_all istioctl pilot-discovery ;;
+    *) die "unknown component group '$1' (kube|etcd|kwok|istio)" ;;
+  esac
+}
+missing_groups() { local g; for g in "${COMPONENTS[@]}"; do group_present "$g" || echo "$g"; done; }
+minutes() { echo "$(( ($1 + 30) / 60 ))"; }
+
+plan() { # one line: what is built, roughly how long; nothing when all is present
+  local g parts="" total=0 s
+  for g in $(missing_groups); do
+    s=$(cold_seconds "$g"); total=$((total + s))
+    parts="${parts:+$parts, }$(label_of "$g") ~$(minutes "$s") min"
+  done
+  [ -n "$parts" ] || return 0
+  log "first run: building the test binaries from Go modules ($parts): about $(minutes "$total") min on 2 idle cores, more on a busy machine; once (cached in $BIN_ROOT)"
+}
+
+STEP=0 STEPS=0 STARTED=$(date +%s) STEP_TAG="" STEP_HINT=""
 timed() { # timed COMPONENT FUNC
   local comp="$1" fn="$2" t0 t1
   t0=$(date +%s)
+  STEP=$((STEP + 1)) STEP_TAG="[$((STEP))/$STEPS] " STEP_HINT="usually ~$(minutes "$(cold_seconds "$comp")") min on 2 cores; "
   "$fn"
   t1=$(date +%s)
   echo "$(date -u +%FT%TZ) $comp $((t1 - t0))s go=$(go env GOVERSION) jobs=$JOBS" >>"$TIMES"
-  log "$comp built in $((t1 - t0))s"
+  log "$STEP_TAG$(label_of "$comp") built in $((t1 - t0))s ($((t1 - STARTED))s so far)"
 }
 
 install_into() { # install_into NAME BUILT_FILE
@@ -113,7 +146,7 @@ build_kube() {
   local dir="$BUILD_ROOT/kubernetes-$K8S_VERSION" logf="$LOG_DIR/kube-$K8S_VERSION.log"
   local src mods m
   mkdir -p "$dir/out" "$LOG_DIR"; : >"$logf"
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (log: $logf)"
+  log "${STEP_TAG}building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (${STEP_HINT}log: $logf)"
   run_build kube "$logf" go mod download -json "k8s.io/kubernetes@$K8S_VERSION"
   src="$(cd / && go list -m -f '{{.Dir}}' "k8s.io/kubernetes@$K8S_VERSION" 2>/dev/null)" || true
   [ -n "$src" ] && [ -f "$src/go.mod" ] || die "component 'kube': k8s.io/kubernetes@$K8S_VERSION source not found in the module cache (log: $logf)"
@@ -157,7 +190,7 @@ EOF
 build_etcd() {
   local dir="$BUILD_ROOT/etcd-$ETCD_VERSION" logf="$LOG_DIR/etcd-$ETCD_VERSION.log"
   mkdir -p "$dir" "$LOG_DIR"; : >"$logf"
-  log "building etcd $ETCD_VERSION (log: $logf)"
+  log "${STEP_TAG}building etcd $ETCD_VERSION (${STEP_HINT}log: $logf)"
   cat >"$dir/go.mod" <<EOF
 module meshfed.test/etcdbuild
 
@@ -185,7 +218,7 @@ EOF
 build_kwok() {
   local dir="$BUILD_ROOT/kwok-$KWOK_VERSION" logf="$LOG_DIR/kwok-$KWOK_VERSION.log"
   mkdir -p "$dir" "$LOG_DIR"; : >"$logf"
-  log "building kwok, kwokctl $KWOK_VERSION (log: $logf)"
+  log "${STEP_TAG}building kwok, kwokctl $KWOK_VERSION (${STEP_HINT}log: $logf)"
   run_build kwok "$logf" env GOBIN="$dir" CGO_ENABLED=0 go install -p "$JOBS" -trimpath -ldflags "-s -w" \
     "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
   install_into kwok "$dir/kwok"
@@ -195,7 +228,7 @@ build_kwok() {
 build_istio() {
   local dir="$BUILD_ROOT/istio-$ISTIO_MODULE_VERSION" logf="$LOG_DIR/istio-$ISTIO_MODULE_VERSION.log"
   mkdir -p "$dir" "$LOG_DIR"; : >"$logf"
-  log "building istioctl, pilot-discovery $ISTIO_LABEL ($ISTIO_MODULE_VERSION) (log: $logf)"
+  log "${STEP_TAG}building istioctl, pilot-discovery $ISTIO_LABEL ($ISTIO_MODULE_VERSION) (${STEP_HINT}log: $logf)"
   local pkg="istio.io/istio/pkg/version"
   local ld="-s -w -X $pkg.buildVersion=$ISTIO_LABEL -X $pkg.buildTag=$ISTIO_LABEL -X $pkg.buildGitRevision=$ISTIO_REVISION"
   ld="$ld -X $pkg.buildStatus=Clean -X $pkg.buildHub=docker.io/istio"
@@ -207,13 +240,7 @@ build_istio() {
 
 ensure() { # ensure GROUP
   local group="$1"
-  case "$group" in
-    kube)  have_all "${KUBE_BINS[@]}" && return 0 ;;
-    etcd)  have_all etcd && return 0 ;;
-    kwok)  have_all kwok kwokctl && return 0 ;;
-    istio) have_all istioctl pilot-discovery && return 0 ;;
-    *) die "unknown component group '$group' (kube|etcd|kwok|istio)" ;;
-  esac
+  group_present "$group" && return 0
   need_go
   need_proxy
   timed "$group" "build_$group"
@@ -224,10 +251,13 @@ case "$cmd" in
   all)
     t0=$(date +%s)
     if have_all "${ALL_BINS[@]}"; then log "all binaries present in $BIN_ROOT"; exit 0; fi
-    for g in etcd kwok kube istio; do ensure "$g"; done
+    plan
+    STEPS=$(missing_groups | wc -l)
+    for g in "${COMPONENTS[@]}"; do ensure "$g"; done
     log "done in $(( $(date +%s) - t0 ))s; timings appended to $TIMES"
     ;;
-  kube|etcd|kwok|istio) ensure "$cmd" ;;
+  kube|etcd|kwok|istio) STEPS=1; ensure "$cmd" ;;
+  plan) plan ;;
   path)
     [ $# -ge 2 ] || die "usage: testbin.sh path NAME"
     p="$(bin_path "$2")"; [ -x "$p" ] || die "$2 is not built ($p); run tests/testbed/testbin.sh"
@@ -240,6 +270,6 @@ case "$cmd" in
     [ "$miss" = 0 ] && echo "all test-bed binaries present in $BIN_ROOT"
     exit "$miss" ;;
   clean-build) rm -rf "$BUILD_ROOT"; log "removed $BUILD_ROOT" ;;
-  -h|--help|help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
   *) die "unknown command '$cmd' (try --help)" ;;
 esac

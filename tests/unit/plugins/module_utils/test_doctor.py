@@ -297,7 +297,7 @@ def test_summary_text_is_what_verify_prints():
     text = _doctor_report.summary_text(3, {"summary": _doctor.summary(result), "findings": result, "roots": roots,
                                            "shared_root": _doctor.shared_root(roots), "report": {"markdown": "/r/report.md"}})
     lines = text.splitlines()
-    assert lines[0] == "3 clusters: 1 error(s), 0 warning(s); report /r/report.md"
+    assert lines[0] == "3 clusters: 1 error(s), 0 warning(s)"
     assert lines[1] == f"3 clusters share root {ROOT}"
     assert lines[2].startswith("[error] remote_secret_missing in a: no secret labelled istio/multiCluster=true holds cluster c -> ")
 

@@ -15,7 +15,7 @@ API_TARGETS ?= cacerts_info_api remote_secret_api
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help tools venv collection dist ee sanity lint unit integration testbin clusters clusters-down clusters-status \
+.PHONY: help tools venv collection dist ee sanity lint unit ruff docs check integration testbin clusters clusters-down clusters-status \
         smoke integration-api e2e molecule molecule-syntax demo demo-first-run demo-down test bench bench-site clean
 
 help: ## This list
@@ -79,6 +79,20 @@ lint: collection ## ansible-lint, production profile
 
 unit: venv ## pytest: pure functions, module decisions, the mutual-TLS story
 	$(BIN)/python -m pytest -q tests/unit
+
+ruff: venv ## ruff: lint and format check of every Python file
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+docs: collection ## Every plugin renders with ansible-doc; the changelog fragments are valid
+	@cd $(COLLECTION) && for type in module filter lookup; do \
+	  plugins=$$($(CURDIR)/$(BIN)/ansible-doc -t $$type -l meshfed.istio 2>/dev/null | awk '{print $$1}'); \
+	  [ -n "$$plugins" ] || { echo "no $$type plugins listed"; exit 1; }; \
+	  $(CURDIR)/$(BIN)/ansible-doc -t $$type $$plugins > /dev/null || exit 1; \
+	  echo "ansible-doc: $$(echo $$plugins | wc -w) $$type plugins render"; done
+	$(BIN)/antsibull-changelog lint
+
+check: ruff docs unit ## The fast loop (under a minute on an idle 2-core machine): ruff, ansible-doc of every plugin, unit tests
 
 integration: collection ## ansible-test integration targets that need no cluster
 	cd $(COLLECTION) && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test integration --local --color no pki_module cacerts_info mesh_plan
@@ -151,8 +165,8 @@ demo-first-run:
 demo-down: ## Remove the demo clusters
 	MESHFED_RUN=$${MESHFED_RUN:-$(MESHFED_CACHE)/demo-run} MESHFED_NETNS=$${MESHFED_NETNS:-meshfed-demo} tests/testbed/clusters.sh down
 
-test: ## What CI runs: unit, lint, sanity, integration, then the real-cluster tests
-	$(MAKE) unit
+test: ## What CI runs: the fast loop (make check), lint, sanity, integration, then the real-cluster tests
+	$(MAKE) check
 	$(MAKE) lint
 	$(MAKE) sanity
 	$(MAKE) integration

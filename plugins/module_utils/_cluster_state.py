@@ -166,7 +166,7 @@ def _entry_facts(entry: dict, config: dict) -> dict | None:
     entry["server"] = _kubeconfig.display_server(server)
     entry["parsed"] = bool(entry["server"])
     entry["loopback"] = isinstance(server, str) and is_loopback(server)
-    conn, entry["unsafe"] = _kubeconfig.untrusted_connection(config)
+    conn, entry["unsafe"], entry["invalid"] = _kubeconfig.untrusted_connection(config)
     if conn is not None and conn["ca_data"]:
         entry["ca_fingerprints"] = _trust.fingerprints(base64.b64decode(conn["ca_data"]))
     return conn
@@ -179,7 +179,8 @@ def remote_secret_facts(secret: dict) -> tuple[dict, dict[str, dict]]:
     data = _decode(secret.get("data"))
     entries, connections = [], {}
     for key, value in sorted(data.items()):
-        entry = {"key": key, "server": "", "parsed": False, "loopback": False, "ca_fingerprints": [], "unsafe": [], "credential": None}
+        entry = {"key": key, "server": "", "parsed": False, "loopback": False, "ca_fingerprints": [], "unsafe": [], "invalid": [],
+                 "credential": None}
         try:
             config = yaml_load(value.decode("utf-8")) or {}
         except Exception:  # not a kubeconfig: a fact for the doctor

@@ -44,7 +44,7 @@ CHECKS = {
     "remote_secret_missing": (ERROR, "a primary has no remote secret for a cluster it must watch"),
     "remote_secret_data_key": (ERROR, "a remote secret's data key is not the cluster name"),
     "remote_secret_credential": (ERROR, "a remote secret's credential does not work against its cluster"),
-    "remote_secret_unparsable": (ERROR, "a remote secret's data is not a kubeconfig (a YAML mapping)"),
+    "remote_secret_unparsable": (ERROR, "a remote secret does not hold a usable kubeconfig (server, CA data, credential)"),
     "remote_secret_unsafe": (ERROR, "a remote secret holds more than inline credentials (a command, a file, a proxy, TLS off): "
                                     "nothing in it was run, opened or tried"),
     "remote_secret_loopback": (ERROR, "a remote secret points at a loopback server"),
@@ -307,8 +307,9 @@ class Doctor:
     def remote_secret_entry(self, wname: str, key: str, secret: dict, entry: dict) -> None:
         if entry.get("unsafe"):
             return  # remote_secret_unsafe says it; its credential was never tried
-        if not entry["parsed"]:
-            self.add("remote_secret_unparsable", [wname], f"secret {secret['name']} key {key} is no kubeconfig with a server",
+        if not entry["parsed"] or entry.get("invalid"):
+            why = "; ".join(entry.get("invalid") or []) or "no kubeconfig with a server"
+            self.add("remote_secret_unparsable", [wname], f"secret {secret['name']} key {key}: {why}",
                      "recreate it (remote_secrets role)", peers=[key])
             return
         self.remote_secret_server(wname, key, secret, entry)

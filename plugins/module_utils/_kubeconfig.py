@@ -221,45 +221,55 @@ def display_server(server: object) -> str:
     return f"https://{parts.netloc}{parts.path}"
 
 
-def untrusted_connection(config: object) -> tuple[dict | None, list[str]]:
-    """The connection of a kubeconfig read from a cluster, or (None, every problem), inline data only.
+def untrusted_connection(config: object) -> tuple[dict | None, list[str], list[str]]:
+    """The connection of a kubeconfig read from a cluster, inline data only; or None, with the problems in two kinds.
 
-    Every user and cluster entry is checked, not only the current context's (istiod checks them all too).
+    unsafe: what would run, open, proxy or leak something, or turn verification off (exec, auth-provider, file names,
+    proxy-url, insecure-skip-tls-verify, any field but the inline ones, a server over plain http or with credentials, a
+    token an HTTP header cannot carry, an encrypted key). invalid: what is merely broken (no context, no server, no
+    credential, data that is not base64 or PEM): such a secret is not tried, and the remote_secrets role overwrites it
+    when it is one of its own. Every user and cluster entry is checked, not only the current context's (istiod checks
+    them all too). Problems name fields, never values.
     """
     if not isinstance(config, dict):
-        return None, ["not a kubeconfig (no mapping)"]
-    problems = []
+        return None, [], ["not a kubeconfig (no mapping)"]
+    unsafe, invalid = [], []
     for section, key, allowed in (("clusters", "cluster", UNTRUSTED_CLUSTER_KEYS), ("users", "user", UNTRUSTED_USER_KEYS)):
         items = config.get(section) or []
         if not isinstance(items, list):
-            problems.append(f"{section} is not a list")
+            invalid.append(f"{section} is not a list")
             continue
         for index, item in enumerate(items):
             where = f"{section}[{index}]"
             if not isinstance(item, dict):
-                problems.append(f"{where} is not a mapping")
+                invalid.append(f"{where} is not a mapping")
                 continue
-            problems += _field_problems(f"{where} ({key})", item.get(key) or {}, allowed)
+            unsafe += _field_problems(f"{where} ({key})", item.get(key) or {}, allowed)
     found, cluster, user = kubeconfig_context(config)
     if not found:
-        return None, problems + ["no current context"]
+        return None, unsafe, [*invalid, "no current context"]
     server = cluster.get("server")
-    problems.append(server_problem(server))
+    if server in (None, ""):
+        invalid.append("no server")
+    else:
+        unsafe.append(server_problem(server))
     if "certificate-authority-data" in cluster:
-        problems.append(_base64_problem("certificate-authority-data", cluster["certificate-authority-data"], pem=True))
+        invalid.append(_base64_problem("certificate-authority-data", cluster["certificate-authority-data"], pem=True))
     token = user.get("token")
-    if "token" in user and not header_safe(token):
-        problems.append("the token holds characters an HTTP header cannot carry (line breaks, spaces, non-ASCII)")
+    if "token" in user and token not in (None, "") and not header_safe(token):
+        unsafe.append("the token holds characters an HTTP header cannot carry (line breaks, spaces, non-ASCII)")
     cert, key = user.get("client-certificate-data"), user.get("client-key-data")
     if (cert is None) != (key is None):
-        problems.append("a client certificate without its key, or a key without its certificate")
+        invalid.append("a client certificate without its key, or a key without its certificate")
     elif cert is not None:
-        problems += [_base64_problem("client-certificate-data", cert, pem=True), _base64_problem("client-key-data", key, pem=True)]
+        for name, value in (("client-certificate-data", cert), ("client-key-data", key)):
+            problem = _base64_problem(name, value, pem=True)
+            (unsafe if problem.endswith("holds an encrypted key") else invalid).append(problem)
     if not token and cert is None:
-        problems.append("no credential (token, or client certificate and key data)")
-    problems = [problem for problem in problems if problem]
-    if problems:
-        return None, problems
+        invalid.append("no credential (token, or client certificate and key data)")
+    unsafe, invalid = [problem for problem in unsafe if problem], [problem for problem in invalid if problem]
+    if unsafe or invalid:
+        return None, unsafe, invalid
     return {
         "server": server.rstrip("/"),
         "insecure": False,
@@ -271,4 +281,4 @@ def untrusted_connection(config: object) -> tuple[dict | None, list[str]]:
         "key_data": key,
         "token": token,
         "token_file": None,
-    }, []
+    }, [], []

@@ -149,3 +149,14 @@ def test_injected_pods_carry_network_and_agent_flag(pod, facts):
     raw = _cluster_state.fetch(FakeCluster({**answers(), "/api/v1/pods": listed(pod)}), NS)
     state, _connections = _cluster_state.assemble(raw)
     assert state["injected_pods"] == [{"namespace": "shop", "name": "cart", **facts}]
+
+
+def test_a_broken_secret_is_invalid_not_unsafe_so_site_can_overwrite_it():
+    raw = _cluster_state.fetch(FakeCluster(answers()), NS)
+    broken = {"metadata": {"name": "istio-remote-secret-b", "namespace": NS, "labels": {"istio/multiCluster": "true"}},
+              "data": {"b": b64("apiVersion: v1\nkind: Config\n")}}
+    raw["secrets"] = [broken]
+    state, connections = _cluster_state.assemble(raw)
+    [facts] = state["remote_secrets"]
+    assert connections == {} and facts["unsafe"] == []
+    assert facts["entries"][0]["invalid"] == ["no current context"]

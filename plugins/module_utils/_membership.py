@@ -24,7 +24,8 @@ def leave_plan(plan: dict, leaving: Iterable[str]) -> dict:
     clusters = plan.get("clusters") or {}
     by_name = {facts["name"]: host for host, facts in clusters.items()}
     problems, hosts = [], []
-    wanted = [leaving] if isinstance(leaving, str) else list(leaving or [])
+    wanted = leaving.split(",") if isinstance(leaving, str) else list(leaving or [])
+    wanted = [entry.strip() for entry in wanted if isinstance(entry, str) and entry.strip()]
     if not wanted:
         problems.append("no cluster to leave: set leave_clusters to the inventory hosts (or cluster names) that leave the mesh")
     for entry in wanted:
@@ -142,4 +143,10 @@ def cleanup(cluster: _k8s.Cluster, namespace: str, *, remote_secrets_of: list[st
             name = _meta(item)["name"]
             deleted.append(_delete(cluster, f"configmap {namespace}/{name}", _k8s.namespaced(namespace, "configmaps", name), item,
                                    check_mode))
+        # the cluster's intermediate CA key: with istiod gone nothing here may keep signing for the mesh
+        cacerts = cluster.get(f"reading secret {namespace}/{_istio.CACERTS_SECRET}",
+                              _k8s.namespaced(namespace, "secrets", _istio.CACERTS_SECRET), missing_ok=True)
+        if cacerts is not None and _remote_secret.is_managed(cacerts):
+            deleted.append(_delete(cluster, f"secret {namespace}/{_istio.CACERTS_SECRET}",
+                                   _k8s.namespaced(namespace, "secrets", _istio.CACERTS_SECRET), cacerts, check_mode))
     return deleted

@@ -63,7 +63,9 @@ options:
     description:
       - Run C(istioctl uninstall --purge -y) for this cluster (O(kubeconfig) and O(context) only) when this collection
         installed Istio here (its install records, ConfigMaps C(meshfed-install-*) with the label, exist), then delete those
-        records, so that a later join installs Istio again. Without records nothing is uninstalled.
+        records, so that a later join installs Istio again, and the C(cacerts) Secret this collection wrote (the cluster's
+        intermediate CA key; with istiod gone nothing there may keep signing for the mesh). Without records nothing is
+        uninstalled.
     type: bool
     default: false
   istioctl:

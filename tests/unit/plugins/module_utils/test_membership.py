@@ -24,6 +24,8 @@ def plan():
     (["a"], ["a"], [], "a is the primary of c, which stay"),
     (["nope"], [], [], "'nope' is not a cluster of this inventory"),
     ([], [], [], "no cluster to leave"),
+    ("", [], [], "no cluster to leave"),
+    ("b, cee", ["b", "c"], ["a"], None),
 ])
 def test_leave_plan(leaving, hosts, watchers, problem):
     result = _membership.leave_plan(plan(), leaving)

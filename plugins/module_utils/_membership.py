@@ -30,7 +30,10 @@ def leave_plan(plan: dict, leaving: Iterable[str]) -> dict:
         problems.append("no cluster to leave: set leave_clusters to the inventory hosts (or cluster names) that leave the mesh")
     for entry in wanted:
         host = entry if entry in clusters else by_name.get(entry)
-        if host is None:
+        if entry in clusters and by_name.get(entry, entry) != entry:
+            problems.append(f"{entry!r} is ambiguous: the inventory name of {entry} and the cluster name of {by_name[entry]}; "
+                            "name the host instead")
+        elif host is None:
             problems.append(f"{entry!r} is not a cluster of this inventory ({', '.join(sorted(clusters)) or 'none'}); "
                             "keep a leaving cluster in the inventory until the leave is done: it is reached with its own credentials")
         elif host not in hosts:

@@ -109,3 +109,10 @@ def test_install_records_to_delete():
                   {"metadata": {"name": "meshfed-install-by-hand"}},
                   {"metadata": {"name": "istio", "labels": MANAGED}}]
     assert [item["metadata"]["name"] for item in _membership.install_records_to_delete(configmaps)] == ["meshfed-install-istio"]
+
+
+def test_leave_plan_refuses_an_ambiguous_name():
+    crossed = {"clusters": {"east": {"name": "west", "remotes": []}, "west": {"name": "east", "remotes": []}}, "primaries": ["east", "west"]}
+    result = _membership.leave_plan(crossed, ["west"])
+    assert result["problems"] == ["'west' is ambiguous: the inventory name of west and the cluster name of east; name the host instead"]
+    assert result["leaving"] == [] and result["watchers"] == []

@@ -120,7 +120,7 @@ def main() -> None:
     argument_spec = _k8s.auth_argument_spec()
     argument_spec.update(
         namespace=dict(type="str", default="istio-system"),
-        remote_secrets_of=dict(type="list", elements="str", default=[]),
+        remote_secrets_of=dict(type="list", elements="str", default=[], no_log=False),
         all_remote_secrets=dict(type="bool", default=False),
         reader=dict(type="bool", default=False),
         service_account=dict(type="str", default=_remote_secret.READER_SA),

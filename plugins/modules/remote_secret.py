@@ -155,7 +155,7 @@ def main() -> None:
         server=dict(type="str"),
         allow_loopback_server=dict(type="bool", default=False),
         token_wait_timeout=dict(type="int", default=60),
-        rotate_token_older_than_days=dict(type="int"),
+        rotate_token_older_than_days=dict(type="int", no_log=False),
         retire_old_tokens=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

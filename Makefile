@@ -136,7 +136,7 @@ tools: ## System tools the tests use: Graphviz (the doctor's picture), rsvg-conv
 	      || { echo "make tools: apt-get install$$missing failed (root and Debian's package mirror needed)" >&2; exit 1; }; \
 	  fi
 
-e2e: collection testbin tools ## The site playbook on three kwok topologies, preflight refusals, the doctor, the real istiod (pytest)
+e2e: collection testbin tools ## The site playbook on three kwok topologies, preflight refusals, the doctor, the real istiod, membership (pytest)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
 
 MOLECULE_RUN := $(MESHFED_CACHE)/molecule-run

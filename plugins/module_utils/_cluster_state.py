@@ -196,6 +196,7 @@ def remote_secret_facts(secret: dict) -> tuple[dict, dict[str, dict]]:
     facts = {
         "name": meta["name"],
         "cluster_annotation": (meta.get("annotations") or {}).get(_istio.CLUSTER_ANNOTATION, ""),
+        "managed": (meta.get("labels") or {}).get(_istio.MANAGED_BY_LABEL) == _istio.MANAGED_BY,
         "data_keys": sorted(data),
         "entries": entries,
         "unsafe": [f"secret {meta['name']} key {entry['key']}: {problem}" for entry in entries for problem in entry["unsafe"]],

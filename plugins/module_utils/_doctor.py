@@ -51,7 +51,8 @@ CHECKS = {
     "remote_secret_foreign_server": (ERROR, "a remote secret does not pin its cluster's API CA or address (another server could answer)"),
     "remote_secret_duplicate": (ERROR, "two remote secrets claim the same cluster ID"),
     "remote_secret_self": (ERROR, "a cluster holds a remote secret for itself"),
-    "remote_secret_unexpected": (WARNING, "a remote secret for a cluster this primary should not watch"),
+    "remote_secret_unexpected": (WARNING, "a remote secret for a cluster this primary should not watch (an error when "
+                                          "meshfed.istio made it for a cluster outside the inventory)"),
     "remote_pilot_address": (ERROR, "a remote's istiod Service does not point at its primary's gateway"),
     "remote_local_istiod": (ERROR, "a remote runs its own istiod"),
     "remote_injection": (ERROR, "a remote's injection webhook does not call its primary"),
@@ -298,11 +299,24 @@ class Doctor:
                 if key in misnamed:
                     continue
                 if key not in expected:
-                    reason = "not in the inventory" if key not in plan_names else "not watched by this primary in the inventory"
-                    self.add("remote_secret_unexpected", [wname], f"secret {entries[0][0]['name']} holds cluster {key}, {reason}",
-                             "delete it, or add the cluster to the inventory", peers=[key])
+                    self.unexpected(wname, key, entries[0][0], key in plan_names)
                 for secret, entry in entries:
                     self.remote_secret_entry(wname, key, secret, entry)
+
+    def unexpected(self, wname: str, key: str, secret: dict, in_inventory: bool) -> None:
+        """A secret for a cluster this primary does not watch. The collection's own (managed-by) for a cluster outside the
+        inventory is debris of a leave not done - an error: istiod keeps reading that cluster with a live token."""
+        if in_inventory:
+            self.add("remote_secret_unexpected", [wname], f"secret {secret['name']} holds cluster {key}, not watched by this primary "
+                     "in the inventory", "delete it, or add the cluster to the inventory", peers=[key])
+        elif secret.get("managed"):
+            self.add("remote_secret_unexpected", [wname], f"secret {secret['name']} (made by meshfed.istio) holds cluster {key}, "
+                     "not in the inventory: a cluster that left without the leave playbook",
+                     f"run meshfed.istio.leave with leave_clusters={key} while the cluster is still in the inventory, or delete the "
+                     "secret and the reader token in that cluster", severity=ERROR, peers=[key])
+        else:
+            self.add("remote_secret_unexpected", [wname], f"secret {secret['name']} holds cluster {key}, not in the inventory",
+                     "delete it, or add the cluster to the inventory", peers=[key])
 
     def remote_secret_entry(self, wname: str, key: str, secret: dict, entry: dict) -> None:
         if entry.get("unsafe"):

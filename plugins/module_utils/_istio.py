@@ -23,6 +23,10 @@ CONTROL_PLANE_CLUSTERS_ANNOTATION = "topology.istio.io/controlPlaneClusters"
 CLUSTER_ANNOTATION = "networking.istio.io/cluster"
 MULTICLUSTER_LABEL = "istio/multiCluster"
 REVISION_LABEL = "istio.io/rev"
+# This collection's own mark on what it creates (remote secrets, reader objects, install records): what the leave
+# playbook may delete is exactly what carries it.
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "meshfed.istio"
 # The plugged-in CA: secret cacerts and its keys; istiod's own self-signed CA; what workloads trust
 CACERTS_SECRET = "cacerts"
 CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN = "ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"

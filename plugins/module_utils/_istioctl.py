@@ -97,6 +97,14 @@ def install(binary: str, operator: dict, kubeconfig: str | None, context: str | 
     return result
 
 
+def uninstall(binary: str, kubeconfig: str | None, context: str | None, timeout: int) -> subprocess.CompletedProcess:
+    """istioctl uninstall --purge -y: every Istio control plane and its cluster-wide objects of this cluster."""
+    result = run([binary, "uninstall", "--purge", "-y", *connection_args(kubeconfig, context)], timeout)
+    if result.returncode != 0:
+        raise IstioctlError(f"istioctl uninstall --purge failed: {(result.stderr or result.stdout).strip()[-2000:]}")
+    return result
+
+
 def record(cluster: _k8s.Cluster, operator: dict, digest: str, istioctl_version: str) -> None:
     metadata = operator["metadata"]
     _k8s.write_configmap(
@@ -104,7 +112,7 @@ def record(cluster: _k8s.Cluster, operator: dict, digest: str, istioctl_version:
         metadata.get("namespace", "istio-system"),
         STATE_PREFIX + metadata["name"],
         {"digest": digest, "istioctl-version": istioctl_version, "operator.json": json.dumps(operator, sort_keys=True)},
-        labels={"app.kubernetes.io/managed-by": "meshfed.istio"},
+        labels={_istio.MANAGED_BY_LABEL: _istio.MANAGED_BY},
     )
 
 

@@ -12,16 +12,20 @@ name, holding a kubeconfig for that token.
 from __future__ import annotations
 
 import base64
+import datetime
 import ipaddress
 import time
 from urllib.parse import urlparse
 
-from ansible.module_utils.common.yaml import yaml_dump
+from ansible.module_utils.common.yaml import yaml_dump, yaml_load
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _kubeconfig
 
 READER_SA = "istio-reader-service-account"
 TOKEN_SUFFIX = "istio-remote-secret-token"
+TOKEN_TYPE = "kubernetes.io/service-account-token"
+SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
+MANAGED = {_istio.MANAGED_BY_LABEL: _istio.MANAGED_BY}
 READ = ["get", "list", "watch"]
 # What a primary's istiod reads in a cluster it watches (the rules of Istio's reader role).
 READER_RULES = [
@@ -70,6 +74,49 @@ def token_secret_name(service_account: str) -> str:
     return f"{service_account}-{TOKEN_SUFFIX}"
 
 
+def reader_role_name(namespace: str) -> str:
+    return f"istio-reader-clusterrole-{namespace}"
+
+
+def remote_secret_name(cluster_name: str) -> str:
+    return f"istio-remote-secret-{cluster_name}"
+
+
+def is_managed(item: dict) -> bool:
+    """Whether this collection created the object (its managed-by label)."""
+    return ((item.get("metadata") or {}).get("labels") or {}).get(_istio.MANAGED_BY_LABEL) == _istio.MANAGED_BY
+
+
+def is_token_secret(item: dict, service_account: str) -> bool:
+    """A reader token Secret of this collection: the first one's name, or a rotated one (that name, a dash, a stamp,
+    and the managed-by label), of type service-account-token for the reader ServiceAccount."""
+    meta = item.get("metadata") or {}
+    name, base = meta.get("name", ""), token_secret_name(service_account)
+    ours = name == base or (name.startswith(f"{base}-") and is_managed(item))
+    return ours and item.get("type") == TOKEN_TYPE and (meta.get("annotations") or {}).get(SA_NAME_ANNOTATION) == service_account
+
+
+def _created(item: dict) -> str:
+    return (item.get("metadata") or {}).get("creationTimestamp") or ""
+
+
+def newest_first(tokens: list[dict]) -> list[dict]:
+    """Token Secrets by creation, newest first (a rotated name's stamp breaks ties within a second)."""
+    return sorted(tokens, key=lambda item: (_created(item), item["metadata"]["name"]), reverse=True)
+
+
+def rotation_due(tokens: list[dict], older_than_days: int | None, now: datetime.datetime) -> bool:
+    """Whether a new token is due: rotation asked for (days set) and the newest token is at least that old."""
+    if older_than_days is None or older_than_days < 0 or not tokens:
+        return False
+    created = datetime.datetime.fromisoformat(_created(newest_first(tokens)[0]).replace("Z", "+00:00"))
+    return now - created >= datetime.timedelta(days=older_than_days)
+
+
+def rotated_name(service_account: str, now: datetime.datetime) -> str:
+    return f"{token_secret_name(service_account)}-{now.strftime('%Y%m%d%H%M%S')}"
+
+
 def kubeconfig(cluster_name: str, server: str, ca_data: str, token: str) -> str:
     """The kubeconfig istiod uses for a watched cluster; deterministic for the same inputs."""
     config = {
@@ -89,9 +136,9 @@ def remote_secret(cluster_name: str, namespace: str, config: str) -> dict:
         "kind": "Secret",
         "type": "Opaque",
         "metadata": {
-            "name": f"istio-remote-secret-{cluster_name}",
+            "name": remote_secret_name(cluster_name),
             "namespace": namespace,
-            "labels": {_istio.MULTICLUSTER_LABEL: "true"},
+            "labels": {_istio.MULTICLUSTER_LABEL: "true", **MANAGED},
             "annotations": {_istio.CLUSTER_ANNOTATION: cluster_name},
         },
         "data": {cluster_name: base64.b64encode(config.encode()).decode()},
@@ -102,26 +149,22 @@ def ensure_reader(cluster: _k8s.Cluster, namespace: str, service_account: str, c
     """Create what is missing of the reader identity; returns what was (or would be) created."""
     if cluster.get(f"reading namespace {namespace}", _k8s.cluster_scoped("namespaces", namespace), missing_ok=True) is None:
         raise RemoteSecretError(f"namespace {namespace} does not exist on {cluster.name}: run the namespace role first")
-    role = f"istio-reader-clusterrole-{namespace}"
+    role = reader_role_name(namespace)
     rbac = {"group": "rbac.authorization.k8s.io"}
     token_secret = token_secret_name(service_account)
     binding = {
-        "metadata": {"name": role},
+        "metadata": {"name": role, "labels": MANAGED},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
     }
     # (what, the object's path, its collection's path, the object to create)
     wanted = [
         (f"serviceaccount {namespace}/{service_account}", _k8s.namespaced(namespace, "serviceaccounts", service_account),
-         _k8s.namespaced(namespace, "serviceaccounts"), {"metadata": {"name": service_account}}),
+         _k8s.namespaced(namespace, "serviceaccounts"), {"metadata": {"name": service_account, "labels": MANAGED}}),
         (f"clusterrole {role}", _k8s.cluster_scoped("clusterroles", role, **rbac), _k8s.cluster_scoped("clusterroles", **rbac),
-         {"metadata": {"name": role}, "rules": READER_RULES}),
+         {"metadata": {"name": role, "labels": MANAGED}, "rules": READER_RULES}),
         (f"clusterrolebinding {role}", _k8s.cluster_scoped("clusterrolebindings", role, **rbac),
          _k8s.cluster_scoped("clusterrolebindings", **rbac), binding),
-        (f"secret {namespace}/{token_secret}", _k8s.namespaced(namespace, "secrets", token_secret), _k8s.namespaced(namespace, "secrets"), {
-            "metadata": {"name": token_secret, "annotations": {"kubernetes.io/service-account.name": service_account}},
-            "type": "kubernetes.io/service-account-token",
-        }),
     ]
     created = []
     for what, path, collection, body in wanted:
@@ -129,12 +172,57 @@ def ensure_reader(cluster: _k8s.Cluster, namespace: str, service_account: str, c
             created.append(what)
             if not check_mode:
                 cluster.request(f"creating {what}", "POST", collection, body=body)
+    if not token_secrets(cluster, namespace, service_account):
+        created.append(create_token(cluster, namespace, service_account, token_secret, check_mode))
     return created
 
 
-def read_token(cluster: _k8s.Cluster, namespace: str, service_account: str, wait_seconds: int) -> tuple[str, str]:
-    """The token and CA of the reader's token secret, once the token controller filled them (bounded wait)."""
-    name = token_secret_name(service_account)
+def token_secrets(cluster: _k8s.Cluster, namespace: str, service_account: str) -> list[dict]:
+    """The reader's token Secrets of this collection, newest first."""
+    items = cluster.items(f"listing secrets in {namespace}", _k8s.namespaced(namespace, "secrets"),
+                          fieldSelector=f"type={TOKEN_TYPE}")
+    return newest_first([item for item in items if is_token_secret(item, service_account)])
+
+
+def create_token(cluster: _k8s.Cluster, namespace: str, service_account: str, name: str, check_mode: bool) -> str:
+    """A long-lived token Secret for the reader (the token controller fills it); returns what was (or would be) created."""
+    what = f"secret {namespace}/{name}"
+    if not check_mode:
+        cluster.request(f"creating {what}", "POST", _k8s.namespaced(namespace, "secrets"), body={
+            "metadata": {"name": name, "labels": MANAGED, "annotations": {SA_NAME_ANNOTATION: service_account}},
+            "type": TOKEN_TYPE,
+        })
+    return what
+
+
+def check_token(cluster: _k8s.Cluster, namespace: str, token: str, ca_data: str) -> None:
+    """The token authenticates at the API server this module reached, and may read what istiod reads (raises if not)."""
+    config = yaml_load(kubeconfig("check", cluster.host, ca_data, token))
+    conn, problems = _kubeconfig.untrusted_connection(config)
+    if conn is None:
+        raise RemoteSecretError(f"the new reader token of {cluster.name} cannot be used: {'; '.join(problems)}")
+    checker = _k8s.Cluster.of_connection(conn, cluster.timeout, f"{cluster.name} (new reader token)")
+    try:
+        checker.get("listing services with the new reader token", "/api/v1/services", limit=1)
+        checker.get("reading the Istio namespace with the new reader token", _k8s.cluster_scoped("namespaces", namespace))
+    except _k8s.K8sError as exc:
+        raise RemoteSecretError(f"{exc}; the old token is kept") from exc
+
+
+def retire(cluster: _k8s.Cluster, namespace: str, service_account: str, check_mode: bool) -> list[str]:
+    """Delete every reader token Secret of this collection but the newest; returns what was (or would be) deleted."""
+    retired = []
+    for item in token_secrets(cluster, namespace, service_account)[1:]:
+        name = item["metadata"]["name"]
+        retired.append(f"secret {namespace}/{name}")
+        if not check_mode:
+            cluster.request(f"deleting secret {namespace}/{name}", "DELETE", _k8s.namespaced(namespace, "secrets", name),
+                            body={"preconditions": {"uid": item["metadata"]["uid"]}}, missing_ok=True)
+    return retired
+
+
+def read_token(cluster: _k8s.Cluster, namespace: str, name: str, wait_seconds: int) -> tuple[str, str]:
+    """The token and CA of a reader token secret, once the token controller filled them (bounded wait)."""
     deadline = time.monotonic() + wait_seconds
     while True:
         data = cluster.secret_data(namespace, name) or {}

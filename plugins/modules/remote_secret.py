@@ -19,6 +19,12 @@ description:
     C(istio/multiCluster=true), annotated C(networking.istio.io/cluster=<cluster_name>), with one data key, the cluster name,
     holding a kubeconfig (server, CA data, token). Apply it to the watcher with M(kubernetes.core.k8s).
   - Idempotent - an existing token is reused and the returned secret is the same, byte for byte, on every run.
+  - Everything it creates carries the label C(app.kubernetes.io/managed-by=meshfed.istio), the returned secret too; the
+    C(meshfed.istio.leave) playbook deletes exactly what carries it.
+  - "Token rotation (C(istioctl) cannot do it, istio#56358): with O(rotate_token_older_than_days), a new token Secret
+    C(<service_account>-istio-remote-secret-token-<UTC stamp>) is created when the newest one is at least that old, and
+    RV(secret) carries the new token. The older token Secrets stay until a later run with O(retire_old_tokens=true), made
+    after every watcher got the new secret - so no watcher is ever left with a deleted token."
 author:
   - meshfed.istio developers (@meshfed)
 requirements:
@@ -62,6 +68,18 @@ options:
     description: Seconds to wait for the token controller to fill a new token secret.
     type: int
     default: 60
+  rotate_token_older_than_days:
+    description:
+      - Create a new reader token when the newest token Secret is at least this many days old (V(0) - now). Unset - never.
+    type: int
+  retire_old_tokens:
+    description:
+      - Delete every reader token Secret of this collection but the newest, after checking from the control node that the
+        newest token authenticates at the API server this module reached and may read services and the Istio namespace.
+        A deleted token Secret's token is rejected by the API server from then on.
+      - Run it only once every watcher holds the remote secret with the newest token (the remote_secrets role does).
+    type: bool
+    default: false
 notes:
   - The returned secret holds a bearer token for the watched cluster. Register it only on tasks with C(no_log=true).
 seealso:
@@ -103,8 +121,23 @@ server:
   description: The API server address written into the kubeconfig.
   returned: always
   type: str
+rotated:
+  description: Whether a new token Secret was (or, in check mode, would be) created by O(rotate_token_older_than_days).
+  returned: always
+  type: bool
+old_tokens:
+  description: Older reader token Secrets of this collection, still there (to retire once every watcher has the new secret).
+  returned: always
+  type: list
+  elements: str
+retired:
+  description: Token Secrets deleted (or, in check mode, to be deleted) by O(retire_old_tokens).
+  returned: always
+  type: list
+  elements: str
 """
 
+import datetime
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -121,6 +154,8 @@ def main() -> None:
         server=dict(type="str"),
         allow_loopback_server=dict(type="bool", default=False),
         token_wait_timeout=dict(type="int", default=60),
+        rotate_token_older_than_days=dict(type="int", no_log=False),
+        retire_old_tokens=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not _k8s.HAS_KUBERNETES:
@@ -137,14 +172,27 @@ def main() -> None:
                 msg=f"cluster {name}: the API server address {server} is loopback, which the watching istiod cannot reach; "
                 "set server (meshfed_api_server) to an address other clusters reach, or allow_loopback_server for a single-host test bed"
             )
-        created = _remote_secret.ensure_reader(cluster, params["namespace"], params["service_account"], module.check_mode)
-        secret = None
+        namespace, account = params["namespace"], params["service_account"]
+        created = _remote_secret.ensure_reader(cluster, namespace, account, module.check_mode)
+        tokens = _remote_secret.token_secrets(cluster, namespace, account)
+        now = datetime.datetime.now(datetime.UTC)
+        rotated = not created and _remote_secret.rotation_due(tokens, params["rotate_token_older_than_days"], now)
+        if rotated:
+            created.append(_remote_secret.create_token(cluster, namespace, account, _remote_secret.rotated_name(account, now), module.check_mode))
+        secret, retired = None, []
         if not (module.check_mode and created):
-            token, ca_data = _remote_secret.read_token(cluster, params["namespace"], params["service_account"], params["token_wait_timeout"])
-            secret = _remote_secret.remote_secret(name, params["namespace"], _remote_secret.kubeconfig(name, server, ca_data, token))
+            if rotated:
+                tokens = _remote_secret.token_secrets(cluster, namespace, account)
+            token, ca_data = _remote_secret.read_token(cluster, namespace, tokens[0]["metadata"]["name"], params["token_wait_timeout"])
+            secret = _remote_secret.remote_secret(name, namespace, _remote_secret.kubeconfig(name, server, ca_data, token))
+            if params["retire_old_tokens"] and len(tokens) > 1:
+                _remote_secret.check_token(cluster, namespace, token, ca_data)
+                retired = _remote_secret.retire(cluster, namespace, account, module.check_mode)
+        old_tokens = [f"secret {namespace}/{item['metadata']['name']}" for item in tokens[1:]]
     except (_k8s.K8sError, _remote_secret.RemoteSecretError) as exc:
         module.fail_json(msg=f"cluster {name}: {exc}", error_type=type(exc).__name__)
-    module.exit_json(changed=bool(created), created=created, server=server, secret=secret)
+    module.exit_json(changed=bool(created or retired), created=created, server=server, secret=secret, rotated=rotated,
+                     old_tokens=[] if retired else old_tokens, retired=retired)
 
 
 if __name__ == "__main__":

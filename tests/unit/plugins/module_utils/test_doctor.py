@@ -160,6 +160,8 @@ ROWS = {
     "secret pinning no CA": (_pinned([]), [("error", "remote_secret_foreign_server", ("a",))]),
     "secret for itself": (lambda s: s["b"]["remote_secrets"].append(secret("b")), [("error", "remote_secret_self", ("b",))]),
     "unknown cluster": (lambda s: s["b"]["remote_secrets"].append(secret("z")), [("warning", "remote_secret_unexpected", ("b",))]),
+    "unknown cluster, left without the leave playbook": (
+        lambda s: s["b"]["remote_secrets"].append({**secret("z"), "managed": True}), [("error", "remote_secret_unexpected", ("b",))]),
     "remote's istiod elsewhere": (_set(["c", "istiod_service", "endpoint_addresses"], ["198.51.100.9"]),
                                   [("error", "remote_pilot_address", ("c",))]),
     "remote runs istiod": (_set(["c", "istiods"], [{"name": "istiod", "version": "1.31.0", "cluster_id": "c"}]),

@@ -22,7 +22,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _cluster_state, _io, _istio, _k8s, _pki, _rotation
+from ansible_collections.meshfed.istio.plugins.module_utils import _cluster_state, _io, _istio, _k8s, _pki, _rotation, _trust
 from ansible_collections.meshfed.istio.plugins.module_utils._pki_store import PkiOptions, _load_root_pair
 
 ROTATIONS = "rotations"
@@ -165,19 +165,7 @@ class Pki:
 
     def others_in_progress(self) -> list[str]:
         """Other rotations of this directory that have not finished."""
-        found = []
-        top = self.path(ROTATIONS)
-        for entry in sorted(os.listdir(top)) if os.path.isdir(top) else []:
-            if entry == os.path.basename(self.rotation_rel):
-                continue
-            raw = _io.read_optional(os.path.join(top, entry, STATE))
-            try:
-                status = json.loads(raw).get("status") if raw else None
-            except (ValueError, AttributeError):
-                status = "unreadable"
-            if status not in (None, "done"):
-                found.append(entry)
-        return found
+        return [entry for entry in _trust.rotations_in_progress(self.dest) if entry != os.path.basename(self.rotation_rel)]
 
     def recover(self) -> None:
         found = _io.leftovers(self.dest)
@@ -214,7 +202,7 @@ def _with_newline(pem: bytes) -> bytes:
 
 # Reading the clusters
 
-def _trust(member: Member, observed: Observed) -> _rotation.ClusterTrust:
+def _cluster_trust(member: Member, observed: Observed) -> _rotation.ClusterTrust:
     data = observed.data or {}
     bundle = data.get(_istio.ROOT_CERT) or b""
     return _rotation.ClusterTrust(
@@ -299,7 +287,7 @@ def _settle(members: list[Member], expect: dict[str, bytes], options: Options, s
     deadline = clock() + options.settle_timeout
     while True:
         observed = observe(members)
-        trusts = [_trust(member, observed[member.name]) for member in members]
+        trusts = [_cluster_trust(member, observed[member.name]) for member in members]
         by_name = {trust.name: trust for trust in trusts}
         behind = [name for name, data in expect.items() if (observed[name].data or {}).get(_istio.ROOT_CERT) != data]
         if behind:
@@ -391,7 +379,7 @@ def run_root(options: Options, members: list[Member], check_mode: bool, now=None
 
     if state is not None and state.get("status") == "done":
         observed = observe(members)
-        trusts = [_trust(member, observed[member.name]) for member in members]
+        trusts = [_cluster_trust(member, observed[member.name]) for member in members]
         mesh = _rotation.mesh_phase(trusts, root_fp, "")
         if root_fp != state.get("new_root") or mesh.problems:
             raise RotateError(f"rotation {options.rotation_id} finished on root {state.get('new_root', '?')[:23]}, but the PKI directory "
@@ -417,7 +405,7 @@ def run_root(options: Options, members: list[Member], check_mode: bool, now=None
     if not check_mode:
         pki.recover()
     observed = observe(members, flags=options.check_flags)
-    trusts = {member.name: _trust(member, observed[member.name]) for member in members}
+    trusts = {member.name: _cluster_trust(member, observed[member.name]) for member in members}
     mesh = _rotation.mesh_phase(list(trusts.values()), root_fp, new_fp)
     result["phase_before"] = mesh.phase
     if mesh.problems:
@@ -434,7 +422,7 @@ def run_root(options: Options, members: list[Member], check_mode: bool, now=None
             started = clock()
             observed = _settle(members, {}, options, sleep, clock)
             result["waited"] += clock() - started
-            trusts = {member.name: _trust(member, observed[member.name]) for member in members}
+            trusts = {member.name: _cluster_trust(member, observed[member.name]) for member in members}
             continue
         if step.waiting:  # check mode: assume istiod catches up
             trusts = {name: _rotation.ClusterTrust(name, t.bundle, t.signer, (tuple(t.roots),), t.primary) for name, t in trusts.items()}
@@ -479,7 +467,7 @@ def run_root(options: Options, members: list[Member], check_mode: bool, now=None
         if options.workload_wait and step.phase < _rotation.NEW_ROOT_ONLY:
             sleep(options.workload_wait)
         result["waited"] += clock() - started
-        trusts = {member.name: _trust(member, observed[member.name]) for member in members}
+        trusts = {member.name: _cluster_trust(member, observed[member.name]) for member in members}
 
     result["phase"] = max(t for t in [_rotation.cluster_phase(trust, root_fp, new_fp)[0] for trust in trusts.values()] if t is not None)
     result["clusters"] = {name: _rotation.cluster_phase(trust, root_fp, new_fp)[0] for name, trust in trusts.items()}
@@ -556,7 +544,7 @@ def run_intermediate(options: Options, members: list[Member], check_mode: bool, 
     if not check_mode:
         pki.recover()
     observed = observe(members)
-    trusts = {member.name: _trust(member, observed[member.name]) for member in members}
+    trusts = {member.name: _cluster_trust(member, observed[member.name]) for member in members}
     mesh = _rotation.mesh_phase(list(trusts.values()), root_fp, "")
     if mesh.problems:
         raise RotateError(f"the clusters disagree with the PKI directory {options.pki_dir} (root {root_fp[:23]}): "
@@ -591,7 +579,7 @@ def run_intermediate(options: Options, members: list[Member], check_mode: bool, 
             for name in selected:
                 result["writes"].append({"cluster": name, "phase": 0, "keys": [_istio.CA_CERT, _istio.CA_KEY, _istio.CERT_CHAIN],
                                          "new_intermediate": True})
-            result.update(changed=True, clusters=dict.fromkeys(names, 0), done=False)
+            result.update(changed=True, phase=0, clusters=dict.fromkeys(names, 0), done=False)
             return result
         pki.write(files, f"new intermediates for {', '.join(selected)}; the old ones archived in {pki.path(pki.rotation_rel, 'old')}")
         result["changed"] = True
@@ -624,7 +612,7 @@ def run_intermediate(options: Options, members: list[Member], check_mode: bool, 
         pki.write({os.path.join(pki.rotation_rel, STATE): _state_file({**state, "status": "done"})},
                   f"intermediate rotation {options.rotation_id} marked done")
         result["changed"] = True
-    result.update(clusters=dict.fromkeys(names, 0), done=True)
+    result.update(phase=0, clusters=dict.fromkeys(names, 0), done=True)
     return result
 
 

@@ -47,31 +47,15 @@ attributes:
   platform:
     platforms: posix
 options:
-  clusters:
+  plan:
     description:
-      - Every cluster of the mesh (primaries and remotes), as M(meshfed.istio.mesh_plan) describes them.
-    type: list
-    elements: dict
+      - The mesh as M(meshfed.istio.mesh_plan) returns it; every cluster of it (primaries and remotes) is rotated, each
+        reached with its C(auth) (the kubernetes.core authentication options the plan derives from the inventory).
+    type: dict
     required: true
-    suboptions:
-      name:
-        description: Istio's cluster name.
-        type: str
-        required: true
-      host:
-        description: The inventory host (for messages).
-        type: str
-      primary:
-        description: For a remote, the cluster name of its primary (whose istiod writes the remote's C(istio-ca-root-cert)).
-        type: str
-      auth:
-        description: The kubernetes.core authentication options of this cluster (C(kubeconfig), C(context), ...).
-        type: dict
-        default: {}
   pki_dir:
-    description: The mesh PKI directory on the control node (made by M(meshfed.istio.pki)).
+    description: The mesh PKI directory on the control node (made by M(meshfed.istio.pki)); default the plan's C(pki_dir).
     type: path
-    required: true
   rotation_id:
     description:
       - Names this rotation (lower-case letters, digits, C(.), C(_), C(-); for example C(2026-q4)). Its state lives in
@@ -84,7 +68,8 @@ options:
     choices: [root, intermediate]
     default: root
   clusters_subset:
-    description: With O(mode=intermediate), the cluster names whose intermediates are rotated; empty - all.
+    description: With O(mode=intermediate), the clusters (inventory hosts or cluster names) whose intermediates are rotated;
+      empty - all.
     type: list
     elements: str
     default: []
@@ -104,10 +89,6 @@ options:
       - Passphrase of the root keys (the one the pki role was given, C(pki_root_key_passphrase)). A generated new root
         key is encrypted with it.
     type: str
-  namespace:
-    description: Istio's namespace (where C(cacerts) lives).
-    type: str
-    default: istio-system
   settle_timeout:
     description: Seconds to wait, after a phase's writes, for every C(istio-ca-root-cert) to hold the new bundle.
     type: int
@@ -135,16 +116,14 @@ seealso:
 EXAMPLES = r"""
 - name: Rotate the mesh root, all three phases
   meshfed.istio.rotate_ca:
-    clusters: "{{ plan.clusters.values() | map('combine', {}) | list }}"
-    pki_dir: /srv/mesh/meshfed-pki
+    plan: "{{ mesh }}"   # registered from meshfed.istio.mesh_plan
     rotation_id: 2026-q4
   delegate_to: localhost
   run_once: true
 
 - name: New intermediates for one cluster
   meshfed.istio.rotate_ca:
-    clusters: "{{ clusters }}"
-    pki_dir: /srv/mesh/meshfed-pki
+    plan: "{{ mesh }}"
     rotation_id: 2026-11-east-incident
     mode: intermediate
     clusters_subset: [east]
@@ -194,11 +173,8 @@ from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _pki, _
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            clusters=dict(type="list", elements="dict", required=True, options=dict(
-                name=dict(type="str", required=True), host=dict(type="str"), primary=dict(type="str"),
-                auth=dict(type="dict", default={}, no_log=False),
-            )),
-            pki_dir=dict(type="path", required=True),
+            plan=dict(type="dict", required=True),
+            pki_dir=dict(type="path"),
             rotation_id=dict(type="str", required=True),
             mode=dict(type="str", choices=["root", "intermediate"], default="root"),
             clusters_subset=dict(type="list", elements="str", default=[]),
@@ -206,7 +182,6 @@ def main() -> None:
             new_root_cert_src=dict(type="path"),
             new_root_key_src=dict(type="path", no_log=False),
             root_key_passphrase=dict(type="str", no_log=True),
-            namespace=dict(type="str", default="istio-system"),
             settle_timeout=dict(type="int", default=120),
             workload_wait=dict(type="int", default=0),
             check_flags=dict(type="bool", default=True),
@@ -219,23 +194,31 @@ def main() -> None:
     if not _pki.HAS_CRYPTOGRAPHY:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=traceback.format_exc())
     params = module.params
+    settings = params["plan"].get("settings") or {}
+    namespace = settings.get("namespace") or "istio-system"
     options = _rotate_ca.Options(
-        pki_dir=params["pki_dir"], rotation_id=params["rotation_id"], mode=params["mode"], namespace=params["namespace"],
-        subset=tuple(params["clusters_subset"]), target_phase=params["phase"], new_root_cert_src=params["new_root_cert_src"],
+        pki_dir=params["pki_dir"] or settings.get("pki_dir") or "", rotation_id=params["rotation_id"], mode=params["mode"],
+        namespace=namespace,
+        subset=tuple(((params["plan"].get("clusters") or {}).get(item) or {}).get("name") or item for item in params["clusters_subset"]),
+        target_phase=params["phase"], new_root_cert_src=params["new_root_cert_src"],
         new_root_key_src=params["new_root_key_src"], root_key_passphrase=params["root_key_passphrase"],
         settle_timeout=params["settle_timeout"], workload_wait=params["workload_wait"], check_flags=params["check_flags"],
     )
     try:
+        if not options.pki_dir:
+            raise _rotate_ca.RotateError("the plan names no pki_dir: pass the result of meshfed.istio.mesh_plan, or set pki_dir")
         members = [
             _rotate_ca.Member(
-                name=item["name"], host=item["host"] or item["name"], primary=item["primary"] or "",
-                api=_rotate_ca.ClusterApi(_k8s.Cluster({**item["auth"], "request_timeout": params["request_timeout"]}),
-                                          params["namespace"], params["root_cert_sample"]),
+                name=item["name"], host=host, primary=item.get("primary_name") or "",
+                api=_rotate_ca.ClusterApi(_k8s.Cluster({**(item.get("auth") or {}), "request_timeout": params["request_timeout"]}),
+                                          namespace, params["root_cert_sample"]),
             )
-            for item in params["clusters"]
+            for host, item in sorted((params["plan"].get("clusters") or {}).items())
         ]
+        if not members:
+            raise _rotate_ca.RotateError("the plan holds no cluster: pass the result of meshfed.istio.mesh_plan")
         result = _rotate_ca.run(options, members, module.check_mode)
-    except (_rotate_ca.RotateError, _k8s.K8sError) as exc:
+    except (_rotate_ca.RotateError, _k8s.K8sError, KeyError, TypeError) as exc:
         module.fail_json(msg=str(exc), error_type=type(exc).__name__)
     module.exit_json(**result)
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _pki, _pki_store, _rotate_ca, _rotation
+from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _pki, _pki_store, _rotate_ca, _rotation, _trust
 
 CLUSTERS = ("east", "west", "edge")
 PRIMARY = {"edge": "east"}
@@ -211,3 +211,12 @@ def test_intermediate_rotation_keeps_the_root_bytes_and_a_rerun_writes_nothing(p
 def test_a_bad_rotation_id_is_refused(pki_dir, rotation_id):
     with pytest.raises(_rotate_ca.RotateError, match="rotate_ca_id"):
         rotate(pki_dir, World(pki_dir), rotation_id=rotation_id)
+
+
+def test_the_site_playbook_pushes_no_bundle_while_a_root_rotation_is_in_progress(pki_dir):
+    world = World(pki_dir)
+    assert _trust.bundle_for_push(pki_dir, "east")[1] == []
+    rotate(pki_dir, world, target_phase=1)
+    assert any("root rotation r1 is in progress" in problem for problem in _trust.bundle_for_push(pki_dir, "east")[1])
+    rotate(pki_dir, world)
+    assert _trust.bundle_for_push(pki_dir, "east")[1] == []

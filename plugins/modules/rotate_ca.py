@@ -11,7 +11,7 @@ module: rotate_ca
 short_description: Rotate the mesh root or the intermediates across every cluster, phase by phase, resumably
 version_added: 0.1.0
 description:
-  - Runs once on the control node for the whole mesh (O(clusters) names every cluster and how to reach it), because every
+  - Runs once on the control node for the whole mesh (O(plan) names every cluster and how to reach it), because every
     phase must be finished in every cluster before the next one begins.
   - "O(mode=root): three phases, each written to every cluster, then read back - C(cacerts) and every sampled
     C(istio-ca-root-cert) ConfigMap hold the phase's bundle - before the next: (1) old and new root trusted (the new
@@ -135,7 +135,7 @@ phase:
   returned: success
   type: int
 done:
-  description: Whether the rotation is finished (root: phase 3 in every cluster and the PKI directory promoted).
+  description: Whether the rotation is finished (a root rotation - phase 3 in every cluster and the PKI directory promoted).
   returned: success
   type: bool
 phases:

@@ -137,17 +137,26 @@ class ClusterApi:
 # The PKI directory
 
 class Pki:
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, check_mode: bool) -> None:
+        """Finish what an interrupted write left first (in check mode: read as if finished), so nothing is read half moved."""
         self.dest = options.pki_dir
         self.rotation_rel = os.path.join(ROTATIONS, options.rotation_id)
         self.writes: list[str] = []
+        try:
+            found = _io.leftovers(self.dest)
+            self.pending = found.pending() if check_mode else {}
+            if found and not check_mode:
+                _io.recover(self.dest, found)
+                self.writes.append(f"finished an interrupted write in {self.dest}")
+        except OSError as exc:
+            raise RotateError(f"cannot recover {self.dest}: {exc.strerror}") from exc
 
     def path(self, *rel: str) -> str:
         return os.path.join(self.dest, *rel)
 
     def read(self, *rel: str) -> bytes | None:
         try:
-            return _io.read_optional(self.path(*rel))
+            return _io.read_optional(self.pending.get(os.path.join(*rel)) or self.path(*rel))
         except OSError as exc:
             raise RotateError(f"cannot read {self.path(*rel)}: {exc.strerror}") from exc
 
@@ -166,11 +175,6 @@ class Pki:
     def others_in_progress(self) -> list[str]:
         """Other rotations of this directory that have not finished."""
         return [entry for entry in _trust.rotations_in_progress(self.dest) if entry != os.path.basename(self.rotation_rel)]
-
-    def recover(self) -> None:
-        found = _io.leftovers(self.dest)
-        if found:
-            _io.recover(self.dest, found)
 
     def write(self, files: dict[str, tuple[bytes, int]], what: str) -> None:
         try:
@@ -365,7 +369,7 @@ def _new_intermediates(options: Options, pki: Pki, names: list[str], new_pem: by
 
 def run_root(options: Options, members: list[Member], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
     now = now or _pki.utcnow()
-    pki = Pki(options)
+    pki = Pki(options, check_mode)
     result: dict = {"changed": False, "writes": [], "pki_writes": pki.writes, "phases": [], "waited": 0.0}
     state = pki.state()
     if state is not None and state["mode"] != "root":
@@ -402,8 +406,6 @@ def run_root(options: Options, members: list[Member], check_mode: bool, now=None
         raise RotateError(f"{pki.path(pki.rotation_rel, 'new', _istio.ROOT_CERT)} is not the new root rotation {options.rotation_id} "
                           "started with: restore it")
 
-    if not check_mode:
-        pki.recover()
     observed = observe(members, flags=options.check_flags)
     trusts = {member.name: _cluster_trust(member, observed[member.name]) for member in members}
     mesh = _rotation.mesh_phase(list(trusts.values()), root_fp, new_fp)
@@ -520,7 +522,7 @@ def _finish_root(options: Options, pki: Pki, members: list[Member], observed: di
 
 def run_intermediate(options: Options, members: list[Member], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
     now = now or _pki.utcnow()
-    pki = Pki(options)
+    pki = Pki(options, check_mode)
     result: dict = {"changed": False, "writes": [], "pki_writes": pki.writes, "phases": [], "waited": 0.0}
     state = pki.state()
     if state is not None and state["mode"] != "intermediate":
@@ -541,8 +543,6 @@ def run_intermediate(options: Options, members: list[Member], check_mode: bool, 
     if root_pem is None:
         raise RotateError(f"{pki.path(_istio.ROOT_CERT)} does not exist: run the site playbook first (or set meshfed_pki_dir)")
     root_fp = _rotation.block_fingerprint(_rotation.root_block(root_pem))
-    if not check_mode:
-        pki.recover()
     observed = observe(members)
     trusts = {member.name: _cluster_trust(member, observed[member.name]) for member in members}
     mesh = _rotation.mesh_phase(list(trusts.values()), root_fp, "")

@@ -220,3 +220,27 @@ def test_the_site_playbook_pushes_no_bundle_while_a_root_rotation_is_in_progress
     assert any("root rotation r1 is in progress" in problem for problem in _trust.bundle_for_push(pki_dir, "east")[1])
     rotate(pki_dir, world)
     assert _trust.bundle_for_push(pki_dir, "east")[1] == []
+
+
+def test_killed_while_the_pki_directory_is_promoted_the_next_run_finishes_it(pki_dir, monkeypatch):
+    world = World(pki_dir)
+    old = root_fp(pki_dir)
+    real = _rotate_ca._io.roll_forward
+
+    def crash(dest, commit):
+        if os.path.isdir(os.path.join(commit, "rotations", "r1", "old")):
+            raise OSError(5, "killed", commit)  # the journal is committed; nothing of it moved yet
+        real(dest, commit)
+
+    monkeypatch.setattr(_rotate_ca._io, "roll_forward", crash)
+    with pytest.raises(_rotate_ca.RotateError):
+        rotate(pki_dir, world)
+    assert root_fp(pki_dir) == old
+    monkeypatch.setattr(_rotate_ca._io, "roll_forward", real)
+    assert rotate(pki_dir, world, check=True)["done"]  # check mode reads the journal as if it had been moved
+    assert root_fp(pki_dir) == old
+    writes = len(world.writes)
+    result = rotate(pki_dir, world)
+    assert result["done"] and len(world.writes) == writes
+    assert root_fp(pki_dir) != old and root_fp(pki_dir, "rotations", "r1", "old") == old
+    assert not rotate(pki_dir, world)["changed"]

@@ -107,6 +107,7 @@ options:
     type: int
     default: 200
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - meshfed.istio.request_timeout
 seealso:
   - module: meshfed.istio.pki

@@ -16,6 +16,7 @@ writes nothing.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from ansible_collections.meshfed.istio.plugins.module_utils._pki_store import Pk
 
 ROTATIONS = "rotations"
 STATE = "state.json"
+LOCK = ".rotate-ca.lock"  # one run at a time per PKI directory (flock; released when the run ends, even killed)
 ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 KEY_MODE, CERT_MODE = 0o600, 0o644
 FLAGS_FIX = ("re-run the site playbook with control_plane_multiroot: true (the default): it installs istiod again with "
@@ -635,9 +637,19 @@ def run(options: Options, members: list[Member], check_mode: bool, **kwargs) -> 
                           "and '-', at most 63, for example 2026-q4")
     if options.target_phase not in (_rotation.BOTH_ROOTS, _rotation.NEW_INTERMEDIATES, _rotation.NEW_ROOT_ONLY):
         raise RotateError(f"rotate_ca_phase must be 1, 2 or 3, not {options.target_phase}")
+    if not os.path.isdir(options.pki_dir):
+        raise RotateError(f"the PKI directory {options.pki_dir} does not exist: run the site playbook first (or set meshfed_pki_dir)")
     try:
-        if options.mode == "intermediate":
-            return run_intermediate(options, members, check_mode, **kwargs)
-        return run_root(options, members, check_mode, **kwargs)
+        with open(os.path.join(options.pki_dir, LOCK), "a", encoding="ascii") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise RotateError(f"another rotate_ca run holds {os.path.join(options.pki_dir, LOCK)}: let it finish, then run "
+                                  "again (it resumes from what that run left)") from exc
+            if options.mode == "intermediate":
+                return run_intermediate(options, members, check_mode, **kwargs)
+            return run_root(options, members, check_mode, **kwargs)
     except (_pki.PkiError, _rotation.RotationError) as exc:
         raise RotateError(str(exc)) from exc
+    except OSError as exc:
+        raise RotateError(f"cannot use {exc.filename or options.pki_dir}: {exc.strerror}; nothing more was written") from exc

@@ -244,3 +244,14 @@ def test_killed_while_the_pki_directory_is_promoted_the_next_run_finishes_it(pki
     assert result["done"] and len(world.writes) == writes
     assert root_fp(pki_dir) != old and root_fp(pki_dir, "rotations", "r1", "old") == old
     assert not rotate(pki_dir, world)["changed"]
+
+
+def test_a_second_run_at_the_same_time_is_refused(pki_dir):
+    import fcntl
+
+    with open(os.path.join(pki_dir, ".rotate-ca.lock"), "a", encoding="ascii") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        world = World(pki_dir)
+        with pytest.raises(_rotate_ca.RotateError, match="another rotate_ca run"):
+            rotate(pki_dir, world)
+        assert world.writes == []

@@ -255,3 +255,39 @@ def test_a_second_run_at_the_same_time_is_refused(pki_dir):
         with pytest.raises(_rotate_ca.RotateError, match="another rotate_ca run"):
             rotate(pki_dir, world)
         assert world.writes == []
+
+
+@pytest.mark.parametrize("planted, message", [
+    (b"not json", "is not JSON"),
+    (b'{"mode": "other"}', "is not a rotation state"),
+    (b'{"mode": "root", "status": "done", "new_root": "00"}', "disagree"),
+    (b'{"mode": "root", "status": "started", "old_root": "00", "new_root": "00"}', "disagrees with rotation r1"),
+])
+def test_a_planted_rotation_state_is_refused_and_nothing_is_written(pki_dir, planted, message):
+    world = World(pki_dir)
+    rotate(pki_dir, world, target_phase=1)
+    writes = list(world.writes)
+    with open(os.path.join(pki_dir, "rotations", "r1", "state.json"), "wb") as handle:
+        handle.write(planted)
+    with pytest.raises(_rotate_ca.RotateError, match=message):
+        rotate(pki_dir, world)
+    assert world.writes == writes
+
+
+def test_an_istiod_that_does_not_catch_up_stops_the_rotation_after_its_phase(pki_dir):
+    world = World(pki_dir)
+    frozen = dict(world.published)
+
+    class Stuck(FakeApi):
+        def read(self, flags):
+            observed = super().read(flags)
+            observed.root_certs = dict.fromkeys(observed.root_certs, frozen[self.name])  # istiod down: nothing copied
+            return observed
+
+    stuck = [_rotate_ca.Member(n, n, PRIMARY.get(n, ""), Stuck(world, n)) for n in CLUSTERS]
+    clock = iter(range(10**6))
+    opts = _rotate_ca.Options(pki_dir=pki_dir, rotation_id="r1", settle_timeout=5)
+    with pytest.raises(_rotate_ca.RotateError, match="does not hold its cacerts bundle"):
+        _rotate_ca.run(opts, stuck, False, sleep=lambda _s: None, clock=lambda: next(clock))
+    assert sorted(world.writes) == sorted(CLUSTERS)  # phase 1 only: phase 2 never starts before istio-ca-root-cert caught up
+    assert rotate(pki_dir, world)["done"]  # istiod back: the rerun resumes

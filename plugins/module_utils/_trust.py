@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict
 
@@ -80,8 +81,28 @@ def bundle_problems(files: dict, mesh_root: bytes | None) -> list[str]:
     return problems
 
 
+def rotations_in_progress(pki_dir: str, mode: str | None = None) -> list[str]:
+    """The rotations of the PKI directory (<pki_dir>/rotations/<id>/state.json, written by meshfed.istio.rotate_ca) that
+    have not finished, of one mode or all; an unreadable state counts as unfinished."""
+    top = os.path.join(pki_dir, "rotations")
+    found = []
+    for entry in sorted(os.listdir(top)) if os.path.isdir(top) else []:
+        raw = read_optional(os.path.join(top, entry, "state.json"))
+        try:
+            state = json.loads(raw) if raw else {}
+        except ValueError:
+            state = {}
+        if not isinstance(state, dict) or (raw and state.get("status") != "done" and mode in (None, state.get("mode"))):
+            found.append(entry)
+    return found
+
+
 def bundle_for_push(pki_dir: str, cluster: str) -> tuple[dict[str, bytes], list[str]]:
     """A cluster's cacerts bundle as the PKI directory holds it, read once, and its problems: what is checked is what is
-    pushed."""
+    pushed. During a root rotation the clusters hold bundles the PKI directory's cluster files do not: none is pushed."""
     files = {name: read_optional(os.path.join(pki_dir, cluster, name)) for name in _istio.BUNDLE_KEYS}
-    return files, bundle_problems(files, read_optional(os.path.join(pki_dir, _istio.ROOT_CERT)))
+    problems = bundle_problems(files, read_optional(os.path.join(pki_dir, _istio.ROOT_CERT)))
+    problems += [f"root rotation {rotation} is in progress ({os.path.join(pki_dir, 'rotations', rotation)}): pushing the PKI "
+                 f"directory's bundle would undo its phases; finish it first (meshfed.istio.rotate_ca -e rotate_ca_id={rotation})"
+                 for rotation in rotations_in_progress(pki_dir, "root")]
+    return files, problems

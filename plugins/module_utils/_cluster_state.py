@@ -87,11 +87,13 @@ def webhook_targets(configuration: dict) -> list[dict]:
     for hook in configuration.get("webhooks") or []:
         client = hook.get("clientConfig") or {}
         service = client.get("service") or {}
-        targets.append({
-            "url": client.get("url") or "",
-            "service": f"{service.get('namespace', '')}/{service.get('name', '')}" if service else "",
-            "path": service.get("path") or "",
-        })
+        targets.append(
+            {
+                "url": client.get("url") or "",
+                "service": f"{service.get('namespace', '')}/{service.get('name', '')}" if service else "",
+                "path": service.get("path") or "",
+            }
+        )
     return targets
 
 
@@ -137,11 +139,13 @@ def cross_network_gateways(gateways: list[dict]) -> list[dict]:
             port = (server.get("port") or {}).get("number")
             mode = (server.get("tls") or {}).get("mode", "")
             if port == 15443 and mode == "AUTO_PASSTHROUGH":
-                found.append({
-                    "name": gateway["metadata"]["name"],
-                    "hosts": server.get("hosts") or [],
-                    "selector": (gateway.get("spec") or {}).get("selector") or {},
-                })
+                found.append(
+                    {
+                        "name": gateway["metadata"]["name"],
+                        "hosts": server.get("hosts") or [],
+                        "selector": (gateway.get("spec") or {}).get("selector") or {},
+                    }
+                )
     return found
 
 
@@ -155,8 +159,12 @@ def try_credential(conn: dict, timeout: int, secret_name: str) -> dict:
     except _k8s.K8sError as exc:
         return {"ok": False, "error": str(exc), "error_type": type(exc).__name__, "calls": cluster.calls if cluster else 0}
     except Exception as exc:  # pylint: disable=broad-exception-caught  # an untrusted server: a fact, never a crash
-        return {"ok": False, "error": f"the server of remote secret {secret_name} gave an answer that cannot be read ({type(exc).__name__})",
-                "error_type": type(exc).__name__, "calls": cluster.calls if cluster else 0}
+        return {
+            "ok": False,
+            "error": f"the server of remote secret {secret_name} gave an answer that cannot be read ({type(exc).__name__})",
+            "error_type": type(exc).__name__,
+            "calls": cluster.calls if cluster else 0,
+        }
     return {"ok": True, "error": "", "error_type": "", "calls": cluster.calls}
 
 
@@ -179,8 +187,7 @@ def remote_secret_facts(secret: dict) -> tuple[dict, dict[str, dict]]:
     data = _decode(secret.get("data"))
     entries, connections = [], {}
     for key, value in sorted(data.items()):
-        entry = {"key": key, "server": "", "parsed": False, "loopback": False, "ca_fingerprints": [], "unsafe": [], "invalid": [],
-                 "credential": None}
+        entry = {"key": key, "server": "", "parsed": False, "loopback": False, "ca_fingerprints": [], "unsafe": [], "invalid": [], "credential": None}
         try:
             config = yaml_load(value.decode("utf-8")) or {}
         except Exception:  # not a kubeconfig: a fact for the doctor
@@ -207,8 +214,7 @@ def remote_secret_facts(secret: dict) -> tuple[dict, dict[str, dict]]:
 def _istio_networking(cluster: _k8s.Cluster, namespace: str, resource: str) -> tuple[bool, list[dict]]:
     """Istio networking objects (gateways, virtualservices) in namespace (first served version), and whether the CRD exists."""
     for version in ISTIO_GATEWAY_VERSIONS:
-        result = cluster.get(f"listing Istio {resource}", _k8s.namespaced(namespace, resource, group="networking.istio.io", version=version),
-                             missing_ok=True)
+        result = cluster.get(f"listing Istio {resource}", _k8s.namespaced(namespace, resource, group="networking.istio.io", version=version), missing_ok=True)
         if result is not None:
             return True, result.get("items") or []
     return False, []
@@ -223,15 +229,22 @@ def fetch(cluster: _k8s.Cluster, namespace: str, *, pod_sample: int = 200, confi
     """The API reads behind one cluster's state: one list call per kind (about ten), one or two more with objects."""
     raw = {
         "namespace": cluster.get(f"reading namespace {namespace}", _k8s.cluster_scoped("namespaces", namespace), missing_ok=True),
-        **{resource: cluster.items(f"listing {resource} in {namespace}", _k8s.namespaced(namespace, resource))
-           for resource in ("secrets", "configmaps", "services")},
-        "root_configmaps": cluster.items("listing istio-ca-root-cert configmaps", "/api/v1/configmaps",
-                                         fieldSelector=f"metadata.name={_istio.ROOT_CERT_CONFIGMAP}", limit=configmap_sample),
+        **{
+            resource: cluster.items(f"listing {resource} in {namespace}", _k8s.namespaced(namespace, resource))
+            for resource in ("secrets", "configmaps", "services")
+        },
+        "root_configmaps": cluster.items(
+            "listing istio-ca-root-cert configmaps", "/api/v1/configmaps", fieldSelector=f"metadata.name={_istio.ROOT_CERT_CONFIGMAP}", limit=configmap_sample
+        ),
         "deployments": cluster.items(f"listing deployments in {namespace}", _k8s.namespaced(namespace, "deployments", group="apps")),
-        "slices": cluster.items(f"listing endpointslices in {namespace}", _k8s.namespaced(namespace, "endpointslices", group="discovery.k8s.io"),
-                                labelSelector="kubernetes.io/service-name=istiod"),
-        "webhooks": cluster.items("listing mutating webhooks", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
-                                  labelSelector="app=sidecar-injector"),
+        "slices": cluster.items(
+            f"listing endpointslices in {namespace}",
+            _k8s.namespaced(namespace, "endpointslices", group="discovery.k8s.io"),
+            labelSelector="kubernetes.io/service-name=istiod",
+        ),
+        "webhooks": cluster.items(
+            "listing mutating webhooks", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", labelSelector="app=sidecar-injector"
+        ),
     }
     raw["gateway_crd"], raw["gateways"] = _istio_networking(cluster, namespace, "gateways")
     raw["pods"] = cluster.items("listing injected pods", "/api/v1/pods", labelSelector=INJECTED_POD_SELECTOR, limit=pod_sample)
@@ -240,8 +253,16 @@ def fetch(cluster: _k8s.Cluster, namespace: str, *, pod_sample: int = 200, confi
     return raw
 
 
-def read(cluster: _k8s.Cluster, namespace: str, *, check_credentials: bool = True, pod_sample: int = 200,
-         configmap_sample: int = 200, objects: bool = False, allow_loopback: bool = False) -> dict:
+def read(
+    cluster: _k8s.Cluster,
+    namespace: str,
+    *,
+    check_credentials: bool = True,
+    pod_sample: int = 200,
+    configmap_sample: int = 200,
+    objects: bool = False,
+    allow_loopback: bool = False,
+) -> dict:
     """One cluster's mesh state in batched reads (about ten API calls plus two per remote secret credential).
 
     With objects, also the objects the roles write (namespace, its cacerts and remote Secrets, Services, Gateways and
@@ -293,19 +314,18 @@ def assemble(raw: dict) -> tuple[dict, dict[tuple[str, str], dict]]:
         },
         "cacerts": _trust.bundle_facts(None if cacerts is None else _decode(cacerts.get("data"))),
         "istio_ca_secret": _trust.self_signed_facts(None if self_signed is None else _decode(self_signed.get("data"))),
-        "root_cert_configmaps": {
-            item["metadata"]["namespace"]: _trust.root_cert_configmap_facts(item.get("data") or {}) for item in raw["root_configmaps"]
-        },
+        "root_cert_configmaps": {item["metadata"]["namespace"]: _trust.root_cert_configmap_facts(item.get("data") or {}) for item in raw["root_configmaps"]},
         "istiods": [
-            istiod_facts(item) for item in raw["deployments"]
+            istiod_facts(item)
+            for item in raw["deployments"]
             if (item["metadata"].get("labels") or {}).get("app") == "istiod" or item["metadata"]["name"].startswith("istiod")
         ],
         "istiod_service": {
             "present": "istiod" in services,
             "selector": ((services.get("istiod") or {}).get("spec") or {}).get("selector") or {},
-            "endpoint_addresses": sorted({
-                address for item in raw["slices"] for endpoint in item.get("endpoints") or [] for address in endpoint.get("addresses") or []
-            }),
+            "endpoint_addresses": sorted(
+                {address for item in raw["slices"] for endpoint in item.get("endpoints") or [] for address in endpoint.get("addresses") or []}
+            ),
         },
         "injector": injector_values(configmaps),
         "mesh_config": mesh_config(mesh),

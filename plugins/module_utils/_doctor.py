@@ -20,8 +20,10 @@ from ansible_collections.meshfed.istio.plugins.module_utils import _istio
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 SEVERITIES = (ERROR, WARNING, INFO)
-ROTATE_INTERMEDIATE = ("issue a new intermediate: re-run the site playbook (the pki role re-issues intermediates within "
-                       "pki_renew_before_days of expiry; istiod takes the new cacerts without a restart)")
+ROTATE_INTERMEDIATE = (
+    "issue a new intermediate: re-run the site playbook (the pki role re-issues intermediates within "
+    "pki_renew_before_days of expiry; istiod takes the new cacerts without a restart)"
+)
 ROTATE_ROOT = "change the root with overlapping trust (both roots in every cluster's root-cert.pem before any intermediate changes)"
 
 # id -> (default severity, what it means); the README lists the same checks (a unit test keeps them in step).
@@ -45,14 +47,18 @@ CHECKS = {
     "remote_secret_data_key": (ERROR, "a remote secret's data key is not the cluster name"),
     "remote_secret_credential": (ERROR, "a remote secret's credential does not work against its cluster"),
     "remote_secret_unparsable": (ERROR, "a remote secret does not hold a usable kubeconfig (server, CA data, credential)"),
-    "remote_secret_unsafe": (ERROR, "a remote secret holds more than inline credentials (a command, a file, a proxy, TLS off): "
-                                    "nothing in it was run, opened or tried"),
+    "remote_secret_unsafe": (
+        ERROR,
+        "a remote secret holds more than inline credentials (a command, a file, a proxy, TLS off): nothing in it was run, opened or tried",
+    ),
     "remote_secret_loopback": (ERROR, "a remote secret points at a loopback server"),
     "remote_secret_foreign_server": (ERROR, "a remote secret does not pin its cluster's API CA or address (another server could answer)"),
     "remote_secret_duplicate": (ERROR, "two remote secrets claim the same cluster ID"),
     "remote_secret_self": (ERROR, "a cluster holds a remote secret for itself"),
-    "remote_secret_unexpected": (WARNING, "a remote secret for a cluster this primary should not watch (an error when "
-                                          "meshfed.istio made it for a cluster outside the inventory)"),
+    "remote_secret_unexpected": (
+        WARNING,
+        "a remote secret for a cluster this primary should not watch (an error when meshfed.istio made it for a cluster outside the inventory)",
+    ),
     "remote_pilot_address": (ERROR, "a remote's istiod Service does not point at its primary's gateway"),
     "remote_local_istiod": (ERROR, "a remote runs its own istiod"),
     "remote_injection": (ERROR, "a remote's injection webhook does not call its primary"),
@@ -68,8 +74,7 @@ CHECKS = {
     "cluster_name_mismatch": (ERROR, "the installed clusterName differs from the inventory's"),
     "cluster_name_duplicate": (ERROR, "two clusters are installed with the same clusterName"),
     "version_skew": (WARNING, "control planes more than one minor version apart"),
-    "rotation_flags": (WARNING, ("istiod or proxies lack the flags of root rotation without restarts "
-                                 "(ISTIO_MULTIROOT_MESH, PROXY_CONFIG_XDS_AGENT)")),
+    "rotation_flags": (WARNING, ("istiod or proxies lack the flags of root rotation without restarts (ISTIO_MULTIROOT_MESH, PROXY_CONFIG_XDS_AGENT)")),
     "gateway_unreachable": (WARNING, "the control node cannot open TCP 15443 on a gateway address"),
 }
 
@@ -106,8 +111,17 @@ def _parse_time(value: str) -> datetime.datetime:
 
 
 class Doctor:
-    def __init__(self, plan: dict, states: dict, *, expected_roots: list[str] | None = None, expiry_days: int = 30,
-                 allow_loopback: bool = False, expect_rotation_flags: bool = True, now: datetime.datetime | None = None) -> None:
+    def __init__(
+        self,
+        plan: dict,
+        states: dict,
+        *,
+        expected_roots: list[str] | None = None,
+        expiry_days: int = 30,
+        allow_loopback: bool = False,
+        expect_rotation_flags: bool = True,
+        now: datetime.datetime | None = None,
+    ) -> None:
         self.plan = plan
         self.states = states
         self.expected_roots = list(expected_roots or [])
@@ -146,8 +160,12 @@ class Doctor:
         for host in self.plan["clusters"]:
             state = self.states.get(host) or {"error": "the doctor got no state for this cluster"}
             if "error" in state:
-                self.add("api_unreachable", [self.name(host)], state["error"],
-                         f"check meshfed_kubeconfig / meshfed_context of host {host} and that its API server is up")
+                self.add(
+                    "api_unreachable",
+                    [self.name(host)],
+                    state["error"],
+                    f"check meshfed_kubeconfig / meshfed_context of host {host} and that its API server is up",
+                )
         self.trust()
         self.remote_secret_safety()
         self.remote_secrets()
@@ -167,25 +185,38 @@ class Doctor:
             cacerts, self_signed = state["cacerts"], state["istio_ca_secret"]
             if not cacerts["present"]:
                 if self_signed["present"]:
-                    self.add("self_signed_ca", [name],
-                             f"secret {self.namespace}/istio-ca-secret holds root {_short((self_signed['root_fingerprints'] or [''])[0])}; "
-                             "there is no cacerts secret",
-                             "install cacerts (site playbook with meshfed_allow_migration=true), then restart istiod, then the workloads")
+                    self.add(
+                        "self_signed_ca",
+                        [name],
+                        f"secret {self.namespace}/istio-ca-secret holds root {_short((self_signed['root_fingerprints'] or [''])[0])}; "
+                        "there is no cacerts secret",
+                        "install cacerts (site playbook with meshfed_allow_migration=true), then restart istiod, then the workloads",
+                    )
                 else:
-                    self.add("cacerts_missing", [name], f"secret {self.namespace}/cacerts does not exist",
-                             "run the site playbook (cacerts role) before istiod starts; restart istiod if it already runs")
+                    self.add(
+                        "cacerts_missing",
+                        [name],
+                        f"secret {self.namespace}/cacerts does not exist",
+                        "run the site playbook (cacerts role) before istiod starts; restart istiod if it already runs",
+                    )
                 continue
             self.bundle(name, cacerts)
             roots = self.roots(host)
             if mesh_roots and roots and not set(roots) & mesh_roots:
                 mismatched.add(host)
-                self.add("root_mismatch", [name],
-                         f"cacerts trusts {', '.join(map(_short, roots))}; the mesh root is {', '.join(map(_short, sorted(mesh_roots)))}",
-                         "reinstall this cluster's cacerts from the mesh PKI (site playbook), then restart istiod and the workloads")
+                self.add(
+                    "root_mismatch",
+                    [name],
+                    f"cacerts trusts {', '.join(map(_short, roots))}; the mesh root is {', '.join(map(_short, sorted(mesh_roots)))}",
+                    "reinstall this cluster's cacerts from the mesh PKI (site playbook), then restart istiod and the workloads",
+                )
             if self_signed["present"]:
-                self.add("self_signed_leftover", [name],
-                         f"secret {self.namespace}/istio-ca-secret exists beside cacerts",
-                         "make sure istiod was restarted after cacerts was created (compare istio-ca-root-cert), then delete istio-ca-secret")
+                self.add(
+                    "self_signed_leftover",
+                    [name],
+                    f"secret {self.namespace}/istio-ca-secret exists beside cacerts",
+                    "make sure istiod was restarted after cacerts was created (compare istio-ca-root-cert), then delete istio-ca-secret",
+                )
             self.workload_roots(name, state, roots)
             self.expiry(name, cacerts)
         trusted = {host: set(self.roots(host)) for host in self.hosts() if host not in mismatched and self.roots(host)}
@@ -195,10 +226,13 @@ class Doctor:
                 continue
             distrusting = [self.name(other) for other in trusted if other != host and signer not in trusted[other]]
             if distrusting:
-                self.add("untrusted_intermediate", [self.name(host)],
-                         f"the intermediate chains to root {_short(signer)}, which {', '.join(distrusting)} do(es) not trust",
-                         "add that root to every cluster's root-cert.pem first (trust both roots mesh-wide), then switch intermediates",
-                         peers=distrusting)
+                self.add(
+                    "untrusted_intermediate",
+                    [self.name(host)],
+                    f"the intermediate chains to root {_short(signer)}, which {', '.join(distrusting)} do(es) not trust",
+                    "add that root to every cluster's root-cert.pem first (trust both roots mesh-wide), then switch intermediates",
+                    peers=distrusting,
+                )
 
     def bundle(self, name: str, cacerts: dict) -> None:
         fix = "regenerate the cluster's intermediate with meshfed.istio.pki and reinstall cacerts (site playbook)"
@@ -231,8 +265,12 @@ class Doctor:
         }
         if wrong:
             evidence = "; ".join(f"{ns}: {', '.join(map(_short, fps)) or 'no certificate'}" for ns, fps in wrong.items())
-            self.add("workload_root_mismatch", [name], f"istio-ca-root-cert holds {evidence}; cacerts has {', '.join(map(_short, roots))}",
-                     "istiod started before cacerts or was not restarted: restart istiod, then the workloads")
+            self.add(
+                "workload_root_mismatch",
+                [name],
+                f"istio-ca-root-cert holds {evidence}; cacerts has {', '.join(map(_short, roots))}",
+                "istiod started before cacerts or was not restarted: restart istiod, then the workloads",
+            )
 
     def expiry(self, name: str, cacerts: dict) -> None:
         soon = self.now + datetime.timedelta(days=self.expiry_days)
@@ -244,11 +282,15 @@ class Doctor:
             what = "root" if check == "root_expiry" else "intermediate"
             fix = ROTATE_INTERMEDIATE if what == "intermediate" else ROTATE_ROOT
             if not_after <= self.now:
-                self.add(check, [name], f"the {what} {cert['subject']} expired on {cert['not_after']}",
-                         f"{fix}, now: workloads in this cluster cannot get valid certificates", severity=ERROR)
+                self.add(
+                    check,
+                    [name],
+                    f"the {what} {cert['subject']} expired on {cert['not_after']}",
+                    f"{fix}, now: workloads in this cluster cannot get valid certificates",
+                    severity=ERROR,
+                )
             elif not_after <= soon:
-                self.add(check, [name], f"the {what} {cert['subject']} expires on {cert['not_after']}",
-                         f"{fix}, before it expires", severity=WARNING)
+                self.add(check, [name], f"the {what} {cert['subject']} expires on {cert['not_after']}", f"{fix}, before it expires", severity=WARNING)
 
     def remote_secret_safety(self) -> None:
         """Every cluster's remote secrets, primaries' and remotes': a kubeconfig from a cluster is untrusted input."""
@@ -257,9 +299,13 @@ class Doctor:
             for secret in self.state(host).get("remote_secrets") or []:
                 for entry in secret["entries"]:
                     if entry.get("unsafe"):
-                        self.add("remote_secret_unsafe", [name], f"secret {secret['name']} key {entry['key']}: {'; '.join(entry['unsafe'])}",
-                                 f"delete it and find out who can write Secrets in {self.namespace} of this cluster; remote secrets "
-                                 "made by the remote_secrets role hold a server, its CA data and a token, nothing else")
+                        self.add(
+                            "remote_secret_unsafe",
+                            [name],
+                            f"secret {secret['name']} key {entry['key']}: {'; '.join(entry['unsafe'])}",
+                            f"delete it and find out who can write Secrets in {self.namespace} of this cluster; remote secrets "
+                            "made by the remote_secrets role hold a server, its CA data and a token, nothing else",
+                        )
 
     def remote_secrets(self) -> None:
         plan_names = {self.name(host): host for host in self.plan["clusters"]}
@@ -280,21 +326,38 @@ class Doctor:
                 annotated = [s for s in secrets if s["cluster_annotation"] == cluster]
                 if annotated:
                     misnamed.update(annotated[0]["data_keys"])
-                    self.add("remote_secret_data_key", [wname],
-                             f"secret {annotated[0]['name']} is for cluster {cluster} but its data key is "
-                             f"{', '.join(annotated[0]['data_keys']) or 'missing'}: istiod uses the key as the cluster ID",
-                             f"recreate it with the data key {cluster} (remote_secrets role)", peers=[cluster])
+                    self.add(
+                        "remote_secret_data_key",
+                        [wname],
+                        f"secret {annotated[0]['name']} is for cluster {cluster} but its data key is "
+                        f"{', '.join(annotated[0]['data_keys']) or 'missing'}: istiod uses the key as the cluster ID",
+                        f"recreate it with the data key {cluster} (remote_secrets role)",
+                        peers=[cluster],
+                    )
                 else:
-                    self.add("remote_secret_missing", [wname], f"no secret labelled istio/multiCluster=true holds cluster {cluster}",
-                             "run the remote_secrets role (site playbook)", peers=[cluster])
+                    self.add(
+                        "remote_secret_missing",
+                        [wname],
+                        f"no secret labelled istio/multiCluster=true holds cluster {cluster}",
+                        "run the remote_secrets role (site playbook)",
+                        peers=[cluster],
+                    )
             for key, entries in sorted(by_key.items()):
                 if len(entries) > 1:
-                    self.add("remote_secret_duplicate", [wname],
-                             f"secrets {', '.join(sorted(found[0]['name'] for found in entries))} all hold cluster {key}",
-                             "delete all but one of them", peers=[key])
+                    self.add(
+                        "remote_secret_duplicate",
+                        [wname],
+                        f"secrets {', '.join(sorted(found[0]['name'] for found in entries))} all hold cluster {key}",
+                        "delete all but one of them",
+                        peers=[key],
+                    )
                 if key == wname:
-                    self.add("remote_secret_self", [wname], f"secret {entries[0][0]['name']} holds this cluster ({key}) itself",
-                             "delete it: istiod reads its own cluster in-cluster")
+                    self.add(
+                        "remote_secret_self",
+                        [wname],
+                        f"secret {entries[0][0]['name']} holds this cluster ({key}) itself",
+                        "delete it: istiod reads its own cluster in-cluster",
+                    )
                     continue
                 if key in misnamed:
                     continue
@@ -307,36 +370,57 @@ class Doctor:
         """A secret for a cluster this primary does not watch. The collection's own (managed-by) for a cluster outside the
         inventory is debris of a leave not done - an error: istiod keeps reading that cluster with a live token."""
         if in_inventory:
-            self.add("remote_secret_unexpected", [wname], f"secret {secret['name']} holds cluster {key}, not watched by this primary "
-                     "in the inventory", "delete it, or add the cluster to the inventory", peers=[key])
+            self.add(
+                "remote_secret_unexpected",
+                [wname],
+                f"secret {secret['name']} holds cluster {key}, not watched by this primary in the inventory",
+                "delete it, or add the cluster to the inventory",
+                peers=[key],
+            )
         elif secret.get("managed"):
-            self.add("remote_secret_unexpected", [wname], f"secret {secret['name']} (made by meshfed.istio) holds cluster {key}, "
-                     "not in the inventory: a cluster that left without the leave playbook",
-                     f"run meshfed.istio.leave with leave_clusters={key} while the cluster is still in the inventory, or delete the "
-                     "secret and the reader token in that cluster", severity=ERROR, peers=[key])
+            self.add(
+                "remote_secret_unexpected",
+                [wname],
+                f"secret {secret['name']} (made by meshfed.istio) holds cluster {key}, not in the inventory: a cluster that left without the leave playbook",
+                f"run meshfed.istio.leave with leave_clusters={key} while the cluster is still in the inventory, or delete the "
+                "secret and the reader token in that cluster",
+                severity=ERROR,
+                peers=[key],
+            )
         else:
-            self.add("remote_secret_unexpected", [wname], f"secret {secret['name']} holds cluster {key}, not in the inventory",
-                     "delete it, or add the cluster to the inventory", peers=[key])
+            self.add(
+                "remote_secret_unexpected",
+                [wname],
+                f"secret {secret['name']} holds cluster {key}, not in the inventory",
+                "delete it, or add the cluster to the inventory",
+                peers=[key],
+            )
 
     def remote_secret_entry(self, wname: str, key: str, secret: dict, entry: dict) -> None:
         if entry.get("unsafe"):
             return  # remote_secret_unsafe says it; its credential was never tried
         if not entry["parsed"] or entry.get("invalid"):
             why = "; ".join(entry.get("invalid") or []) or "no kubeconfig with a server"
-            self.add("remote_secret_unparsable", [wname], f"secret {secret['name']} key {key}: {why}",
-                     "recreate it (remote_secrets role)", peers=[key])
+            self.add("remote_secret_unparsable", [wname], f"secret {secret['name']} key {key}: {why}", "recreate it (remote_secrets role)", peers=[key])
             return
         self.remote_secret_server(wname, key, secret, entry)
         if entry["loopback"] and not self.allow_loopback:
-            self.add("remote_secret_loopback", [wname],
-                     f"secret {secret['name']} points at {entry['server']}: istiod would dial its own pod",
-                     "set meshfed_api_server of that cluster to an address reachable from this cluster's pods", peers=[key])
+            self.add(
+                "remote_secret_loopback",
+                [wname],
+                f"secret {secret['name']} points at {entry['server']}: istiod would dial its own pod",
+                "set meshfed_api_server of that cluster to an address reachable from this cluster's pods",
+                peers=[key],
+            )
         credential = entry.get("credential")
         if credential is not None and not credential["ok"]:
-            self.add("remote_secret_credential", [wname],
-                     f"secret {secret['name']} ({entry['server']}): {credential['error']}",
-                     "recreate the token (remote_secrets role); check the reader ServiceAccount and its RBAC in that cluster",
-                     peers=[key])
+            self.add(
+                "remote_secret_credential",
+                [wname],
+                f"secret {secret['name']} ({entry['server']}): {credential['error']}",
+                "recreate the token (remote_secrets role); check the reader ServiceAccount and its RBAC in that cluster",
+                peers=[key],
+            )
 
     def remote_secret_server(self, wname: str, key: str, secret: dict, entry: dict) -> None:
         """A remote secret must lead to its cluster: its CA data is the cluster's own API CA (kube-root-ca.crt there),
@@ -356,9 +440,13 @@ class Doctor:
         if api_server and _authority(api_server) != _authority(entry["server"]):
             wrong.append(f"its server {entry['server']} is not {key}'s meshfed_api_server {api_server}")
         if wrong:
-            self.add("remote_secret_foreign_server", [wname], f"secret {secret['name']}: {'; '.join(wrong)}",
-                     f"delete it and re-run the remote_secrets role (site playbook), which writes {key}'s own CA and address; "
-                     "find out who wrote it", peers=[key])
+            self.add(
+                "remote_secret_foreign_server",
+                [wname],
+                f"secret {secret['name']}: {'; '.join(wrong)}",
+                f"delete it and re-run the remote_secrets role (site playbook), which writes {key}'s own CA and address; find out who wrote it",
+                peers=[key],
+            )
 
     def primary_remote(self) -> None:
         for host in self.hosts():
@@ -368,8 +456,12 @@ class Doctor:
             name, state = cluster["name"], self.state(host)
             primary = cluster.get("primary_host")
             if state["istiods"]:
-                self.add("remote_local_istiod", [name], f"Deployments {', '.join(i['name'] for i in state['istiods'])} run here",
-                         "reinstall with profile remote (control_plane role); a remote's proxies use the primary's istiod")
+                self.add(
+                    "remote_local_istiod",
+                    [name],
+                    f"Deployments {', '.join(i['name'] for i in state['istiods'])} run here",
+                    "reinstall with profile remote (control_plane role); a remote's proxies use the primary's istiod",
+                )
             if not primary or primary not in self.hosts():
                 continue
             addresses = set(self.state(primary)["gateway"]["addresses"])
@@ -377,11 +469,14 @@ class Doctor:
                 continue
             pointed = set(state["istiod_service"]["endpoint_addresses"]) | {state["injector"]["remote_pilot_address"]} - {""}
             if not pointed & addresses:
-                self.add("remote_pilot_address", [name],
-                         f"istiod here resolves to {', '.join(sorted(pointed)) or 'nothing'}; "
-                         f"the primary {self.name(primary)}'s east-west gateway is {', '.join(sorted(addresses))}",
-                         "reinstall the remote with remotePilotAddress = the primary's gateway address (control_plane role)",
-                         peers=[self.name(primary)])
+                self.add(
+                    "remote_pilot_address",
+                    [name],
+                    f"istiod here resolves to {', '.join(sorted(pointed)) or 'nothing'}; "
+                    f"the primary {self.name(primary)}'s east-west gateway is {', '.join(sorted(addresses))}",
+                    "reinstall the remote with remotePilotAddress = the primary's gateway address (control_plane role)",
+                    peers=[self.name(primary)],
+                )
             self.injection(name, cluster["network"], state, addresses, self.name(primary))
 
     def injection(self, name: str, network: str, state: dict, addresses: set, primary: str) -> None:
@@ -401,10 +496,14 @@ class Doctor:
             if not good:
                 wrong.append(where)
         if not targets or wrong:
-            self.add("remote_injection", [name],
-                     f"injection webhooks call {', '.join(sorted(set(wrong))) or 'nothing'}; expected {expected_path} on the primary "
-                     f"{primary}'s istiod ({', '.join(sorted(addresses))}, directly or through service {local_service})",
-                     "reinstall the remote (control_plane role): its injector must call the primary's istiod", peers=[primary])
+            self.add(
+                "remote_injection",
+                [name],
+                f"injection webhooks call {', '.join(sorted(set(wrong))) or 'nothing'}; expected {expected_path} on the primary "
+                f"{primary}'s istiod ({', '.join(sorted(addresses))}, directly or through service {local_service})",
+                "reinstall the remote (control_plane role): its injector must call the primary's istiod",
+                peers=[primary],
+            )
 
     def networks(self) -> None:
         multi_network = len({c["network"] for c in self.plan["clusters"].values()}) > 1
@@ -416,34 +515,50 @@ class Doctor:
             else:
                 label = state["namespace"]["labels"].get(_istio.NETWORK_LABEL, "")
                 if label != network:
-                    self.add("namespace_network_label", [name],
-                             f"namespace {self.namespace} has {_istio.NETWORK_LABEL}={label or '<unset>'}, expected {network}",
-                             f"kubectl label namespace {self.namespace} {_istio.NETWORK_LABEL}={network} --overwrite (namespace role)")
+                    self.add(
+                        "namespace_network_label",
+                        [name],
+                        f"namespace {self.namespace} has {_istio.NETWORK_LABEL}={label or '<unset>'}, expected {network}",
+                        f"kubectl label namespace {self.namespace} {_istio.NETWORK_LABEL}={network} --overwrite (namespace role)",
+                    )
             gateway = state["gateway"]
             needed = multi_network or bool(cluster.get("remotes"))
             if not gateway["present"]:
                 if needed:
-                    self.add("gateway_missing", [name], "no Service labelled istio=eastwestgateway",
-                             "run the eastwest_gateway role (site playbook)")
+                    self.add("gateway_missing", [name], "no Service labelled istio=eastwestgateway", "run the eastwest_gateway role (site playbook)")
             else:
                 if not gateway["addresses"]:
-                    self.add("gateway_address", [name], gateway["problem"] or "no address", "set meshfed_eastwest_external_ips "
-                             "for this cluster, or give the cluster a LoadBalancer implementation")
+                    self.add(
+                        "gateway_address",
+                        [name],
+                        gateway["problem"] or "no address",
+                        "set meshfed_eastwest_external_ips for this cluster, or give the cluster a LoadBalancer implementation",
+                    )
                 label = gateway["labels"].get(_istio.NETWORK_LABEL, "")
                 if label != network:
-                    self.add("gateway_network_label", [name],
-                             f"Service {gateway['name']} has {_istio.NETWORK_LABEL}={label or '<unset>'}, expected {network}",
-                             "reinstall the east-west gateway for this network (eastwest_gateway role)")
+                    self.add(
+                        "gateway_network_label",
+                        [name],
+                        f"Service {gateway['name']} has {_istio.NETWORK_LABEL}={label or '<unset>'}, expected {network}",
+                        "reinstall the east-west gateway for this network (eastwest_gateway role)",
+                    )
                 if multi_network and not state["cross_network_gateways"]:
-                    self.add("cross_network_gateway", [name],
-                             f"no Gateway in {self.namespace} has a 15443 server with tls mode AUTO_PASSTHROUGH"
-                             + ("" if state["gateway_crd"] else " (Istio's Gateway CRD is not installed)"),
-                             "run the eastwest_gateway role: services on this network are unreachable from other networks")
+                    self.add(
+                        "cross_network_gateway",
+                        [name],
+                        f"no Gateway in {self.namespace} has a 15443 server with tls mode AUTO_PASSTHROUGH"
+                        + ("" if state["gateway_crd"] else " (Istio's Gateway CRD is not installed)"),
+                        "run the eastwest_gateway role: services on this network are unreachable from other networks",
+                    )
             wrong = [pod for pod in state["injected_pods"] if pod["network"] != network]
             if wrong:
                 sample = ", ".join(f"{p['namespace']}/{p['name']}={p['network'] or '<unset>'}" for p in wrong[:5])
-                self.add("pod_network", [name], f"{len(wrong)} injected pod(s) with ISTIO_META_NETWORK != {network}: {sample}",
-                         "fix the network label / install values, then restart these workloads")
+                self.add(
+                    "pod_network",
+                    [name],
+                    f"{len(wrong)} injected pod(s) with ISTIO_META_NETWORK != {network}: {sample}",
+                    "fix the network label / install values, then restart these workloads",
+                )
 
     def installed_name(self, state: dict) -> str:
         for istiod in state["istiods"]:
@@ -459,25 +574,41 @@ class Doctor:
             name, state = self.name(host), self.state(host)
             installed_ids = {state["injector"]["mesh_id"], state["mesh_config"]["mesh_id"]} - {""}
             if mesh_id and installed_ids and installed_ids != {mesh_id}:
-                self.add("mesh_id_mismatch", [name], f"installed meshID {', '.join(sorted(installed_ids))}, the mesh's is {mesh_id}",
-                         "reinstall the control plane with meshfed_mesh_id (control_plane role)")
+                self.add(
+                    "mesh_id_mismatch",
+                    [name],
+                    f"installed meshID {', '.join(sorted(installed_ids))}, the mesh's is {mesh_id}",
+                    "reinstall the control plane with meshfed_mesh_id (control_plane role)",
+                )
             installed = self.installed_name(state)
             if installed:
                 names.setdefault(installed, []).append(name)
             if installed == _istio.DEFAULT_CLUSTER_NAME:
-                self.add("cluster_name_default", [name], "istiod runs with CLUSTER_ID Kubernetes, Istio's default",
-                         f"reinstall the control plane with clusterName {name} (control_plane role)")
+                self.add(
+                    "cluster_name_default",
+                    [name],
+                    "istiod runs with CLUSTER_ID Kubernetes, Istio's default",
+                    f"reinstall the control plane with clusterName {name} (control_plane role)",
+                )
             elif installed and installed != name:
-                self.add("cluster_name_mismatch", [name], f"installed clusterName {installed}, the inventory says {name}",
-                         "reinstall the control plane (control_plane role), or set meshfed_cluster_name to the installed name")
+                self.add(
+                    "cluster_name_mismatch",
+                    [name],
+                    f"installed clusterName {installed}, the inventory says {name}",
+                    "reinstall the control plane (control_plane role), or set meshfed_cluster_name to the installed name",
+                )
             for istiod in state["istiods"]:
                 match = re.match(r"(\d+)\.(\d+)", istiod["version"])
                 if match:
                     minors[name] = (int(match.group(1)), int(match.group(2)))
         for installed, clusters in sorted(names.items()):
             if len(clusters) > 1:
-                self.add("cluster_name_duplicate", clusters, f"{', '.join(clusters)} are all installed as {installed}",
-                         "give every cluster its own clusterName and reinstall")
+                self.add(
+                    "cluster_name_duplicate",
+                    clusters,
+                    f"{', '.join(clusters)} are all installed as {installed}",
+                    "give every cluster its own clusterName and reinstall",
+                )
         if minors:
             newest = max(minors.values())
             behind = sorted(name for name, version in minors.items() if version[0] != newest[0] or newest[1] - version[1] > 1)
@@ -490,8 +621,10 @@ class Doctor:
         its proxies are injected by the primary's istiod, with the primary's proxyMetadata); a proxy carries the agent's flag
         from its injection, so pods injected before it was set need a restart."""
         severity = WARNING if self.expect_rotation_flags else INFO
-        fix = ("re-run the site playbook with control_plane_multiroot: true (the default): it reinstalls istiod with both flags; "
-               "then restart the workloads of {where} so that their proxies carry PROXY_CONFIG_XDS_AGENT")
+        fix = (
+            "re-run the site playbook with control_plane_multiroot: true (the default): it reinstalls istiod with both flags; "
+            "then restart the workloads of {where} so that their proxies carry PROXY_CONFIG_XDS_AGENT"
+        )
         if not self.expect_rotation_flags:
             fix = "none needed (verify_expect_rotation_flags is false): a root rotation needs istiod and workload restarts; " + fix
         for host in self.hosts():
@@ -500,26 +633,37 @@ class Doctor:
                 continue
             state = self.state(host)
             remotes = [self.name(remote) for remote in cluster.get("remotes") or []]
-            missing = [f"istiod Deployment {istiod['name']} has {_istio.MULTIROOT_ENV}={istiod.get('multiroot') or '<unset>'}"
-                       for istiod in state["istiods"] if not _istio.flag_on(istiod.get("multiroot"))]
+            missing = [
+                f"istiod Deployment {istiod['name']} has {_istio.MULTIROOT_ENV}={istiod.get('multiroot') or '<unset>'}"
+                for istiod in state["istiods"]
+                if not _istio.flag_on(istiod.get("multiroot"))
+            ]
             mesh = state["mesh_config"]
             if mesh["present"] and not _istio.flag_on(mesh.get("xds_agent")):
-                missing.append(f"the mesh config has defaultConfig.proxyMetadata.{_istio.XDS_AGENT_METADATA}="
-                               f"{mesh.get('xds_agent') or '<unset>'}")
+                missing.append(f"the mesh config has defaultConfig.proxyMetadata.{_istio.XDS_AGENT_METADATA}={mesh.get('xds_agent') or '<unset>'}")
             if missing:
                 served = f" (the proxies of its remotes {', '.join(remotes)} take both from it)" if remotes else ""
-                self.add("rotation_flags", [cluster["name"], *remotes], "; ".join(missing) + served,
-                         fix.format(where=", ".join([cluster["name"], *remotes])), severity=severity)
+                self.add(
+                    "rotation_flags",
+                    [cluster["name"], *remotes],
+                    "; ".join(missing) + served,
+                    fix.format(where=", ".join([cluster["name"], *remotes])),
+                    severity=severity,
+                )
                 continue
             for name, pods in [(cluster["name"], state["injected_pods"])] + [
-                    (self.name(remote), self.state(remote)["injected_pods"]) for remote in cluster.get("remotes") or []
-                    if remote in self.hosts()]:
+                (self.name(remote), self.state(remote)["injected_pods"]) for remote in cluster.get("remotes") or [] if remote in self.hosts()
+            ]:
                 stale = [pod for pod in pods if not _istio.flag_on(pod.get("xds_agent"))]
                 if stale:
                     sample = ", ".join(f"{pod['namespace']}/{pod['name']}" for pod in stale[:5])
-                    self.add("rotation_flags", [name],
-                             f"{len(stale)} injected pod(s) without {_istio.XDS_AGENT_METADATA}=true, injected before the flag: {sample}",
-                             "restart these workloads (kubectl rollout restart) so that they are injected again", severity=severity)
+                    self.add(
+                        "rotation_flags",
+                        [name],
+                        f"{len(stale)} injected pod(s) without {_istio.XDS_AGENT_METADATA}=true, injected before the flag: {sample}",
+                        "restart these workloads (kubectl rollout restart) so that they are injected again",
+                        severity=severity,
+                    )
 
 
 def diagnose(plan: dict, states: dict, **options) -> list[dict]:
@@ -533,8 +677,16 @@ def reachability_findings(plan: dict, states: dict, results: dict) -> list[dict]
         failed = {address: error for address, error in attempts.items() if error}
         if failed:
             evidence = "; ".join(f"{address}:15443 {error}" for address, error in sorted(failed.items()))
-            findings.append(Finding("gateway_unreachable", WARNING, [plan["clusters"][host]["name"]], CHECKS["gateway_unreachable"][1],
-                                    evidence, "check firewalls and the load balancer between the networks").as_dict())
+            findings.append(
+                Finding(
+                    "gateway_unreachable",
+                    WARNING,
+                    [plan["clusters"][host]["name"]],
+                    CHECKS["gateway_unreachable"][1],
+                    evidence,
+                    "check firewalls and the load balancer between the networks",
+                ).as_dict()
+            )
     return findings
 
 
@@ -542,7 +694,8 @@ def roots_by_cluster(plan: dict, states: dict) -> dict[str, list[str]]:
     """Root fingerprints of each readable cluster's cacerts, by cluster name (empty list: no cacerts)."""
     return {
         plan["clusters"][host]["name"]: sorted(root["fingerprint_sha256"] for root in (state.get("cacerts") or {}).get("roots") or [])
-        for host, state in states.items() if host in plan["clusters"] and "error" not in state
+        for host, state in states.items()
+        if host in plan["clusters"] and "error" not in state
     }
 
 

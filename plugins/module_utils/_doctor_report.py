@@ -13,8 +13,15 @@ ICONS = {"error": "ERROR", "warning": "WARNING", "info": "INFO"}
 EDGE_COLORS = {"ok": "#2e7d32", "warning": "#ef6c00", "error": "#c62828"}
 ROOT_PALETTE = ("#1565c0", "#6a1b9a", "#00838f", "#ad1457", "#4e342e", "#558b2f")
 # Findings that say a watch edge (watcher -> watched) is broken.
-EDGE_CHECKS = ("remote_secret_missing", "remote_secret_data_key", "remote_secret_credential", "remote_secret_unparsable",
-               "remote_secret_unsafe", "remote_secret_loopback", "remote_secret_duplicate")
+EDGE_CHECKS = (
+    "remote_secret_missing",
+    "remote_secret_data_key",
+    "remote_secret_credential",
+    "remote_secret_unparsable",
+    "remote_secret_unsafe",
+    "remote_secret_loopback",
+    "remote_secret_duplicate",
+)
 
 
 def _plain(text: str) -> str:
@@ -53,9 +60,12 @@ def cluster_severity(findings: list[dict], name: str) -> str:
 
 def dot(plan: dict, states: dict, findings: list[dict]) -> str:
     """The mesh as a Graphviz digraph: networks as boxes, clusters in them, roots, remote-secret edges by state."""
-    lines = ["digraph mesh {", '  graph [rankdir=LR, fontname="Helvetica", label=' + _quote(f"mesh {plan.get('mesh_id', '')}") + "];",
-             '  node [fontname="Helvetica", shape=box, style="rounded,filled", fillcolor="#ffffff"];',
-             '  edge [fontname="Helvetica", fontsize=10];']
+    lines = [
+        "digraph mesh {",
+        '  graph [rankdir=LR, fontname="Helvetica", label=' + _quote(f"mesh {plan.get('mesh_id', '')}") + "];",
+        '  node [fontname="Helvetica", shape=box, style="rounded,filled", fillcolor="#ffffff"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+    ]
     clusters = plan["clusters"]
     roots: dict[str, list[str]] = {}
     for index, network in enumerate(sorted({c["network"] for c in clusters.values()})):
@@ -79,7 +89,7 @@ def dot(plan: dict, states: dict, findings: list[dict]) -> str:
         lines.append("  }")
     for root, names in sorted(roots.items()):
         node = f"root {root[:11]}"
-        lines.append(f"  {_quote(node)} [shape=ellipse, fillcolor={_quote(_color(root))}, fontcolor=\"#ffffff\"];")
+        lines.append(f'  {_quote(node)} [shape=ellipse, fillcolor={_quote(_color(root))}, fontcolor="#ffffff"];')
         for name in names:
             lines.append(f"  {_quote(name)} -> {_quote(node)} [style=dotted, arrowhead=none, color={_quote(_color(root))}];")
     for edge in plan.get("watches") or []:
@@ -94,8 +104,9 @@ def markdown(plan: dict, states: dict, findings: list[dict], picture: str | None
     counts = summary(findings)
     out = [f"# Mesh doctor: {plan.get('mesh_id', '')}", ""]
     verdict = "healthy" if not counts["error"] else "broken"
-    out.append(f"**{verdict}**: {counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} note(s) "
-               f"across {len(plan['clusters'])} cluster(s).")
+    out.append(
+        f"**{verdict}**: {counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} note(s) across {len(plan['clusters'])} cluster(s)."
+    )
     out += ["", "## Clusters", "", "| cluster | role | network | root (SHA-256) | east-west gateway | istiod |", "|---|---|---|---|---|---|"]
     for host, cluster in plan["clusters"].items():
         state = states.get(host) or {}
@@ -104,8 +115,7 @@ def markdown(plan: dict, states: dict, findings: list[dict], picture: str | None
             continue
         istiod = ", ".join(f"{i['name']} {i['version']}" for i in state.get("istiods") or []) or "-"
         gateway = ", ".join(state["gateway"]["addresses"]) or (state["gateway"]["problem"] or "none")
-        out.append(f"| {cluster['name']} | {cluster['role']} | {cluster['network']} | `{_root_of(state)[:23] or 'none'}` | "
-                   f"{gateway} | {istiod} |")
+        out.append(f"| {cluster['name']} | {cluster['role']} | {cluster['network']} | `{_root_of(state)[:23] or 'none'}` | {gateway} | {istiod} |")
     out += ["", "## Findings", ""]
     if not findings:
         out.append("None: every check passed.")

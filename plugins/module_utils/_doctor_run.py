@@ -75,8 +75,7 @@ def render_svg(dot_binary: str, source: str) -> tuple[bytes | None, str]:
     return result.stdout, ""
 
 
-def write_report(directory: str, params: dict, check_mode: bool, plan: dict, states: dict, findings: list[dict],
-                 warnings: list) -> tuple[bool, dict]:
+def write_report(directory: str, params: dict, check_mode: bool, plan: dict, states: dict, findings: list[dict], warnings: list) -> tuple[bool, dict]:
     source = _doctor_report.dot(plan, states, findings)
     svg, warning = render_svg(params["dot"], source)
     if warning:
@@ -104,11 +103,17 @@ def run(params: dict, check_mode: bool) -> tuple[dict, list[str]]:
     plan, states = params["plan"], params["states"]
     unknown = sorted(set(states) - set(plan.get("clusters") or {}))
     if not plan.get("clusters") or unknown:
-        raise DoctorInputError(f"states and plan disagree: hosts {', '.join(unknown) or 'none'} are not in the plan; "
-                               "pass the result of meshfed.istio.mesh_plan for the same hosts")
-    findings = _doctor.diagnose(plan, states, expected_roots=expected_roots(params["pki_dir"]),
-                                expiry_days=params["expiry_warning_days"], allow_loopback=params["allow_loopback"],
-                                expect_rotation_flags=params["expect_rotation_flags"])
+        raise DoctorInputError(
+            f"states and plan disagree: hosts {', '.join(unknown) or 'none'} are not in the plan; pass the result of meshfed.istio.mesh_plan for the same hosts"
+        )
+    findings = _doctor.diagnose(
+        plan,
+        states,
+        expected_roots=expected_roots(params["pki_dir"]),
+        expiry_days=params["expiry_warning_days"],
+        allow_loopback=params["allow_loopback"],
+        expect_rotation_flags=params["expect_rotation_flags"],
+    )
     if params["check_reachability"]:
         findings += _doctor.reachability_findings(plan, states, reachability(plan, states, params["reachability_timeout"]))
     warnings: list[str] = []
@@ -118,7 +123,14 @@ def run(params: dict, check_mode: bool) -> tuple[dict, list[str]]:
         changed, paths = write_report(directory, params, check_mode, plan, states, findings, warnings)
     summary = _doctor.summary(findings)
     roots = _doctor.roots_by_cluster(plan, states)
-    result = {"changed": changed, "findings": findings, "summary": summary, "healthy": summary["error"] == 0, "report": paths,
-              "roots": roots, "shared_root": _doctor.shared_root(roots)}
+    result = {
+        "changed": changed,
+        "findings": findings,
+        "summary": summary,
+        "healthy": summary["error"] == 0,
+        "report": paths,
+        "roots": roots,
+        "shared_root": _doctor.shared_root(roots),
+    }
     result["summary_text"] = _doctor_report.summary_text(len(plan["clusters"]), result)
     return result, warnings

@@ -63,7 +63,7 @@ def _write_new(path: str, data: bytes, mode: int) -> None:
         os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -122,7 +122,8 @@ def leftovers(dest: str, subdirectories=()) -> Leftovers:
     for directory in (dest, *(os.path.join(dest, sub) for sub in subdirectories)):
         if os.path.isdir(directory) and not os.path.islink(directory):
             found.temporaries.extend(
-                os.path.join(directory, entry) for entry in sorted(os.listdir(directory))
+                os.path.join(directory, entry)
+                for entry in sorted(os.listdir(directory))
                 if entry.startswith(TEMPORARY) and os.path.isfile(os.path.join(directory, entry))
             )
     return found

@@ -222,23 +222,40 @@ def eastwest_objects(namespace: str, expose_istiod: bool) -> list[dict]:
     """What the east-west gateway serves, as Istio's multicluster guide writes it: every *.local service on 15443
     (AUTO_PASSTHROUGH, mTLS end to end); on a primary with remotes also istiod (15012) and its webhook (15017)."""
     meta = {"namespace": namespace}
-    objects = [{
-        "apiVersion": NETWORKING_API, "kind": "Gateway", "metadata": {"name": CROSS_NETWORK_GATEWAY, **meta},
-        "spec": {"selector": dict(EASTWEST_SELECTOR), "servers": [_passthrough(CROSS_NETWORK_PORT, "tls", "AUTO_PASSTHROUGH", ["*.local"])]},
-    }]
+    objects = [
+        {
+            "apiVersion": NETWORKING_API,
+            "kind": "Gateway",
+            "metadata": {"name": CROSS_NETWORK_GATEWAY, **meta},
+            "spec": {"selector": dict(EASTWEST_SELECTOR), "servers": [_passthrough(CROSS_NETWORK_PORT, "tls", "AUTO_PASSTHROUGH", ["*.local"])]},
+        }
+    ]
     if expose_istiod:
         istiod = f"istiod.{namespace}.svc.cluster.local"
-        objects += [{
-            "apiVersion": NETWORKING_API, "kind": "Gateway", "metadata": {"name": ISTIOD_GATEWAY, **meta},
-            "spec": {"selector": dict(EASTWEST_SELECTOR), "servers": [
-                _passthrough(15012, "tls-istiod", "PASSTHROUGH", ["*"]), _passthrough(15017, "tls-istiodwebhook", "PASSTHROUGH", ["*"])]},
-        }, {
-            "apiVersion": NETWORKING_API, "kind": "VirtualService", "metadata": {"name": ISTIOD_VIRTUAL_SERVICE, **meta},
-            "spec": {"hosts": ["*"], "gateways": [ISTIOD_GATEWAY], "tls": [
-                {"match": [{"port": 15012, "sniHosts": ["*"]}], "route": [{"destination": {"host": istiod, "port": {"number": 15012}}}]},
-                {"match": [{"port": 15017, "sniHosts": ["*"]}], "route": [{"destination": {"host": istiod, "port": {"number": 443}}}]},
-            ]},
-        }]
+        objects += [
+            {
+                "apiVersion": NETWORKING_API,
+                "kind": "Gateway",
+                "metadata": {"name": ISTIOD_GATEWAY, **meta},
+                "spec": {
+                    "selector": dict(EASTWEST_SELECTOR),
+                    "servers": [_passthrough(15012, "tls-istiod", "PASSTHROUGH", ["*"]), _passthrough(15017, "tls-istiodwebhook", "PASSTHROUGH", ["*"])],
+                },
+            },
+            {
+                "apiVersion": NETWORKING_API,
+                "kind": "VirtualService",
+                "metadata": {"name": ISTIOD_VIRTUAL_SERVICE, **meta},
+                "spec": {
+                    "hosts": ["*"],
+                    "gateways": [ISTIOD_GATEWAY],
+                    "tls": [
+                        {"match": [{"port": 15012, "sniHosts": ["*"]}], "route": [{"destination": {"host": istiod, "port": {"number": 15012}}}]},
+                        {"match": [{"port": 15017, "sniHosts": ["*"]}], "route": [{"destination": {"host": istiod, "port": {"number": 443}}}]},
+                    ],
+                },
+            },
+        ]
     return objects
 
 

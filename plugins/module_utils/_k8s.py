@@ -137,8 +137,7 @@ class _LeanTransport:
             watchdog.daemon = True
             watchdog.start()
             try:
-                self.connection.request(method, self.prefix + path, body=None if body is None else json.dumps(body),
-                                        headers={**self.headers, **headers})
+                self.connection.request(method, self.prefix + path, body=None if body is None else json.dumps(body), headers={**self.headers, **headers})
                 response = self.connection.getresponse()
                 data = response.read(self.max_bytes + 1)
                 if len(data) > self.max_bytes:
@@ -223,8 +222,7 @@ class _CoreTransport:
             if setting.get("in") == "header" and setting.get("value"):
                 headers[setting["key"]] = setting["value"]
         try:
-            response = self.api_client.rest_client.request(method, self.host + path, headers=headers, body=body,
-                                                           _request_timeout=self.timeout)
+            response = self.api_client.rest_client.request(method, self.host + path, headers=headers, body=body, _request_timeout=self.timeout)
             data = response.read() if getattr(response, "data", None) is None else response.data
             return response.status, response.reason, data
         except self.api_exception as exc:  # clients before 35 raise for every status >= 400
@@ -346,8 +344,7 @@ def cluster_scoped(resource: str, name: str = "", group: str = "", version: str 
 
 def write_configmap(cluster: Cluster, namespace: str, name: str, data: dict, labels: dict | None = None) -> None:
     """Create or replace a ConfigMap."""
-    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
-            "data": data}
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace, "labels": labels or {}}, "data": data}
     if cluster.configmap_data(namespace, name) is None:
         cluster.request(f"creating configmap {namespace}/{name}", "POST", namespaced(namespace, "configmaps"), body=body)
     else:

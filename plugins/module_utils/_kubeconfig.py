@@ -162,7 +162,8 @@ def _field_problems(where: str, entry: object, allowed: frozenset) -> list[str]:
         return [f"{where} is not a mapping"]
     return [
         f"{where} field {_printable_name(key)}: {REFUSED_FIELDS.get(key, 'not an inline credential field')}"
-        for key in sorted(map(str, entry)) if key not in allowed
+        for key in sorted(map(str, entry))
+        if key not in allowed
     ]
 
 
@@ -270,15 +271,19 @@ def untrusted_connection(config: object) -> tuple[dict | None, list[str], list[s
     unsafe, invalid = [problem for problem in unsafe if problem], [problem for problem in invalid if problem]
     if unsafe or invalid:
         return None, unsafe, invalid
-    return {
-        "server": server.rstrip("/"),
-        "insecure": False,
-        "ca_file": None,
-        "ca_data": cluster.get("certificate-authority-data"),
-        "cert_file": None,
-        "cert_data": cert,
-        "key_file": None,
-        "key_data": key,
-        "token": token,
-        "token_file": None,
-    }, [], []
+    return (
+        {
+            "server": server.rstrip("/"),
+            "insecure": False,
+            "ca_file": None,
+            "ca_data": cluster.get("certificate-authority-data"),
+            "cert_file": None,
+            "cert_data": cert,
+            "key_file": None,
+            "key_data": key,
+            "token": token,
+            "token_file": None,
+        },
+        [],
+        [],
+    )

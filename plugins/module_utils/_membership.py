@@ -31,18 +31,21 @@ def leave_plan(plan: dict, leaving: Iterable[str]) -> dict:
     for entry in wanted:
         host = entry if entry in clusters else by_name.get(entry)
         if entry in clusters and by_name.get(entry, entry) != entry:
-            problems.append(f"{entry!r} is ambiguous: the inventory name of {entry} and the cluster name of {by_name[entry]}; "
-                            "name the host instead")
+            problems.append(f"{entry!r} is ambiguous: the inventory name of {entry} and the cluster name of {by_name[entry]}; name the host instead")
         elif host is None:
-            problems.append(f"{entry!r} is not a cluster of this inventory ({', '.join(sorted(clusters)) or 'none'}); "
-                            "keep a leaving cluster in the inventory until the leave is done: it is reached with its own credentials")
+            problems.append(
+                f"{entry!r} is not a cluster of this inventory ({', '.join(sorted(clusters)) or 'none'}); "
+                "keep a leaving cluster in the inventory until the leave is done: it is reached with its own credentials"
+            )
         elif host not in hosts:
             hosts.append(host)
     for host in hosts:
         staying = [remote for remote in clusters[host].get("remotes") or [] if remote not in hosts]
         if staying:
-            problems.append(f"{host} is the primary of {', '.join(staying)}, which stay: leave those remotes too, or give them "
-                            "another primary first (a remote without its primary has no control plane)")
+            problems.append(
+                f"{host} is the primary of {', '.join(staying)}, which stay: leave those remotes too, or give them "
+                "another primary first (a remote without its primary has no control plane)"
+            )
     names = [clusters[host]["name"] for host in hosts]
     return {
         "problems": problems,
@@ -58,17 +61,21 @@ def installed_role_problem(role: str, state: dict, cluster: str) -> str | None:
     A remote install runs no istiod and its injector calls a primary's (remotePilotAddress); a primary runs istiod.
     """
     istiods = [item.get("name", "") for item in state.get("istiods") or []]
-    remote_pilot = ((state.get("injector") or {}).get("remote_pilot_address") or "")
+    remote_pilot = (state.get("injector") or {}).get("remote_pilot_address") or ""
     if role == "primary" and not istiods and remote_pilot:
-        return (f"cluster {cluster} is installed as a remote (no istiod; its injector calls {remote_pilot}) but the inventory "
-                "makes it a primary. Promoting a remote in place is not supported: the remote's istiod Service, injector and "
-                "namespace annotation would keep pointing at its old primary. Run meshfed.istio.leave for it with "
-                "leave_uninstall_istio=true, then site with it in istio_primary")
+        return (
+            f"cluster {cluster} is installed as a remote (no istiod; its injector calls {remote_pilot}) but the inventory "
+            "makes it a primary. Promoting a remote in place is not supported: the remote's istiod Service, injector and "
+            "namespace annotation would keep pointing at its old primary. Run meshfed.istio.leave for it with "
+            "leave_uninstall_istio=true, then site with it in istio_primary"
+        )
     if role == "remote" and istiods:
-        return (f"cluster {cluster} runs istiod ({', '.join(istiods)}) but the inventory makes it a remote. Demoting a primary "
-                "in place is not supported: its istiod, the remote secrets it holds and its proxies would stay. Run "
-                "meshfed.istio.leave for it with leave_uninstall_istio=true (its remotes leave with it or move first), "
-                "then site with it in istio_remote")
+        return (
+            f"cluster {cluster} runs istiod ({', '.join(istiods)}) but the inventory makes it a remote. Demoting a primary "
+            "in place is not supported: its istiod, the remote secrets it holds and its proxies would stay. Run "
+            "meshfed.istio.leave for it with leave_uninstall_istio=true (its remotes leave with it or move first), "
+            "then site with it in istio_remote"
+        )
     return None
 
 
@@ -112,13 +119,25 @@ def _delete(cluster: _k8s.Cluster, what: str, path: str, item: dict, check_mode:
     return what
 
 
-def cleanup(cluster: _k8s.Cluster, namespace: str, *, remote_secrets_of: list[str] | None, all_remote_secrets: bool, reader: bool,
-            install_records: bool, service_account: str, check_mode: bool) -> list[str]:
+def cleanup(
+    cluster: _k8s.Cluster,
+    namespace: str,
+    *,
+    remote_secrets_of: list[str] | None,
+    all_remote_secrets: bool,
+    reader: bool,
+    install_records: bool,
+    service_account: str,
+    check_mode: bool,
+) -> list[str]:
     """Delete what this collection created, as asked; returns what was (or would be) deleted."""
     deleted = []
     if all_remote_secrets or remote_secrets_of:
-        secrets = cluster.items(f"listing remote secrets in {namespace}", _k8s.namespaced(namespace, "secrets"),
-                                labelSelector=f"{_istio.MULTICLUSTER_LABEL}=true,{_istio.MANAGED_BY_LABEL}={_istio.MANAGED_BY}")
+        secrets = cluster.items(
+            f"listing remote secrets in {namespace}",
+            _k8s.namespaced(namespace, "secrets"),
+            labelSelector=f"{_istio.MULTICLUSTER_LABEL}=true,{_istio.MANAGED_BY_LABEL}={_istio.MANAGED_BY}",
+        )
         for item in remote_secrets_to_delete(secrets, None if all_remote_secrets else remote_secrets_of):
             name = _meta(item)["name"]
             deleted.append(_delete(cluster, f"secret {namespace}/{name}", _k8s.namespaced(namespace, "secrets", name), item, check_mode))
@@ -140,16 +159,20 @@ def cleanup(cluster: _k8s.Cluster, namespace: str, *, remote_secrets_of: list[st
                 label = f"{kind} {namespace}/{name}" if kind == "serviceaccount" else f"{kind} {name}"
                 deleted.append(_delete(cluster, label, paths[kind], item, check_mode))
     if install_records:
-        configmaps = cluster.items(f"listing configmaps in {namespace}", _k8s.namespaced(namespace, "configmaps"),
-                                   labelSelector=f"{_istio.MANAGED_BY_LABEL}={_istio.MANAGED_BY}")
+        configmaps = cluster.items(
+            f"listing configmaps in {namespace}", _k8s.namespaced(namespace, "configmaps"), labelSelector=f"{_istio.MANAGED_BY_LABEL}={_istio.MANAGED_BY}"
+        )
         for item in install_records_to_delete(configmaps):
             name = _meta(item)["name"]
-            deleted.append(_delete(cluster, f"configmap {namespace}/{name}", _k8s.namespaced(namespace, "configmaps", name), item,
-                                   check_mode))
+            deleted.append(_delete(cluster, f"configmap {namespace}/{name}", _k8s.namespaced(namespace, "configmaps", name), item, check_mode))
         # the cluster's intermediate CA key: with istiod gone nothing here may keep signing for the mesh
-        cacerts = cluster.get(f"reading secret {namespace}/{_istio.CACERTS_SECRET}",
-                              _k8s.namespaced(namespace, "secrets", _istio.CACERTS_SECRET), missing_ok=True)
+        cacerts = cluster.get(
+            f"reading secret {namespace}/{_istio.CACERTS_SECRET}", _k8s.namespaced(namespace, "secrets", _istio.CACERTS_SECRET), missing_ok=True
+        )
         if cacerts is not None and _remote_secret.is_managed(cacerts):
-            deleted.append(_delete(cluster, f"secret {namespace}/{_istio.CACERTS_SECRET}",
-                                   _k8s.namespaced(namespace, "secrets", _istio.CACERTS_SECRET), cacerts, check_mode))
+            deleted.append(
+                _delete(
+                    cluster, f"secret {namespace}/{_istio.CACERTS_SECRET}", _k8s.namespaced(namespace, "secrets", _istio.CACERTS_SECRET), cacerts, check_mode
+                )
+            )
     return deleted

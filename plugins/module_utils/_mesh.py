@@ -102,10 +102,7 @@ def _cluster_name(value: object) -> str:
 def _mesh_id(value: object) -> str:
     text = _string(value)
     if not LABEL_VALUE.fullmatch(text):
-        raise Refused(
-            f"{text!r} is not a Kubernetes label value "
-            "(letters, digits, '-', '_' and '.', at most 63 characters, starting and ending alphanumeric)"
-        )
+        raise Refused(f"{text!r} is not a Kubernetes label value (letters, digits, '-', '_' and '.', at most 63 characters, starting and ending alphanumeric)")
     return text
 
 
@@ -182,13 +179,10 @@ def _addresses(value: object) -> tuple[str, ...]:
 
 def _istio_version(value: object) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise Refused(f"must be a string, not {_kind(value)} (YAML reads 1.30 as 1.3); quote it: \"1.30.1\"")
+        raise Refused(f'must be a string, not {_kind(value)} (YAML reads 1.30 as 1.3); quote it: "1.30.1"')
     text = _string(value)
     if not ISTIO_VERSION.fullmatch(text):
-        raise Refused(
-            f"{text!r} is not a version as `istioctl version --short` prints it (1.30.1, 1.31-dev); "
-            "leave it unset to skip the version check"
-        )
+        raise Refused(f"{text!r} is not a version as `istioctl version --short` prints it (1.30.1, 1.31-dev); leave it unset to skip the version check")
     return text
 
 
@@ -371,10 +365,7 @@ def _primary_problem(remote: Member, clusters: list[Member], primaries: str) -> 
     by_name = [cluster for cluster in _valid(clusters, "cluster_name") if cluster.name == wanted and cluster.host != wanted]
     matches = by_host + by_name
     if not matches:
-        return (
-            f"{remote.host}: meshfed_primary {wanted!r} is not a primary of this inventory "
-            f"(no host or cluster has that name); primaries: {primaries}"
-        )
+        return f"{remote.host}: meshfed_primary {wanted!r} is not a primary of this inventory (no host or cluster has that name); primaries: {primaries}"
     if len(matches) > 1:
         named = [f"the inventory name of {c.host}" for c in by_host] + [f"the cluster name of {c.host}" for c in by_name]
         return (
@@ -384,10 +375,7 @@ def _primary_problem(remote: Member, clusters: list[Member], primaries: str) -> 
     if matches[0] is remote:
         return f"{remote.host}: meshfed_primary names this remote itself; set it to a host of istio_primary ({primaries})"
     if matches[0].role != "primary":
-        return (
-            f"{remote.host}: meshfed_primary {wanted!r} is not a primary: {matches[0].host} is a remote; "
-            f"set it to a host of istio_primary ({primaries})"
-        )
+        return f"{remote.host}: meshfed_primary {wanted!r} is not a primary: {matches[0].host} is a remote; set it to a host of istio_primary ({primaries})"
     return None
 
 
@@ -516,7 +504,5 @@ def topology(clusters: list[Member], settings: dict | None = None) -> dict:
         "networks": sorted({cluster.network for cluster in clusters}),
         "mesh_id": clusters[0].mesh_id if clusters else "",
         "watches": [{"watcher": watcher, "watched": watched} for watcher, watched in edges],
-        "watched_by": {
-            cluster.host: [watched for watcher, watched in edges if watcher == cluster.host] for cluster in clusters
-        },
+        "watched_by": {cluster.host: [watched for watcher, watched in edges if watcher == cluster.host] for cluster in clusters},
     }

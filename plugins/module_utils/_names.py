@@ -22,8 +22,7 @@ def name_problems(names: list[str], what: str = "cluster name") -> list[str]:
     for name in names:
         if not is_dns1123_label(name):
             problems.append(
-                f"{what} {name!r} is not a DNS-1123 label "
-                "(lowercase letters, digits and '-', at most 63 characters, starting and ending alphanumeric)"
+                f"{what} {name!r} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters, starting and ending alphanumeric)"
             )
         if name in seen:
             problems.append(f"{what} {name!r} appears more than once; every {what} must be unique")

@@ -79,11 +79,11 @@ def _read(data: bytes, offset: int = 0) -> tuple[int, bytes, int]:
     offset += 2
     if size & 0x80:
         count = size & 0x7F
-        size = int.from_bytes(data[offset:offset + count], "big")
+        size = int.from_bytes(data[offset : offset + count], "big")
         offset += count
     if offset + size > len(data):
         raise ValueError("truncated DER")
-    return tag, data[offset:offset + size], offset + size
+    return tag, data[offset : offset + size], offset + size
 
 
 def _children(value: bytes) -> list[tuple[int, bytes]]:
@@ -106,7 +106,7 @@ def encrypt(key, passphrase: str, iterations: int | None = None) -> bytes:
     kdf = _sequence(_oid(_PBKDF2), _sequence(_tlv(0x04, salt), _integer(iterations), _sequence(_oid(_HMAC_SHA256), b"\x05\x00")))
     scheme = _sequence(_oid(_PBES2), _sequence(kdf, _sequence(_oid(_AES256_CBC), _tlv(0x04, iv))))
     body = base64.b64encode(_sequence(scheme, _tlv(0x04, sealed)))
-    lines = [body[start:start + 64] for start in range(0, len(body), 64)]
+    lines = [body[start : start + 64] for start in range(0, len(body), 64)]
     return b"\n".join([_BEGIN, *lines, _END]) + b"\n"
 
 

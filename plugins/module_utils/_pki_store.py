@@ -103,9 +103,7 @@ def validate(options: PkiOptions, now: datetime.datetime) -> None:
         if days < 1:
             raise _pki.PkiError(f"{name} must be at least 1, got {days}")
         if days > limit:
-            raise _pki.PkiError(
-                f"{name} {days} reaches past 9999-12-31, the last date an X.509 certificate can carry: set {name} to at most {limit}"
-            )
+            raise _pki.PkiError(f"{name} {days} reaches past 9999-12-31, the last date an X.509 certificate can carry: set {name} to at most {limit}")
     renew = options.renew_before_days
     if renew < 0:
         raise _pki.PkiError(f"renew_before_days must not be negative, got {renew}")
@@ -123,9 +121,7 @@ def validate(options: PkiOptions, now: datetime.datetime) -> None:
         if not value.strip():
             raise _pki.PkiError(f"{name} is empty: an X.509 name attribute needs 1 to {_pki.NAME_MAX} characters; set {name}")
         if len(value) > _pki.NAME_MAX:
-            raise _pki.PkiError(
-                f"{name} is {len(value)} characters long: X.509 allows at most {_pki.NAME_MAX} (RFC 5280); shorten {name}"
-            )
+            raise _pki.PkiError(f"{name} is {len(value)} characters long: X.509 allows at most {_pki.NAME_MAX} (RFC 5280); shorten {name}")
     if options.root_key_passphrase and len(options.root_key_passphrase.encode()) > _pkcs8.MAX_PASSPHRASE_BYTES:
         raise _pki.PkiError(
             f"root_key_passphrase is {len(options.root_key_passphrase.encode())} bytes long: OpenSSL reads at most "
@@ -182,8 +178,7 @@ def _inspect(options: PkiOptions, directory: _Directory) -> None:
             raise _pki.PkiError(f"{path} is not a regular file: move it away")
         mode = stat.S_IMODE(info.st_mode)
         if os.path.basename(rel) in KEY_FILES and mode & 0o077:
-            exposed = FORCE_ROOT_HINT.replace("replace it", "replace the root") if rel == ROOT_KEY else (
-                "delete it, and a new intermediate is issued")
+            exposed = FORCE_ROOT_HINT.replace("replace it", "replace the root") if rel == ROOT_KEY else ("delete it, and a new intermediate is issued")
             raise _pki.PkiError(
                 f"{path} is open to group or others (mode {mode:04o}): if nobody else could read it, run chmod 0600 {path}; "
                 f"if it may have been copied, {exposed}"
@@ -238,8 +233,10 @@ def _load_root_pair(cert_pem: bytes, key_pem: bytes, paths: tuple[str, str], opt
 
 
 def _unencrypted_warning(key_path: str) -> str:
-    return (f"the root key {key_path} is not encrypted: whoever can read it can sign for every cluster of the mesh; "
-            "set root_key_passphrase (pki_root_key_passphrase in the pki role; keep it in Ansible Vault) and run again to encrypt it")
+    return (
+        f"the root key {key_path} is not encrypted: whoever can read it can sign for every cluster of the mesh; "
+        "set root_key_passphrase (pki_root_key_passphrase in the pki role; keep it in Ansible Vault) and run again to encrypt it"
+    )
 
 
 def _plan_import(options: PkiOptions, plan: PkiChanges, current, current_pem: bytes | None, directory: _Directory, now):
@@ -248,9 +245,7 @@ def _plan_import(options: PkiOptions, plan: PkiChanges, current, current_pem: by
     if src_cert_pem is None or src_key_pem is None:
         missing = options.root_cert_src if src_cert_pem is None else options.root_key_src
         raise _pki.PkiError(f"cannot import the root: {missing} does not exist")
-    cert, key, protection = _load_root_pair(
-        src_cert_pem, src_key_pem, (options.root_cert_src, options.root_key_src), options, now, imported=True
-    )
+    cert, key, protection = _load_root_pair(src_cert_pem, src_key_pem, (options.root_cert_src, options.root_key_src), options, now, imported=True)
     pem = _pki.cert_pem(cert)
     cert_path = directory.path(ROOT_CERT)
     if current is not None and _pki.fingerprint(current) == _pki.fingerprint(cert):
@@ -264,12 +259,17 @@ def _plan_import(options: PkiOptions, plan: PkiChanges, current, current_pem: by
     if directory.read(ROOT_KEY) is not None:
         plan.warnings.append(f"{directory.path(ROOT_KEY)} is not used while the root is imported from {options.root_key_src}")
     if not protection.encrypted:
-        plan.warnings.append(_unencrypted_warning(options.root_key_src).replace(
-            "set root_key_passphrase (pki_root_key_passphrase in the pki role; keep it in Ansible Vault) and run again to encrypt it",
-            f"encrypt it ({REENCRYPT_HINT}) and set root_key_passphrase"))
+        plan.warnings.append(
+            _unencrypted_warning(options.root_key_src).replace(
+                "set root_key_passphrase (pki_root_key_passphrase in the pki role; keep it in Ansible Vault) and run again to encrypt it",
+                f"encrypt it ({REENCRYPT_HINT}) and set root_key_passphrase",
+            )
+        )
     elif not protection.strong:
-        plan.warnings.append(f"the root key {options.root_key_src} (root_key_src) is protected only by {protection.description}, "
-                             f"which is quick to guess; re-encrypt it: {REENCRYPT_HINT}")
+        plan.warnings.append(
+            f"the root key {options.root_key_src} (root_key_src) is protected only by {protection.description}, "
+            f"which is quick to guess; re-encrypt it: {REENCRYPT_HINT}"
+        )
     return cert, key, pem
 
 
@@ -313,9 +313,7 @@ def _plan_root(options: PkiOptions, plan: PkiChanges, directory: _Directory, now
         plan.warnings.append(_unencrypted_warning(key_path))
     differences = _pki.spec_differences(cert, _root_spec(options))
     if differences:
-        plan.warnings.append(
-            f"the existing root differs from the requested {', '.join(differences)}; it is kept: roots change only with force_root"
-        )
+        plan.warnings.append(f"the existing root differs from the requested {', '.join(differences)}; it is kept: roots change only with force_root")
     return cert, key, current_cert_pem
 
 
@@ -327,8 +325,11 @@ def _plan_cluster(options: PkiOptions, cluster: str, root, plan: PkiChanges, dir
     root_cert, root_key, root_pem = root
     files = {name: directory.read(os.path.join(cluster, name)) for name in _pki.BUNDLE_KEYS}
     spec = _pki.CaSpec(
-        options.intermediate_organization, options.intermediate_common_name, options.intermediate_days,
-        options.key_algorithm, cluster,
+        options.intermediate_organization,
+        options.intermediate_common_name,
+        options.intermediate_days,
+        options.key_algorithm,
+        cluster,
     )
     reasons = _pki.intermediate_reasons(files, spec, root_cert, now, options.renew_before_days)
     if not reasons:
@@ -363,10 +364,11 @@ def _plan_cluster(options: PkiOptions, cluster: str, root, plan: PkiChanges, dir
 
 
 def _recovery_notes(dest: str, leftovers: _io.Leftovers) -> list[str]:
-    notes = [f"finished an interrupted write: moved {len(_io.Leftovers(commits=[commit]).pending())} file(s) of "
-             f"{os.path.basename(commit)} into place" for commit in leftovers.commits]
-    notes += [f"removed {os.path.basename(staging)}, a write interrupted before it was complete (nothing of it was in place)"
-              for staging in leftovers.stagings]
+    notes = [
+        f"finished an interrupted write: moved {len(_io.Leftovers(commits=[commit]).pending())} file(s) of {os.path.basename(commit)} into place"
+        for commit in leftovers.commits
+    ]
+    notes += [f"removed {os.path.basename(staging)}, a write interrupted before it was complete (nothing of it was in place)" for staging in leftovers.stagings]
     notes += [f"removed the stray temporary file {os.path.relpath(path, dest)}" for path in leftovers.temporaries]
     return notes
 
@@ -418,10 +420,7 @@ def _check_staged(result: PkiChanges, staged: frozenset, read) -> None:
 def apply(result: PkiChanges) -> None:
     """Finish what an interrupted run left, then write the plan's files as one step; keys 0600."""
     dest = result.options.dest
-    files = {
-        os.path.relpath(path, dest): (data, 0o600 if os.path.basename(path) in KEY_FILES else 0o644)
-        for path, data in result.writes.items()
-    }
+    files = {os.path.relpath(path, dest): (data, 0o600 if os.path.basename(path) in KEY_FILES else 0o644) for path, data in result.writes.items()}
     try:
         if result.leftovers:
             _io.recover(dest, result.leftovers)

@@ -29,10 +29,20 @@ MANAGED = {_istio.MANAGED_BY_LABEL: _istio.MANAGED_BY}
 READ = ["get", "list", "watch"]
 # What a primary's istiod reads in a cluster it watches (the rules of Istio's reader role).
 READER_RULES = [
-    {"apiGroups": ["config.istio.io", "security.istio.io", "networking.istio.io", "authentication.istio.io",
-                   "rbac.istio.io", "telemetry.istio.io", "extensions.istio.io"], "resources": ["*"], "verbs": READ},
-    {"apiGroups": [""], "resources": ["endpoints", "pods", "services", "nodes", "replicationcontrollers", "namespaces", "secrets"],
-     "verbs": READ},
+    {
+        "apiGroups": [
+            "config.istio.io",
+            "security.istio.io",
+            "networking.istio.io",
+            "authentication.istio.io",
+            "rbac.istio.io",
+            "telemetry.istio.io",
+            "extensions.istio.io",
+        ],
+        "resources": ["*"],
+        "verbs": READ,
+    },
+    {"apiGroups": [""], "resources": ["endpoints", "pods", "services", "nodes", "replicationcontrollers", "namespaces", "secrets"], "verbs": READ},
     {"apiGroups": ["networking.istio.io"], "resources": ["workloadentries"], "verbs": READ},
     {"apiGroups": ["networking.x-k8s.io", "gateway.networking.k8s.io"], "resources": ["gateways"], "verbs": READ},
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": READ},
@@ -159,12 +169,19 @@ def ensure_reader(cluster: _k8s.Cluster, namespace: str, service_account: str, c
     }
     # (what, the object's path, its collection's path, the object to create)
     wanted = [
-        (f"serviceaccount {namespace}/{service_account}", _k8s.namespaced(namespace, "serviceaccounts", service_account),
-         _k8s.namespaced(namespace, "serviceaccounts"), {"metadata": {"name": service_account, "labels": MANAGED}}),
-        (f"clusterrole {role}", _k8s.cluster_scoped("clusterroles", role, **rbac), _k8s.cluster_scoped("clusterroles", **rbac),
-         {"metadata": {"name": role, "labels": MANAGED}, "rules": READER_RULES}),
-        (f"clusterrolebinding {role}", _k8s.cluster_scoped("clusterrolebindings", role, **rbac),
-         _k8s.cluster_scoped("clusterrolebindings", **rbac), binding),
+        (
+            f"serviceaccount {namespace}/{service_account}",
+            _k8s.namespaced(namespace, "serviceaccounts", service_account),
+            _k8s.namespaced(namespace, "serviceaccounts"),
+            {"metadata": {"name": service_account, "labels": MANAGED}},
+        ),
+        (
+            f"clusterrole {role}",
+            _k8s.cluster_scoped("clusterroles", role, **rbac),
+            _k8s.cluster_scoped("clusterroles", **rbac),
+            {"metadata": {"name": role, "labels": MANAGED}, "rules": READER_RULES},
+        ),
+        (f"clusterrolebinding {role}", _k8s.cluster_scoped("clusterrolebindings", role, **rbac), _k8s.cluster_scoped("clusterrolebindings", **rbac), binding),
     ]
     created = []
     for what, path, collection, body in wanted:
@@ -179,8 +196,7 @@ def ensure_reader(cluster: _k8s.Cluster, namespace: str, service_account: str, c
 
 def token_secrets(cluster: _k8s.Cluster, namespace: str, service_account: str) -> list[dict]:
     """The reader's token Secrets of this collection, newest first."""
-    items = cluster.items(f"listing secrets in {namespace}", _k8s.namespaced(namespace, "secrets"),
-                          fieldSelector=f"type={TOKEN_TYPE}")
+    items = cluster.items(f"listing secrets in {namespace}", _k8s.namespaced(namespace, "secrets"), fieldSelector=f"type={TOKEN_TYPE}")
     return newest_first([item for item in items if is_token_secret(item, service_account)])
 
 
@@ -188,10 +204,15 @@ def create_token(cluster: _k8s.Cluster, namespace: str, service_account: str, na
     """A long-lived token Secret for the reader (the token controller fills it); returns what was (or would be) created."""
     what = f"secret {namespace}/{name}"
     if not check_mode:
-        cluster.request(f"creating {what}", "POST", _k8s.namespaced(namespace, "secrets"), body={
-            "metadata": {"name": name, "labels": MANAGED, "annotations": {SA_NAME_ANNOTATION: service_account}},
-            "type": TOKEN_TYPE,
-        })
+        cluster.request(
+            f"creating {what}",
+            "POST",
+            _k8s.namespaced(namespace, "secrets"),
+            body={
+                "metadata": {"name": name, "labels": MANAGED, "annotations": {SA_NAME_ANNOTATION: service_account}},
+                "type": TOKEN_TYPE,
+            },
+        )
     return what
 
 
@@ -216,8 +237,13 @@ def retire(cluster: _k8s.Cluster, namespace: str, service_account: str, check_mo
         name = item["metadata"]["name"]
         retired.append(f"secret {namespace}/{name}")
         if not check_mode:
-            cluster.request(f"deleting secret {namespace}/{name}", "DELETE", _k8s.namespaced(namespace, "secrets", name),
-                            body={"preconditions": {"uid": item["metadata"]["uid"]}}, missing_ok=True)
+            cluster.request(
+                f"deleting secret {namespace}/{name}",
+                "DELETE",
+                _k8s.namespaced(namespace, "secrets", name),
+                body={"preconditions": {"uid": item["metadata"]["uid"]}},
+                missing_ok=True,
+            )
     return retired
 
 
@@ -230,7 +256,6 @@ def read_token(cluster: _k8s.Cluster, namespace: str, name: str, wait_seconds: i
             return data["token"].decode(), base64.b64encode(data["ca.crt"]).decode()
         if time.monotonic() >= deadline:
             raise RemoteSecretError(
-                f"the token controller did not fill secret {namespace}/{name} on {cluster.name} within {wait_seconds} s; "
-                "is kube-controller-manager running?"
+                f"the token controller did not fill secret {namespace}/{name} on {cluster.name} within {wait_seconds} s; is kube-controller-manager running?"
             )
         time.sleep(1)

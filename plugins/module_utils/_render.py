@@ -27,8 +27,7 @@ def _check(cluster: object, settings: object) -> None:
         raise RenderError(f"takes the settings of meshfed.istio.mesh_plan (keys {', '.join(SETTINGS_KEYS)}) as its first argument")
 
 
-def control_plane(cluster: dict, settings: dict, remote_pilot_address: str = "", overlay: dict | None = None,
-                  multiroot: bool = True) -> dict:
+def control_plane(cluster: dict, settings: dict, remote_pilot_address: str = "", overlay: dict | None = None, multiroot: bool = True) -> dict:
     """The cluster's control plane IstioOperator: a primary (exposing istiod when it has remotes) or a remote of its primary.
 
     multiroot: the primary's rotation flags (a remote takes its primary's; see _istio.control_plane)."""
@@ -38,9 +37,16 @@ def control_plane(cluster: dict, settings: dict, remote_pilot_address: str = "",
     if cluster["role"] == "remote" and not remote_pilot_address:
         raise RenderError(f"cluster {cluster['name']} is a remote: remote_pilot_address (its primary's gateway address) is required")
     return _istio.control_plane(
-        mesh_id=cluster["mesh_id"], cluster_name=cluster["name"], network=cluster["network"], namespace=settings["namespace"],
-        revision=settings["revision"], role=cluster["role"], external_istiod=bool(cluster["remotes"]),
-        remote_pilot_address=remote_pilot_address if cluster["role"] == "remote" else "", multiroot=multiroot, overlay=overlay,
+        mesh_id=cluster["mesh_id"],
+        cluster_name=cluster["name"],
+        network=cluster["network"],
+        namespace=settings["namespace"],
+        revision=settings["revision"],
+        role=cluster["role"],
+        external_istiod=bool(cluster["remotes"]),
+        remote_pilot_address=remote_pilot_address if cluster["role"] == "remote" else "",
+        multiroot=multiroot,
+        overlay=overlay,
     )
 
 

@@ -31,9 +31,11 @@ STATE = "state.json"
 LOCK = ".rotate-ca.lock"  # one run at a time per PKI directory (flock; released when the run ends, even killed)
 ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 KEY_MODE, CERT_MODE = 0o600, 0o644
-FLAGS_FIX = ("re-run the site playbook with control_plane_multiroot: true (the default): it installs istiod again with "
-             "ISTIO_MULTIROOT_MESH=true and PROXY_CONFIG_XDS_AGENT=true; then restart the workloads, so that their proxies "
-             "carry PROXY_CONFIG_XDS_AGENT; then run rotate_ca again")
+FLAGS_FIX = (
+    "re-run the site playbook with control_plane_multiroot: true (the default): it installs istiod again with "
+    "ISTIO_MULTIROOT_MESH=true and PROXY_CONFIG_XDS_AGENT=true; then restart the workloads, so that their proxies "
+    "carry PROXY_CONFIG_XDS_AGENT; then run rotate_ca again"
+)
 
 
 class RotateError(Exception):
@@ -86,17 +88,17 @@ class ClusterApi:
 
     def read(self, flags: bool) -> Observed:
         cluster, namespace = self.cluster, self.namespace
-        secret = cluster.get(f"reading secret {namespace}/cacerts", _k8s.namespaced(namespace, "secrets", _istio.CACERTS_SECRET),
-                             missing_ok=True)
-        configmaps = cluster.items("listing istio-ca-root-cert configmaps", "/api/v1/configmaps",
-                                   fieldSelector=f"metadata.name={_istio.ROOT_CERT_CONFIGMAP}", limit=self.sample)
-        self_signed = cluster.get(f"reading secret {namespace}/{_istio.ISTIO_CA_SECRET}",
-                                  _k8s.namespaced(namespace, "secrets", _istio.ISTIO_CA_SECRET), missing_ok=True)
+        secret = cluster.get(f"reading secret {namespace}/cacerts", _k8s.namespaced(namespace, "secrets", _istio.CACERTS_SECRET), missing_ok=True)
+        configmaps = cluster.items(
+            "listing istio-ca-root-cert configmaps", "/api/v1/configmaps", fieldSelector=f"metadata.name={_istio.ROOT_CERT_CONFIGMAP}", limit=self.sample
+        )
+        self_signed = cluster.get(
+            f"reading secret {namespace}/{_istio.ISTIO_CA_SECRET}", _k8s.namespaced(namespace, "secrets", _istio.ISTIO_CA_SECRET), missing_ok=True
+        )
         observed = Observed(
             data=None if secret is None else {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()},
             resource_version=((secret or {}).get("metadata") or {}).get("resourceVersion", ""),
-            root_certs={item["metadata"].get("namespace", ""): ((item.get("data") or {}).get(_istio.ROOT_CERT) or "").encode()
-                        for item in configmaps},
+            root_certs={item["metadata"].get("namespace", ""): ((item.get("data") or {}).get(_istio.ROOT_CERT) or "").encode() for item in configmaps},
             istio_ca_secret=self_signed is not None,
         )
         if flags:
@@ -105,19 +107,18 @@ class ClusterApi:
 
     def _missing_flags(self) -> list[str]:
         cluster, namespace = self.cluster, self.namespace
-        deployments = cluster.items(f"listing deployments in {namespace}", _k8s.namespaced(namespace, "deployments", group="apps"),
-                                    labelSelector="app=istiod")
+        deployments = cluster.items(f"listing deployments in {namespace}", _k8s.namespaced(namespace, "deployments", group="apps"), labelSelector="app=istiod")
         missing = []
         for deployment in deployments:
             facts = _cluster_state.istiod_facts(deployment)
             if not _istio.flag_on(facts["multiroot"]):
                 missing.append(f"istiod Deployment {facts['name']} has {_istio.MULTIROOT_ENV}={facts['multiroot'] or '<unset>'}")
             name = f"istio-{facts['revision']}" if facts["revision"] and facts["revision"] != "default" else "istio"
-            mesh = _cluster_state.mesh_config(cluster.get(f"reading configmap {namespace}/{name}",
-                                                          _k8s.namespaced(namespace, "configmaps", name), missing_ok=True))
+            mesh = _cluster_state.mesh_config(
+                cluster.get(f"reading configmap {namespace}/{name}", _k8s.namespaced(namespace, "configmaps", name), missing_ok=True)
+            )
             if not _istio.flag_on(mesh["xds_agent"]):
-                missing.append(f"mesh config {name} has defaultConfig.proxyMetadata.{_istio.XDS_AGENT_METADATA}="
-                               f"{mesh['xds_agent'] or '<unset>'}")
+                missing.append(f"mesh config {name} has defaultConfig.proxyMetadata.{_istio.XDS_AGENT_METADATA}={mesh['xds_agent'] or '<unset>'}")
         if not deployments:
             missing.append("no istiod Deployment (label app=istiod)")
         return missing
@@ -126,17 +127,23 @@ class ClusterApi:
         """The whole secret in one update, on the version read (a change by anyone else since is refused: HTTP 409)."""
         namespace = self.namespace
         body = {
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": _istio.CACERTS_SECRET, "namespace": namespace, "resourceVersion": resource_version,
-                         "labels": {"app.kubernetes.io/managed-by": "meshfed.istio"}},
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": _istio.CACERTS_SECRET,
+                "namespace": namespace,
+                "resourceVersion": resource_version,
+                "labels": {"app.kubernetes.io/managed-by": "meshfed.istio"},
+            },
             "data": {key: base64.b64encode(value).decode() for key, value in sorted(data.items())},
         }
-        answer = self.cluster.request(f"replacing secret {namespace}/cacerts", "PUT",
-                                      _k8s.namespaced(namespace, "secrets", _istio.CACERTS_SECRET), body=body)
+        answer = self.cluster.request(f"replacing secret {namespace}/cacerts", "PUT", _k8s.namespaced(namespace, "secrets", _istio.CACERTS_SECRET), body=body)
         return {key: base64.b64decode(value) for key, value in ((answer or {}).get("data") or {}).items()}
 
 
 # The PKI directory
+
 
 class Pki:
     def __init__(self, options: Options, check_mode: bool) -> None:
@@ -198,8 +205,13 @@ def _spec_like(cert, locality: str | None = None) -> _pki.CaSpec:
         values = cert.subject.get_attributes_for_oid(which)
         return values[0].value if values else ""
 
-    return _pki.CaSpec(attribute(oid.ORGANIZATION_NAME) or "Istio", attribute(oid.COMMON_NAME) or "CA",
-                       max(_pki.lifetime_days(cert), 1), _pki.key_algorithm_of(cert.public_key()), locality)
+    return _pki.CaSpec(
+        attribute(oid.ORGANIZATION_NAME) or "Istio",
+        attribute(oid.COMMON_NAME) or "CA",
+        max(_pki.lifetime_days(cert), 1),
+        _pki.key_algorithm_of(cert.public_key()),
+        locality,
+    )
 
 
 def _with_newline(pem: bytes) -> bytes:
@@ -207,6 +219,7 @@ def _with_newline(pem: bytes) -> bytes:
 
 
 # Reading the clusters
+
 
 def _cluster_trust(member: Member, observed: Observed) -> _rotation.ClusterTrust:
     data = observed.data or {}
@@ -240,40 +253,58 @@ def observe(members: list[Member], flags: bool = False) -> dict[str, Observed]:
         if observed.data is None:
             problems.append(f"{member.name}: no cacerts secret: run the site playbook first")
         elif sorted(observed.data) != sorted(_istio.BUNDLE_KEYS):
-            problems.append(f"{member.name}: cacerts holds {', '.join(sorted(observed.data))}, not the four keys istiod needs: "
-                            "run the site playbook to repair it")
+            problems.append(
+                f"{member.name}: cacerts holds {', '.join(sorted(observed.data))}, not the four keys istiod needs: run the site playbook to repair it"
+            )
         if observed.istio_ca_secret:
-            problems.append(f"{member.name}: istio-ca-secret exists: istiod signs with its own self-signed CA; "
-                            "migrate with the site playbook (meshfed_allow_migration) before rotating")
+            problems.append(
+                f"{member.name}: istio-ca-secret exists: istiod signs with its own self-signed CA; "
+                "migrate with the site playbook (meshfed_allow_migration) before rotating"
+            )
     if problems:
         raise RotateError("; ".join(problems))
     return found
 
 
 def _require_flags(members: list[Member], observed: dict[str, Observed]) -> None:
-    gaps = [f"{member.name}: {'; '.join(observed[member.name].missing_flags)}"
-            for member in members if not member.primary and observed[member.name].missing_flags]
+    gaps = [
+        f"{member.name}: {'; '.join(observed[member.name].missing_flags)}" for member in members if not member.primary and observed[member.name].missing_flags
+    ]
     if gaps:
-        raise RotateError(f"a root rotation without restarts needs the rotation flags, and they are missing: {'; '.join(gaps)}. "
-                          f"Fix: {FLAGS_FIX}")
+        raise RotateError(f"a root rotation without restarts needs the rotation flags, and they are missing: {'; '.join(gaps)}. Fix: {FLAGS_FIX}")
 
 
 # Writing one cluster
 
-def _write_cluster(member: Member, observed: Observed, data: dict, projected: dict[str, _rotation.ClusterTrust],
-                   write: _rotation.Write, new: str, result: dict, check_mode: bool) -> None:
+
+def _write_cluster(
+    member: Member,
+    observed: Observed,
+    data: dict,
+    projected: dict[str, _rotation.ClusterTrust],
+    write: _rotation.Write,
+    new: str,
+    result: dict,
+    check_mode: bool,
+) -> None:
     """One cluster's cacerts in one update, the invariant checked before (against every other cluster as it now is) and
     after (on what the API answered)."""
     broken = _rotation.violations(list(projected.values()), {member.name: write}, new)
     if broken:
-        raise RotateError(f"refusing to write {member.name}'s cacerts (phase {write.phase}): it would break trust between "
-                          f"clusters: {'; '.join(map(str, broken))}")
+        raise RotateError(
+            f"refusing to write {member.name}'s cacerts (phase {write.phase}): it would break trust between clusters: {'; '.join(map(str, broken))}"
+        )
     signer = new if write.new_intermediate else projected[member.name].signer
-    result["writes"].append({"cluster": member.name, "phase": write.phase, "keys": sorted(k for k in data if data[k] != (observed.data or {}).get(k)),
-                             "new_intermediate": write.new_intermediate})
+    result["writes"].append(
+        {
+            "cluster": member.name,
+            "phase": write.phase,
+            "keys": sorted(k for k in data if data[k] != (observed.data or {}).get(k)),
+            "new_intermediate": write.new_intermediate,
+        }
+    )
     if check_mode:
-        projected[member.name] = _rotation.ClusterTrust(member.name, write.bundle, signer, (tuple(_rotation.fingerprints(write.bundle)),),
-                                                        member.primary)
+        projected[member.name] = _rotation.ClusterTrust(member.name, write.bundle, signer, (tuple(_rotation.fingerprints(write.bundle)),), member.primary)
         return
     try:
         answer = member.api.replace(data, observed.resource_version)
@@ -305,31 +336,43 @@ def _settle(members: list[Member], expect: dict[str, bytes], options: Options, s
             raise RotateError(
                 f"istio-ca-root-cert of {', '.join(waiting)} does not hold its cacerts bundle {options.settle_timeout:.0f} s after "
                 "the write: is istiod running (primaries) and managing the remotes? The rotation stops here; a rerun resumes once "
-                "istiod has caught up (rotate_ca_settle_timeout sets the wait)")
+                "istiod has caught up (rotate_ca_settle_timeout sets the wait)"
+            )
         sleep(1)
 
 
 # Root rotation
 
+
 def _new_root(options: Options, pki: Pki, old_cert, now) -> tuple[bytes, bytes, bool]:
     """The new root's PEM and key PEM: staged in the rotation directory, else imported, else generated (like the old)."""
     cert_pem, key_pem = pki.read(pki.rotation_rel, "new", _istio.ROOT_CERT), pki.read(pki.rotation_rel, "new", "root-key.pem")
     if cert_pem is not None and key_pem is not None:
-        _load_root_pair(cert_pem, key_pem, (pki.path(pki.rotation_rel, "new", _istio.ROOT_CERT),
-                                            pki.path(pki.rotation_rel, "new", "root-key.pem")),
-                        _pki_options(options), now, imported=True)
+        _load_root_pair(
+            cert_pem,
+            key_pem,
+            (pki.path(pki.rotation_rel, "new", _istio.ROOT_CERT), pki.path(pki.rotation_rel, "new", "root-key.pem")),
+            _pki_options(options),
+            now,
+            imported=True,
+        )
         return cert_pem, key_pem, False
     if cert_pem is not None or key_pem is not None:
-        raise RotateError(f"{pki.path(pki.rotation_rel, 'new')} holds only half of the new root (certificate or key): restore it, "
-                          "or remove that directory and its state.json to start the rotation again")
+        raise RotateError(
+            f"{pki.path(pki.rotation_rel, 'new')} holds only half of the new root (certificate or key): restore it, "
+            "or remove that directory and its state.json to start the rotation again"
+        )
     if options.new_root_cert_src:
         cert_pem, key_pem = _io.read_optional(options.new_root_cert_src), _io.read_optional(options.new_root_key_src or "")
         if cert_pem is None or key_pem is None:
-            raise RotateError(f"cannot import the new root: {options.new_root_cert_src if cert_pem is None else options.new_root_key_src} "
-                              "does not exist (new_root_cert_src, new_root_key_src)")
+            raise RotateError(
+                f"cannot import the new root: {options.new_root_cert_src if cert_pem is None else options.new_root_key_src} "
+                "does not exist (new_root_cert_src, new_root_key_src)"
+            )
         try:
-            cert, _key, _protection = _load_root_pair(cert_pem, key_pem, (options.new_root_cert_src, options.new_root_key_src),
-                                                      _pki_options(options), now, imported=True)
+            cert, _key, _protection = _load_root_pair(
+                cert_pem, key_pem, (options.new_root_cert_src, options.new_root_key_src), _pki_options(options), now, imported=True
+            )
         except _pki.PkiError as exc:
             raise RotateError(f"the new root cannot be used: {exc} (new_root_cert_src)") from exc
         return _pki.cert_pem(cert), key_pem, True
@@ -354,8 +397,9 @@ def _new_intermediates(options: Options, pki: Pki, names: list[str], new_pem: by
         if ca_pem is not None and key_pem is not None:
             cert = _pki.load_cert(ca_pem, pki.path(rel, _istio.CA_CERT))
             if not _pki.signed_by(cert, root_cert) or not _pki.key_matches(cert, _pki.load_key(key_pem, pki.path(rel, _istio.CA_KEY))):
-                raise RotateError(f"{pki.path(rel)} does not hold an intermediate of the new root with its key: remove that "
-                                  "directory and run again (a new one is issued)")
+                raise RotateError(
+                    f"{pki.path(rel)} does not hold an intermediate of the new root with its key: remove that directory and run again (a new one is issued)"
+                )
         else:
             if root_key is None:
                 root_key = _pki.load_key(new_key_pem, "the new root key", options.root_key_passphrase)
@@ -375,8 +419,9 @@ def run_root(options: Options, members: list[Member], check_mode: bool, now=None
     result: dict = {"changed": False, "writes": [], "pki_writes": pki.writes, "phases": [], "waited": 0.0}
     state = pki.state()
     if state is not None and state["mode"] != "root":
-        raise RotateError(f"rotation {options.rotation_id} is an intermediate rotation (in {pki.path(pki.rotation_rel)}); "
-                          "choose another rotate_ca_id for a root rotation")
+        raise RotateError(
+            f"rotation {options.rotation_id} is an intermediate rotation (in {pki.path(pki.rotation_rel)}); choose another rotate_ca_id for a root rotation"
+        )
     root_pem = pki.read(_istio.ROOT_CERT)
     if root_pem is None:
         raise RotateError(f"{pki.path(_istio.ROOT_CERT)} does not exist: run the site playbook first (or set meshfed_pki_dir)")
@@ -388,8 +433,10 @@ def run_root(options: Options, members: list[Member], check_mode: bool, now=None
         trusts = [_cluster_trust(member, observed[member.name]) for member in members]
         mesh = _rotation.mesh_phase(trusts, root_fp, "")
         if root_fp != state.get("new_root") or mesh.problems:
-            raise RotateError(f"rotation {options.rotation_id} finished on root {state.get('new_root', '?')[:23]}, but the PKI directory "
-                              f"or the clusters disagree: {'; '.join(mesh.problems) or 'root-cert.pem is ' + root_fp[:23]}")
+            raise RotateError(
+                f"rotation {options.rotation_id} finished on root {state.get('new_root', '?')[:23]}, but the PKI directory "
+                f"or the clusters disagree: {'; '.join(mesh.problems) or 'root-cert.pem is ' + root_fp[:23]}"
+            )
         result.update(phase=_rotation.NEW_ROOT_ONLY, done=True, clusters=dict.fromkeys(names, _rotation.NEW_ROOT_ONLY))
         return result
 
@@ -397,24 +444,27 @@ def run_root(options: Options, members: list[Member], check_mode: bool, now=None
     if others:
         raise RotateError(f"rotation(s) {', '.join(others)} of {pki.path(ROTATIONS)} did not finish: finish them first")
     if state is not None and state.get("old_root") != root_fp:
-        raise RotateError(f"the PKI directory disagrees with rotation {options.rotation_id}: it started from root "
-                          f"{state.get('old_root', '?')[:23]}, {pki.path(_istio.ROOT_CERT)} is {root_fp[:23]}; restore that file")
+        raise RotateError(
+            f"the PKI directory disagrees with rotation {options.rotation_id}: it started from root "
+            f"{state.get('old_root', '?')[:23]}, {pki.path(_istio.ROOT_CERT)} is {root_fp[:23]}; restore that file"
+        )
     old_cert = _pki.load_cert(root_pem, pki.path(_istio.ROOT_CERT))
     new_pem, new_key_pem, fresh = _new_root(options, pki, old_cert, now)
     new_fp = _rotation.block_fingerprint(_rotation.root_block(new_pem))
     if new_fp == root_fp:
         raise RotateError(f"the new root is the mesh's current root ({root_fp[:23]}): import or generate another")
     if state is not None and state.get("new_root") != new_fp:
-        raise RotateError(f"{pki.path(pki.rotation_rel, 'new', _istio.ROOT_CERT)} is not the new root rotation {options.rotation_id} "
-                          "started with: restore it")
+        raise RotateError(f"{pki.path(pki.rotation_rel, 'new', _istio.ROOT_CERT)} is not the new root rotation {options.rotation_id} started with: restore it")
 
     observed = observe(members, flags=options.check_flags)
     trusts = {member.name: _cluster_trust(member, observed[member.name]) for member in members}
     mesh = _rotation.mesh_phase(list(trusts.values()), root_fp, new_fp)
     result["phase_before"] = mesh.phase
     if mesh.problems:
-        raise RotateError(f"the clusters disagree with the PKI directory {options.pki_dir} (old root {root_fp[:23]}, new root "
-                          f"{new_fp[:23]}): {'; '.join(mesh.problems)}; nothing was written")
+        raise RotateError(
+            f"the clusters disagree with the PKI directory {options.pki_dir} (old root {root_fp[:23]}, new root "
+            f"{new_fp[:23]}): {'; '.join(mesh.problems)}; nothing was written"
+        )
     by_member = {member.name: member for member in members}
     first = True
     while True:
@@ -463,8 +513,7 @@ def run_root(options: Options, members: list[Member], check_mode: bool, now=None
         result["changed"] = True
         if check_mode:
             trusts = {name: _rotation.ClusterTrust(name, t.bundle, t.signer, (tuple(t.roots),), t.primary) for name, t in trusts.items()}
-            observed = {name: Observed({**(observed[name].data or {}), _istio.ROOT_CERT: trusts[name].bundle}, "", {}, False)
-                        for name in names}
+            observed = {name: Observed({**(observed[name].data or {}), _istio.ROOT_CERT: trusts[name].bundle}, "", {}, False) for name in names}
             continue
         started = clock()
         observed = _settle(members, expect, options, sleep, clock)
@@ -481,8 +530,18 @@ def run_root(options: Options, members: list[Member], check_mode: bool, now=None
     return result
 
 
-def _finish_root(options: Options, pki: Pki, members: list[Member], observed: dict, new_pem: bytes, new_key_pem: bytes,
-                 old_fp: str, new_fp: str, check_mode: bool, result: dict) -> None:
+def _finish_root(
+    options: Options,
+    pki: Pki,
+    members: list[Member],
+    observed: dict,
+    new_pem: bytes,
+    new_key_pem: bytes,
+    old_fp: str,
+    new_fp: str,
+    check_mode: bool,
+    result: dict,
+) -> None:
     """Every cluster on the new root alone: archive the old root and intermediates, put the new ones in their place and mark the
     rotation done, in one write of the PKI directory."""
     if check_mode:
@@ -507,8 +566,10 @@ def _finish_root(options: Options, pki: Pki, members: list[Member], observed: di
             if current is not None:
                 files[os.path.join(pki.rotation_rel, "old", member.name, key)] = (current, mode)
     if mismatched:
-        raise RotateError(f"the cacerts of {', '.join(sorted(set(mismatched)))} are on the new root but are not the bundle staged in "
-                          f"{pki.path(pki.rotation_rel, 'new')}: the PKI directory disagrees with the clusters; nothing was archived")
+        raise RotateError(
+            f"the cacerts of {', '.join(sorted(set(mismatched)))} are on the new root but are not the bundle staged in "
+            f"{pki.path(pki.rotation_rel, 'new')}: the PKI directory disagrees with the clusters; nothing was archived"
+        )
     for name, data, mode in ((_istio.ROOT_CERT, new_pem, CERT_MODE), ("root-key.pem", new_key_pem, KEY_MODE)):
         current = pki.read(name)
         if current is not None:
@@ -522,22 +583,26 @@ def _finish_root(options: Options, pki: Pki, members: list[Member], observed: di
 
 # Intermediate rotation
 
+
 def run_intermediate(options: Options, members: list[Member], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
     now = now or _pki.utcnow()
     pki = Pki(options, check_mode)
     result: dict = {"changed": False, "writes": [], "pki_writes": pki.writes, "phases": [], "waited": 0.0}
     state = pki.state()
     if state is not None and state["mode"] != "intermediate":
-        raise RotateError(f"rotation {options.rotation_id} is a root rotation (in {pki.path(pki.rotation_rel)}); "
-                          "choose another rotate_ca_id for an intermediate rotation")
+        raise RotateError(
+            f"rotation {options.rotation_id} is a root rotation (in {pki.path(pki.rotation_rel)}); choose another rotate_ca_id for an intermediate rotation"
+        )
     names = [member.name for member in members]
     selected = sorted(options.subset) if options.subset else sorted(names)
     unknown = sorted(set(selected) - set(names))
     if unknown:
         raise RotateError(f"rotate_ca_clusters names {', '.join(unknown)}, not clusters of this inventory ({', '.join(names)})")
     if state is not None and sorted(state.get("clusters") or []) != selected:
-        raise RotateError(f"rotation {options.rotation_id} rotates {', '.join(state.get('clusters') or [])}, not {', '.join(selected)}: "
-                          "run it with the same rotate_ca_clusters, or choose another rotate_ca_id")
+        raise RotateError(
+            f"rotation {options.rotation_id} rotates {', '.join(state.get('clusters') or [])}, not {', '.join(selected)}: "
+            "run it with the same rotate_ca_clusters, or choose another rotate_ca_id"
+        )
     others = pki.others_in_progress()
     if others:
         raise RotateError(f"rotation(s) {', '.join(others)} of {pki.path(ROTATIONS)} did not finish: finish them first")
@@ -549,13 +614,19 @@ def run_intermediate(options: Options, members: list[Member], check_mode: bool, 
     trusts = {member.name: _cluster_trust(member, observed[member.name]) for member in members}
     mesh = _rotation.mesh_phase(list(trusts.values()), root_fp, "")
     if mesh.problems:
-        raise RotateError(f"the clusters disagree with the PKI directory {options.pki_dir} (root {root_fp[:23]}): "
-                          f"{'; '.join(mesh.problems)}; nothing was written")
-    problems = [f"{name}: root-cert.pem of cacerts differs from {pki.path(name, _istio.ROOT_CERT)}" for name in selected
-                if (observed[name].data or {}).get(_istio.ROOT_CERT) != pki.read(name, _istio.ROOT_CERT)]
+        raise RotateError(
+            f"the clusters disagree with the PKI directory {options.pki_dir} (root {root_fp[:23]}): {'; '.join(mesh.problems)}; nothing was written"
+        )
+    problems = [
+        f"{name}: root-cert.pem of cacerts differs from {pki.path(name, _istio.ROOT_CERT)}"
+        for name in selected
+        if (observed[name].data or {}).get(_istio.ROOT_CERT) != pki.read(name, _istio.ROOT_CERT)
+    ]
     if problems:
-        raise RotateError("; ".join(problems) + ": an intermediate rotation keeps root-cert.pem byte-identical; run the site "
-                          "playbook first, or finish the root rotation in progress")
+        raise RotateError(
+            "; ".join(problems) + ": an intermediate rotation keeps root-cert.pem byte-identical; run the site "
+            "playbook first, or finish the root rotation in progress"
+        )
     if state is None:
         root_cert = _pki.load_cert(root_pem, pki.path(_istio.ROOT_CERT))
         root_key = _load_root_key(options, pki, root_cert, now)
@@ -566,8 +637,11 @@ def run_intermediate(options: Options, members: list[Member], check_mode: bool, 
             key = _pki.generate_key(_pki.key_algorithm_of(current.public_key()))
             cert = _pki.build_intermediate(key, _spec_like(current, name), root_cert, root_key, now)
             ca_pem = _pki.cert_pem(cert)
-            new = {_istio.CA_CERT: (ca_pem, CERT_MODE), _istio.CA_KEY: (_pki.key_pem(key), KEY_MODE),
-                   _istio.CERT_CHAIN: (_with_newline(ca_pem) + _pki.cert_pem(root_cert), CERT_MODE)}
+            new = {
+                _istio.CA_CERT: (ca_pem, CERT_MODE),
+                _istio.CA_KEY: (_pki.key_pem(key), KEY_MODE),
+                _istio.CERT_CHAIN: (_with_newline(ca_pem) + _pki.cert_pem(root_cert), CERT_MODE),
+            }
             for key_name, (data, mode) in new.items():
                 files[os.path.join(name, key_name)] = (data, mode)
                 old = pki.read(name, key_name)
@@ -576,18 +650,18 @@ def run_intermediate(options: Options, members: list[Member], check_mode: bool, 
         state = {"mode": "intermediate", "status": "issued", "root": root_fp, "clusters": selected}
         files[os.path.join(pki.rotation_rel, STATE)] = _state_file(state)
         if check_mode:
-            pki.writes.append(f"would issue new intermediates for {', '.join(selected)} (old ones archived in "
-                              f"{pki.path(pki.rotation_rel, 'old')})")
+            pki.writes.append(f"would issue new intermediates for {', '.join(selected)} (old ones archived in {pki.path(pki.rotation_rel, 'old')})")
             for name in selected:
-                result["writes"].append({"cluster": name, "phase": 0, "keys": [_istio.CA_CERT, _istio.CA_KEY, _istio.CERT_CHAIN],
-                                         "new_intermediate": True})
+                result["writes"].append({"cluster": name, "phase": 0, "keys": [_istio.CA_CERT, _istio.CA_KEY, _istio.CERT_CHAIN], "new_intermediate": True})
             result.update(changed=True, phase=0, clusters=dict.fromkeys(names, 0), done=False)
             return result
         pki.write(files, f"new intermediates for {', '.join(selected)}; the old ones archived in {pki.path(pki.rotation_rel, 'old')}")
         result["changed"] = True
     elif state.get("root") != root_fp:
-        raise RotateError(f"rotation {options.rotation_id} issued intermediates under root {state.get('root', '?')[:23]}, the PKI "
-                          f"directory's root is {root_fp[:23]}: the PKI directory disagrees with the rotation state")
+        raise RotateError(
+            f"rotation {options.rotation_id} issued intermediates under root {state.get('root', '?')[:23]}, the PKI "
+            f"directory's root is {root_fp[:23]}: the PKI directory disagrees with the rotation state"
+        )
     expect = {}
     for name in selected:
         member = next(m for m in members if m.name == name)
@@ -598,8 +672,10 @@ def run_intermediate(options: Options, members: list[Member], check_mode: bool, 
             continue
         report, facts = _pki.check_bundle(wanted, now)
         if report.problems or facts.get("chain_root") != root_fp:
-            raise RotateError(f"{name}: the bundle in {pki.path(name)} would be refused by istiod "
-                              f"({'; '.join(report.problems) or 'not on the mesh root'}): run the site playbook to repair it")
+            raise RotateError(
+                f"{name}: the bundle in {pki.path(name)} would be refused by istiod "
+                f"({'; '.join(report.problems) or 'not on the mesh root'}): run the site playbook to repair it"
+            )
         write = _rotation.Write(name, 0, live[_istio.ROOT_CERT], new_intermediate=False)
         _write_cluster(member, observed[name], wanted, trusts, write, root_fp, result, check_mode)
         expect[name] = live[_istio.ROOT_CERT]
@@ -611,8 +687,7 @@ def run_intermediate(options: Options, members: list[Member], check_mode: bool, 
             sleep(options.workload_wait)
         result["waited"] += clock() - started
     if state.get("status") != "done" and not check_mode:
-        pki.write({os.path.join(pki.rotation_rel, STATE): _state_file({**state, "status": "done"})},
-                  f"intermediate rotation {options.rotation_id} marked done")
+        pki.write({os.path.join(pki.rotation_rel, STATE): _state_file({**state, "status": "done"})}, f"intermediate rotation {options.rotation_id} marked done")
         result["changed"] = True
     result.update(phase=0, clusters=dict.fromkeys(names, 0), done=True)
     return result
@@ -623,9 +698,9 @@ def _load_root_key(options: Options, pki: Pki, root_cert, now):
     if key_pem is None:
         raise RotateError(f"{pki.path('root-key.pem')} does not exist: intermediates are issued with the root key in the PKI directory")
     try:
-        _cert, key, _protection = _load_root_pair(pki.read(_istio.ROOT_CERT), key_pem,
-                                                  (pki.path(_istio.ROOT_CERT), pki.path("root-key.pem")), _pki_options(options), now,
-                                                  imported=False)
+        _cert, key, _protection = _load_root_pair(
+            pki.read(_istio.ROOT_CERT), key_pem, (pki.path(_istio.ROOT_CERT), pki.path("root-key.pem")), _pki_options(options), now, imported=False
+        )
     except _pki.PkiError as exc:
         raise RotateError(f"{exc} (rotate_ca_root_key_passphrase)") from exc
     return key
@@ -633,8 +708,9 @@ def _load_root_key(options: Options, pki: Pki, root_cert, now):
 
 def run(options: Options, members: list[Member], check_mode: bool, **kwargs) -> dict:
     if not ID_PATTERN.match(options.rotation_id or ""):
-        raise RotateError(f"rotate_ca_id {options.rotation_id!r} is not a name for a rotation: lower-case letters, digits, '.', '_' "
-                          "and '-', at most 63, for example 2026-q4")
+        raise RotateError(
+            f"rotate_ca_id {options.rotation_id!r} is not a name for a rotation: lower-case letters, digits, '.', '_' and '-', at most 63, for example 2026-q4"
+        )
     if options.target_phase not in (_rotation.BOTH_ROOTS, _rotation.NEW_INTERMEDIATES, _rotation.NEW_ROOT_ONLY):
         raise RotateError(f"rotate_ca_phase must be 1, 2 or 3, not {options.target_phase}")
     if not os.path.isdir(options.pki_dir):
@@ -644,8 +720,9 @@ def run(options: Options, members: list[Member], check_mode: bool, **kwargs) -> 
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
-                raise RotateError(f"another rotate_ca run holds {os.path.join(options.pki_dir, LOCK)}: let it finish, then run "
-                                  "again (it resumes from what that run left)") from exc
+                raise RotateError(
+                    f"another rotate_ca run holds {os.path.join(options.pki_dir, LOCK)}: let it finish, then run again (it resumes from what that run left)"
+                ) from exc
             if options.mode == "intermediate":
                 return run_intermediate(options, members, check_mode, **kwargs)
             return run_root(options, members, check_mode, **kwargs)

@@ -44,6 +44,7 @@ def _short(fingerprint: str) -> str:
 
 # Bundle arithmetic on raw PEM bytes
 
+
 def blocks(bundle: bytes) -> list[bytes]:
     """The certificate blocks of a PEM bundle as the raw bytes they are in it (through the line end after END)."""
     return [match.group(0) for match in _BLOCK.finditer(bundle or b"")]
@@ -89,6 +90,7 @@ def accepted_by_istiod(current: bytes, new: bytes) -> bool:
 
 # What a cluster holds
 
+
 @dataclass(frozen=True)
 class ClusterTrust:
     """One cluster's trust as read: cacerts root-cert.pem (raw bytes), the root its ca-cert.pem chains to, the roots of each
@@ -124,6 +126,7 @@ def signer_of(ca_cert_pem: bytes, root_cert_pem: bytes) -> str:
 
 
 # Phases
+
 
 @dataclass
 class ClusterPhase:
@@ -166,8 +169,7 @@ def cluster_phase(trust: ClusterTrust, old: str, new: str) -> tuple[int | None, 
     rotating = bool(new) and new != old
     phases = {(frozenset({old}), old): NOT_STARTED}
     if rotating:
-        phases.update({(frozenset({old, new}), old): BOTH_ROOTS, (frozenset({old, new}), new): NEW_INTERMEDIATES,
-                       (frozenset({new}), new): NEW_ROOT_ONLY})
+        phases.update({(frozenset({old, new}), old): BOTH_ROOTS, (frozenset({old, new}), new): NEW_INTERMEDIATES, (frozenset({new}), new): NEW_ROOT_ONLY})
     phase = phases.get((frozenset(roots), trust.signer))
     if phase is None:
         return None, f"{trust.name}: cacerts trusts {', '.join(map(_short, sorted(roots)))} and signs with {_short(trust.signer)}"
@@ -189,16 +191,15 @@ def mesh_phase(clusters: list[ClusterTrust], old: str, new: str) -> MeshPhase:
             continue
         position = "at" if phase == current else "behind"
         if current - phase > 1:
-            problem = (f"{trust.name}: at phase {phase} ({PHASES[phase]}) while another cluster is at phase {current}: "
-                       "a phase was skipped")
+            problem = f"{trust.name}: at phase {phase} ({PHASES[phase]}) while another cluster is at phase {current}: a phase was skipped"
             result.problems.append(problem)
         result.clusters[trust.name] = ClusterPhase(phase, position, settled(trust, by_name), problem)
-    result.complete = bool(clusters) and not result.problems and all(
-        item.position == "at" and item.settled for item in result.clusters.values())
+    result.complete = bool(clusters) and not result.problems and all(item.position == "at" and item.settled for item in result.clusters.values())
     return result
 
 
 # The safety invariant
+
 
 @dataclass(frozen=True)
 class Write:
@@ -250,6 +251,7 @@ def violations(clusters: list[ClusterTrust], writes: dict[str, Write] | None = N
 
 # The next step
 
+
 @dataclass
 class Step:
     """The writes of one phase (cluster -> Write); or the clusters whose istio-ca-root-cert has not caught up with cacerts
@@ -286,8 +288,7 @@ def next_step(clusters: list[ClusterTrust], old: str, new_pem: bytes, target: in
     if not clusters:
         raise RotationError("no clusters to rotate")
     if state.phase > target:
-        raise RotationError(f"the mesh is at phase {state.phase} ({PHASES[state.phase]}), past the target {target}: "
-                            "a rotation does not go back")
+        raise RotationError(f"the mesh is at phase {state.phase} ({PHASES[state.phase]}), past the target {target}: a rotation does not go back")
     unsettled = sorted(name for name, item in state.clusters.items() if not item.settled)
     if unsettled:
         return Step(state.phase, waiting=unsettled)
@@ -295,11 +296,7 @@ def next_step(clusters: list[ClusterTrust], old: str, new_pem: bytes, target: in
         return Step(state.phase, done=True)
     phase = state.phase if not state.complete else state.phase + 1
     by_name = {trust.name: trust for trust in clusters}
-    writes = {
-        name: _write(by_name[name], phase, new_pem, new)
-        for name, item in sorted(state.clusters.items())
-        if item.phase < phase
-    }
+    writes = {name: _write(by_name[name], phase, new_pem, new) for name, item in sorted(state.clusters.items()) if item.phase < phase}
     broken = violations(clusters, writes, new)
     if broken:
         raise RotationError(f"phase {phase} would break trust between clusters: " + "; ".join(map(str, broken)))

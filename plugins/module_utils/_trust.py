@@ -102,7 +102,9 @@ def bundle_for_push(pki_dir: str, cluster: str) -> tuple[dict[str, bytes], list[
     pushed. During a root rotation the clusters hold bundles the PKI directory's cluster files do not: none is pushed."""
     files = {name: read_optional(os.path.join(pki_dir, cluster, name)) for name in _istio.BUNDLE_KEYS}
     problems = bundle_problems(files, read_optional(os.path.join(pki_dir, _istio.ROOT_CERT)))
-    problems += [f"root rotation {rotation} is in progress ({os.path.join(pki_dir, 'rotations', rotation)}): pushing the PKI "
-                 f"directory's bundle would undo its phases; finish it first (meshfed.istio.rotate_ca -e rotate_ca_id={rotation})"
-                 for rotation in rotations_in_progress(pki_dir, "root")]
+    problems += [
+        f"root rotation {rotation} is in progress ({os.path.join(pki_dir, 'rotations', rotation)}): pushing the PKI "
+        f"directory's bundle would undo its phases; finish it first (meshfed.istio.rotate_ca -e rotate_ca_id={rotation})"
+        for rotation in rotations_in_progress(pki_dir, "root")
+    ]
     return files, problems

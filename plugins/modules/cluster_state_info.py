@@ -189,15 +189,17 @@ def main() -> None:
     try:
         cluster = _k8s.Cluster(module.params)
         state = _cluster_state.read(
-            cluster, module.params["namespace"], check_credentials=module.params["check_credentials"],
-            pod_sample=module.params["sample_size"], configmap_sample=module.params["sample_size"], objects=module.params["objects"],
+            cluster,
+            module.params["namespace"],
+            check_credentials=module.params["check_credentials"],
+            pod_sample=module.params["sample_size"],
+            configmap_sample=module.params["sample_size"],
+            objects=module.params["objects"],
             allow_loopback=module.params["allow_loopback"],
         )
     except _k8s.K8sError as exc:
         module.fail_json(msg=str(exc), error_type=type(exc).__name__)
-    credential_calls = sum(
-        (entry["credential"] or {}).get("calls", 0) for secret in state["remote_secrets"] for entry in secret["entries"]
-    )
+    credential_calls = sum((entry["credential"] or {}).get("calls", 0) for secret in state["remote_secrets"] for entry in secret["entries"])
     module.exit_json(changed=False, state=state, api_calls=cluster.calls + credential_calls)
 
 

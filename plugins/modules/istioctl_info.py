@@ -66,8 +66,10 @@ def main() -> None:
     except _istioctl.IstioctlError as exc:
         module.fail_json(msg=f"istioctl ({binary}) does not run: {exc}")
     if expected and version != expected:
-        module.fail_json(msg=f"istioctl ({binary}) reports version {version}, the inventory expects {expected}; "
-                             f"install istioctl {expected} or change meshfed_istio_version", version=version)
+        module.fail_json(
+            msg=f"istioctl ({binary}) reports version {version}, the inventory expects {expected}; install istioctl {expected} or change meshfed_istio_version",
+            version=version,
+        )
     module.exit_json(changed=False, version=version)
 
 

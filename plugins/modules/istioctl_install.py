@@ -114,8 +114,9 @@ def main() -> None:
     params = module.params
     unsupported = _istioctl.unsupported_auth_options(params)
     if unsupported:
-        module.fail_json(msg=f"istioctl_install passes only kubeconfig and context to istioctl; unset {', '.join(unsupported)} "
-                             "(put the credentials into a kubeconfig)")
+        module.fail_json(
+            msg=f"istioctl_install passes only kubeconfig and context to istioctl; unset {', '.join(unsupported)} (put the credentials into a kubeconfig)"
+        )
     operator = params["operator"]
     if not (operator.get("metadata") or {}).get("name"):
         module.fail_json(msg="operator.metadata.name is required: it names the install and its record")

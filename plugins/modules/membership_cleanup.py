@@ -133,27 +133,42 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=traceback.format_exc())
     params = module.params
     if params["uninstall_istio"] and _istioctl.unsupported_auth_options(params):
-        module.fail_json(msg=f"uninstall_istio passes only kubeconfig and context to istioctl; unset "
-                             f"{', '.join(_istioctl.unsupported_auth_options(params))}")
+        module.fail_json(msg=f"uninstall_istio passes only kubeconfig and context to istioctl; unset {', '.join(_istioctl.unsupported_auth_options(params))}")
     deleted, uninstalled = [], False
     try:
         cluster = _k8s.Cluster(params)
-        deleted += _membership.cleanup(cluster, params["namespace"], remote_secrets_of=params["remote_secrets_of"],
-                                       all_remote_secrets=params["all_remote_secrets"], reader=False, install_records=False,
-                                       service_account=params["service_account"], check_mode=module.check_mode)
-        records = _membership.install_records_to_delete(cluster.items(
-            "listing configmaps", _k8s.namespaced(params["namespace"], "configmaps"))) if params["uninstall_istio"] else []
+        deleted += _membership.cleanup(
+            cluster,
+            params["namespace"],
+            remote_secrets_of=params["remote_secrets_of"],
+            all_remote_secrets=params["all_remote_secrets"],
+            reader=False,
+            install_records=False,
+            service_account=params["service_account"],
+            check_mode=module.check_mode,
+        )
+        records = (
+            _membership.install_records_to_delete(cluster.items("listing configmaps", _k8s.namespaced(params["namespace"], "configmaps")))
+            if params["uninstall_istio"]
+            else []
+        )
         if records:
             uninstalled = True
             if not module.check_mode:
                 with _istioctl.KubeconfigFile(params["kubeconfig"]) as path:
                     _istioctl.uninstall(params["istioctl"], path, params["context"], params["uninstall_timeout"])
-        deleted += _membership.cleanup(cluster, params["namespace"], remote_secrets_of=None, all_remote_secrets=False,
-                                       reader=params["reader"], install_records=params["uninstall_istio"],
-                                       service_account=params["service_account"], check_mode=module.check_mode)
+        deleted += _membership.cleanup(
+            cluster,
+            params["namespace"],
+            remote_secrets_of=None,
+            all_remote_secrets=False,
+            reader=params["reader"],
+            install_records=params["uninstall_istio"],
+            service_account=params["service_account"],
+            check_mode=module.check_mode,
+        )
     except (_k8s.K8sError, _istioctl.IstioctlError) as exc:
-        module.fail_json(msg=f"context {params.get('context') or '(default)'}: {exc}", deleted=deleted,
-                         error_type=type(exc).__name__)
+        module.fail_json(msg=f"context {params.get('context') or '(default)'}: {exc}", deleted=deleted, error_type=type(exc).__name__)
     module.exit_json(changed=bool(deleted) or uninstalled, deleted=deleted, uninstalled=uninstalled)
 
 

@@ -191,8 +191,15 @@ def main() -> None:
         old_tokens = [f"secret {namespace}/{item['metadata']['name']}" for item in tokens[1:]]
     except (_k8s.K8sError, _remote_secret.RemoteSecretError) as exc:
         module.fail_json(msg=f"cluster {name}: {exc}", error_type=type(exc).__name__)
-    module.exit_json(changed=bool(created or retired), created=created, server=server, secret=secret, rotated=rotated,
-                     old_tokens=[] if retired else old_tokens, retired=retired)
+    module.exit_json(
+        changed=bool(created or retired),
+        created=created,
+        server=server,
+        secret=secret,
+        rotated=rotated,
+        old_tokens=[] if retired else old_tokens,
+        retired=retired,
+    )
 
 
 if __name__ == "__main__":

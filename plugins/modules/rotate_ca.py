@@ -198,21 +198,30 @@ def main() -> None:
     settings = params["plan"].get("settings") or {}
     namespace = settings.get("namespace") or "istio-system"
     options = _rotate_ca.Options(
-        pki_dir=params["pki_dir"] or settings.get("pki_dir") or "", rotation_id=params["rotation_id"], mode=params["mode"],
+        pki_dir=params["pki_dir"] or settings.get("pki_dir") or "",
+        rotation_id=params["rotation_id"],
+        mode=params["mode"],
         namespace=namespace,
         subset=tuple(((params["plan"].get("clusters") or {}).get(item) or {}).get("name") or item for item in params["clusters_subset"]),
-        target_phase=params["phase"], new_root_cert_src=params["new_root_cert_src"],
-        new_root_key_src=params["new_root_key_src"], root_key_passphrase=params["root_key_passphrase"],
-        settle_timeout=params["settle_timeout"], workload_wait=params["workload_wait"], check_flags=params["check_flags"],
+        target_phase=params["phase"],
+        new_root_cert_src=params["new_root_cert_src"],
+        new_root_key_src=params["new_root_key_src"],
+        root_key_passphrase=params["root_key_passphrase"],
+        settle_timeout=params["settle_timeout"],
+        workload_wait=params["workload_wait"],
+        check_flags=params["check_flags"],
     )
     try:
         if not options.pki_dir:
             raise _rotate_ca.RotateError("the plan names no pki_dir: pass the result of meshfed.istio.mesh_plan, or set pki_dir")
         members = [
             _rotate_ca.Member(
-                name=item["name"], host=host, primary=item.get("primary_name") or "",
-                api=_rotate_ca.ClusterApi(_k8s.Cluster({**(item.get("auth") or {}), "request_timeout": params["request_timeout"]}),
-                                          namespace, params["root_cert_sample"]),
+                name=item["name"],
+                host=host,
+                primary=item.get("primary_name") or "",
+                api=_rotate_ca.ClusterApi(
+                    _k8s.Cluster({**(item.get("auth") or {}), "request_timeout": params["request_timeout"]}), namespace, params["root_cert_sample"]
+                ),
             )
             for host, item in sorted((params["plan"].get("clusters") or {}).items())
         ]

@@ -7,6 +7,7 @@ Generates a root and N intermediates with RSA 4096 and with ECDSA P-256, several
 - rerun: the module's no-op rerun on an existing PKI.
 Prints medians and ratios as a Markdown table. Usage: pki_bench.py [--runs 5] [--clusters 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,7 @@ def timed(function) -> float:
 
 
 def run_openssl(dest, algorithm, clusters):
-    subprocess.run([os.path.join(HERE, "istio_certs_openssl.sh"), dest, algorithm, *clusters], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([os.path.join(HERE, "istio_certs_openssl.sh"), dest, algorithm, *clusters], check=True, stdout=subprocess.DEVNULL)
 
 
 def run_engine(dest, algorithm, clusters):
@@ -54,8 +54,12 @@ def run_engine(dest, algorithm, clusters):
 
 def run_module(dest, algorithm, clusters, playbook):
     extra = f'{{"dest": "{dest}", "algorithm": "{algorithm}", "clusters": {list(clusters)!r}}}'.replace("'", '"')
-    subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), playbook, "-e", extra],
-                   check=True, stdout=subprocess.DEVNULL, env={**os.environ, "ANSIBLE_LOCALHOST_WARNING": "false"})
+    subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), playbook, "-e", extra],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "ANSIBLE_LOCALHOST_WARNING": "false"},
+    )
 
 
 def main() -> None:
@@ -84,12 +88,15 @@ def main() -> None:
     finally:
         shutil.rmtree(work)
     print(f"root + {args.clusters} intermediates, median of {args.runs} runs, seconds\n")
-    print("| algorithm | openssl CLI (Istio recipe) | engine | ratio engine/openssl | module via ansible-playbook "
-          "| ratio module/openssl | no-op rerun (module) |")
+    print(
+        "| algorithm | openssl CLI (Istio recipe) | engine | ratio engine/openssl | module via ansible-playbook | ratio module/openssl | no-op rerun (module) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for algorithm, m in rows:
-        print(f"| {algorithm} | {m['openssl']:.2f} | {m['engine']:.2f} | {m['engine'] / m['openssl']:.2f}x "
-              f"| {m['module']:.2f} | {m['module'] / m['openssl']:.2f}x | {m['rerun']:.2f} |")
+        print(
+            f"| {algorithm} | {m['openssl']:.2f} | {m['engine']:.2f} | {m['engine'] / m['openssl']:.2f}x "
+            f"| {m['module']:.2f} | {m['module'] / m['openssl']:.2f}x | {m['rerun']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ done by hand with kubectl and istioctl (tests/bench/site_script.sh), on 2, 3 and
 Usage (needs `make collection testbin`): site_bench.py [--runs 3] [--sizes 2 3 4]
 Prints medians and ratios as a Markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,9 @@ def main() -> None:
         for _run in range(args.runs):
             bed = Bed(size, False)
             bed.up()
-            samples["script"].append(timed(lambda: in_bed(os.path.join(HERE, "site_script.sh"), str(size), os.path.join(bed.work, "script"),
-                                                          timeout=1800), f"script {size}"))
+            samples["script"].append(
+                timed(lambda: in_bed(os.path.join(HERE, "site_script.sh"), str(size), os.path.join(bed.work, "script"), timeout=1800), f"script {size}")
+            )
             bed.up()
             samples["converge"].append(timed(lambda: converge(bed), f"converge {size}"))
             samples["rerun"].append(timed(lambda: converge(bed)))
@@ -78,8 +80,10 @@ def main() -> None:
     print("| clusters | script (kubectl + istioctl) | site converge | converge/script | site rerun | rerun/script | converge/converge(2) | verify (doctor) |")
     print("|---|---|---|---|---|---|---|---|")
     for size, m in rows:
-        print(f"| {size} | {m['script']:.1f} | {m['converge']:.1f} | {m['converge'] / m['script']:.2f}x | {m['rerun']:.1f} "
-              f"| {m['rerun'] / m['script']:.2f}x | {m['converge'] / base:.2f}x | {m['verify']:.1f} |")
+        print(
+            f"| {size} | {m['script']:.1f} | {m['converge']:.1f} | {m['converge'] / m['script']:.2f}x | {m['rerun']:.1f} "
+            f"| {m['rerun'] / m['script']:.2f}x | {m['converge'] / base:.2f}x | {m['verify']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

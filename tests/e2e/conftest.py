@@ -4,6 +4,7 @@ pytest runs on the host; everything that talks to a cluster (ansible-playbook, k
 istioctl) runs inside the test bed's network namespace through `clusters.sh exec`.
 Needs `make collection` and the test binaries (`make testbin`); `make e2e` does both.
 """
+
 from __future__ import annotations
 
 import base64
@@ -129,8 +130,7 @@ class Bed:
         return PlaybookRun(result.returncode, output, recap)
 
     def secret(self, context: str, namespace: str, name: str) -> dict | None:
-        result = in_bed("kubectl", "--request-timeout=10s", "--context", context, "-n", namespace, "get", "secret", name, "-o", "json",
-                        check=False)
+        result = in_bed("kubectl", "--request-timeout=10s", "--context", context, "-n", namespace, "get", "secret", name, "-o", "json", check=False)
         if result.returncode != 0:
             return None
         data = json.loads(result.stdout)
@@ -156,11 +156,23 @@ class Bed:
 # (kind, namespaced, the field a write changes): status updates by controllers change a Deployment's
 # resourceVersion but not its generation.
 WRITTEN_KINDS = [
-    *((kind, True, "resourceVersion") for kind in (
-        "secrets", "configmaps", "serviceaccounts", "services", "roles", "rolebindings",
-        "gateways.networking.istio.io", "virtualservices.networking.istio.io")),
-    *((kind, False, "resourceVersion") for kind in (
-        "namespaces", "clusterroles", "clusterrolebindings", "mutatingwebhookconfigurations", "validatingwebhookconfigurations")),
+    *(
+        (kind, True, "resourceVersion")
+        for kind in (
+            "secrets",
+            "configmaps",
+            "serviceaccounts",
+            "services",
+            "roles",
+            "rolebindings",
+            "gateways.networking.istio.io",
+            "virtualservices.networking.istio.io",
+        )
+    ),
+    *(
+        (kind, False, "resourceVersion")
+        for kind in ("namespaces", "clusterroles", "clusterrolebindings", "mutatingwebhookconfigurations", "validatingwebhookconfigurations")
+    ),
     ("deployments", True, "generation"),
 ]
 

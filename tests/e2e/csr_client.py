@@ -10,6 +10,7 @@ IstioCertificateResponse {repeated string cert_chain = 1;}.
 Usage: csr_client.py --address 127.0.0.1:PORT --root ROOT.pem --token-file TOKEN --spiffe-id ID --out DIR
 Writes DIR/key.pem and DIR/chain.pem (leaf first, as istiod returns it); prints the chain's subjects as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,7 +61,7 @@ def decode_response(data: bytes) -> list[str]:
         if wire == 2:
             length, offset = read_varint(data, offset)
             if field == 1:
-                chain.append(data[offset:offset + length].decode())
+                chain.append(data[offset : offset + length].decode())
             offset += length
         elif wire == 0:
             offset = read_varint(data, offset)[1]
@@ -80,10 +81,12 @@ def main() -> None:
     args = parser.parse_args()
 
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([]))
-           .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(args.spiffe_id)]), critical=True)
-           .sign(key, hashes.SHA256()))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(args.spiffe_id)]), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     with open(args.root, "rb") as handle:
         credentials = grpc.ssl_channel_credentials(root_certificates=handle.read())
     with open(args.token_file, encoding="ascii") as handle:
@@ -91,8 +94,11 @@ def main() -> None:
     options = [("grpc.ssl_target_name_override", ISTIOD_NAME), ("grpc.default_authority", ISTIOD_NAME)]
     with grpc.secure_channel(args.address, credentials, options=options) as channel:
         call = channel.unary_unary(METHOD, request_serializer=lambda raw: raw, response_deserializer=lambda raw: raw)
-        response = call(encode_request(csr.public_bytes(serialization.Encoding.PEM).decode(), args.validity),
-                        metadata=[("authorization", f"Bearer {token}")], timeout=TIMEOUT)
+        response = call(
+            encode_request(csr.public_bytes(serialization.Encoding.PEM).decode(), args.validity),
+            metadata=[("authorization", f"Bearer {token}")],
+            timeout=TIMEOUT,
+        )
     chain = decode_response(response)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "key.pem"), "wb") as handle:
@@ -100,9 +106,15 @@ def main() -> None:
     with open(os.path.join(args.out, "chain.pem"), "w", encoding="ascii") as handle:
         handle.write("".join(pem if pem.endswith("\n") else pem + "\n" for pem in chain))
     certs = [x509.load_pem_x509_certificate(pem.encode()) for pem in chain]
-    print(json.dumps({"subjects": [cert.subject.rfc4514_string() for cert in certs],
-                      "issuers": [cert.issuer.rfc4514_string() for cert in certs],
-                      "fingerprints": [cert.fingerprint(hashes.SHA256()).hex(":").upper() for cert in certs]}))
+    print(
+        json.dumps(
+            {
+                "subjects": [cert.subject.rfc4514_string() for cert in certs],
+                "issuers": [cert.issuer.rfc4514_string() for cert in certs],
+                "fingerprints": [cert.fingerprint(hashes.SHA256()).hex(":").upper() for cert in certs],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The mesh doctor on real (kwok) clusters: each failure injected into a healthy mesh is reported
 exactly, for exactly the cluster it was injected in; the healthy mesh reports nothing."""
+
 from __future__ import annotations
 
 import base64
@@ -60,11 +61,14 @@ def restore(context: str, document: str) -> None:
 
 def secret_with(context: str, name: str, data: dict[str, bytes], namespace: str = NS, **meta) -> None:
     item = {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace, **meta},
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, **meta},
         "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
     }
-    kubectl(context, "replace", "--force", "-f", "-", stdin=json.dumps(item)) if exists(context, "secret", name, namespace) \
-        else kubectl(context, "create", "-f", "-", stdin=json.dumps(item))
+    kubectl(context, "replace", "--force", "-f", "-", stdin=json.dumps(item)) if exists(context, "secret", name, namespace) else kubectl(
+        context, "create", "-f", "-", stdin=json.dumps(item)
+    )
 
 
 def exists(context: str, kind: str, name: str, namespace: str = NS) -> bool:
@@ -80,8 +84,13 @@ def _name(common_name: str, locality: str | None = None) -> x509.Name:
 
 def ca_cert(subject: x509.Name, key, issuer: x509.Name, issuer_key, not_before, not_after, pathlen=None) -> x509.Certificate:
     return (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(not_before).not_valid_after(not_after)
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=pathlen), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(issuer_key, hashes.SHA256())
@@ -101,15 +110,13 @@ def foreign_bundle(cluster: str, expired: bool = False, root=None) -> dict[str, 
     now = datetime.datetime.now(datetime.UTC)
     if root is None:
         root_key = ec.generate_private_key(ec.SECP256R1())
-        root_cert = ca_cert(_name("other root"), root_key, _name("other root"), root_key, now - datetime.timedelta(days=1),
-                            now + datetime.timedelta(days=365))
+        root_cert = ca_cert(_name("other root"), root_key, _name("other root"), root_key, now - datetime.timedelta(days=1), now + datetime.timedelta(days=365))
     else:
         root_cert, root_key = root
     key = ec.generate_private_key(ec.SECP256R1())
     begin, end = (now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)) if expired else (now, now + datetime.timedelta(days=90))
     cert = ca_cert(_name("intermediate", cluster), key, root_cert.subject, root_key, begin, end, pathlen=0)
-    return {"ca-cert.pem": pem(cert), "ca-key.pem": key_pem(key), "root-cert.pem": pem(root_cert),
-            "cert-chain.pem": pem(cert) + pem(root_cert)}
+    return {"ca-cert.pem": pem(cert), "ca-key.pem": key_pem(key), "root-cert.pem": pem(root_cert), "cert-chain.pem": pem(cert) + pem(root_cert)}
 
 
 def mesh_root(bed: Bed):
@@ -132,6 +139,7 @@ def put_secret(context: str, item: dict) -> None:
 
 
 # --- the injections: each returns the undo -------------------------------------------------------------
+
 
 def different_root(bed):
     original = saved("cluster2", "secret", "cacerts")
@@ -170,6 +178,7 @@ def pending_gateway(bed):
     def undo():
         subprocess.run([CLUSTERS, "lb-ready", f"cluster2/{NS}/istio-eastwestgateway"], check=True, capture_output=True, env=bed_env())
         wait_for(lambda: kubectl_json("cluster2", "-n", NS, "get", "svc", "istio-eastwestgateway")["status"].get("loadBalancer", {}).get("ingress"))
+
     return undo
 
 
@@ -217,6 +226,7 @@ INJECTIONS = {
 
 def bed_env() -> dict:
     from conftest import ENV
+
     return ENV
 
 
@@ -297,10 +307,22 @@ def test_reachability_of_gateways(bed):
         for context in ("cluster1", "cluster2")
     }
     listener = subprocess.Popen(
-        [CLUSTERS, "exec", "--", "timeout", "60", "python3", "-c",
-         "import socket,sys; s=socket.create_server((sys.argv[1], 15443)); print('up', flush=True)\n"
-         "while True: s.accept()[0].close()", addresses["cluster2"]],
-        stdout=subprocess.PIPE, text=True, env=bed_env(), start_new_session=True)
+        [
+            CLUSTERS,
+            "exec",
+            "--",
+            "timeout",
+            "60",
+            "python3",
+            "-c",
+            "import socket,sys; s=socket.create_server((sys.argv[1], 15443)); print('up', flush=True)\nwhile True: s.accept()[0].close()",
+            addresses["cluster2"],
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=bed_env(),
+        start_new_session=True,
+    )
     try:
         assert listener.stdout.readline().strip() == "up"
         findings, data = doctor(bed, "-e", "verify_check_reachability=true", "-e", "verify_reachability_timeout=1")
@@ -318,22 +340,28 @@ PLANTED_TOKEN = "planted-inline-token-3b8d1f"
 
 
 def planted_kubeconfig(server: str, user: dict, cluster: dict | None = None) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "x",
-        "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}],
-        "clusters": [{"name": "x", "cluster": {"server": server, **(cluster or {})}}],
-        "users": [{"name": "x", "user": user}],
-    })
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "x",
+            "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}],
+            "clusters": [{"name": "x", "cluster": {"server": server, **(cluster or {})}}],
+            "users": [{"name": "x", "user": user}],
+        }
+    )
 
 
 def planted_secrets(canaries: str, marker: str, witness: str) -> dict[str, str]:
     """secret name -> kubeconfig: one per way a kubeconfig can make its reader run, open or leak something."""
     files = {kind: os.path.join(canaries, kind) for kind in ("token", "cert", "key", "ca")}
     return {
-        "planted-exec": planted_kubeconfig(witness, {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh",
-                                                              "args": ["-c", f"touch {marker}-exec"]}}),
-        "planted-auth-provider": planted_kubeconfig(witness, {"auth-provider": {"name": "gcp", "config": {
-            "cmd-path": "/bin/sh", "cmd-args": f"-c 'touch {marker}-gcp'"}}}),
+        "planted-exec": planted_kubeconfig(
+            witness, {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh", "args": ["-c", f"touch {marker}-exec"]}}
+        ),
+        "planted-auth-provider": planted_kubeconfig(
+            witness, {"auth-provider": {"name": "gcp", "config": {"cmd-path": "/bin/sh", "cmd-args": f"-c 'touch {marker}-gcp'"}}}
+        ),
         "planted-token-file": planted_kubeconfig(witness, {"tokenFile": files["token"]}),
         "planted-client-files": planted_kubeconfig(witness, {"client-certificate": files["cert"], "client-key": files["key"]}),
         "planted-ca-file": planted_kubeconfig(witness, {"token": PLANTED_TOKEN}, {"certificate-authority": files["ca"]}),
@@ -350,6 +378,7 @@ class Inotify:
 
     def __init__(self, directory: str):
         import ctypes  # pylint: disable=import-outside-toplevel
+
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.fd = self.libc.inotify_init1(os.O_NONBLOCK)
         assert self.fd >= 0 and self.libc.inotify_add_watch(self.fd, directory.encode(), self.IN_ACCESS | self.IN_OPEN) >= 0
@@ -374,18 +403,38 @@ def test_planted_remote_secrets_run_nothing_open_nothing_leak_nothing(bed):
     # A TCP witness in the bed: any connection to the server (or proxy) a planted secret names is logged.
     log = os.path.join(bed.work, "witness.log")
     witness = subprocess.Popen(
-        [CLUSTERS, "exec", "--", "timeout", "900", "python3", "-c",
-         "import socket,sys; s=socket.create_server(('127.0.0.1', 0)); print(s.getsockname()[1], flush=True)\n"
-         "while True:\n c, a = s.accept(); open(sys.argv[1], 'a').write(f'{a}\\n'); c.close()", log],
-        stdout=subprocess.PIPE, text=True, env=bed_env(), start_new_session=True)
+        [
+            CLUSTERS,
+            "exec",
+            "--",
+            "timeout",
+            "900",
+            "python3",
+            "-c",
+            "import socket,sys; s=socket.create_server(('127.0.0.1', 0)); print(s.getsockname()[1], flush=True)\n"
+            "while True:\n c, a = s.accept(); open(sys.argv[1], 'a').write(f'{a}\\n'); c.close()",
+            log,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=bed_env(),
+        start_new_session=True,
+    )
     planted = []
     try:
         port = int(witness.stdout.readline().strip())
         secrets = planted_secrets(canaries, marker, f"https://127.0.0.1:{port}")
         for name, config in secrets.items():
-            put_secret("cluster1", {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {
-                "name": name, "namespace": NS, "labels": {"istio/multiCluster": "true"}, "annotations": {"networking.istio.io/cluster": name}},
-                "data": {name: base64.b64encode(config.encode()).decode()}})
+            put_secret(
+                "cluster1",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "type": "Opaque",
+                    "metadata": {"name": name, "namespace": NS, "labels": {"istio/multiCluster": "true"}, "annotations": {"networking.istio.io/cluster": name}},
+                    "data": {name: base64.b64encode(config.encode()).decode()},
+                },
+            )
             planted.append(name)
         watch = Inotify(canaries)
         try:
@@ -403,8 +452,9 @@ def test_planted_remote_secrets_run_nothing_open_nothing_leak_nothing(bed):
     unsafe = [f for f in data["findings"] if f["id"] == "remote_secret_unsafe"]
     assert sorted(f["evidence"].split(" key ")[0].removeprefix("secret ") for f in unsafe) == sorted(secrets)
     assert {f["clusters"][0] for f in unsafe} == {"cluster1"}
-    assert findings == sorted([("error", "remote_secret_unsafe", ("cluster1",))] * len(secrets)
-                              + [("warning", "remote_secret_unexpected", ("cluster1",))] * len(secrets))
+    assert findings == sorted(
+        [("error", "remote_secret_unsafe", ("cluster1",))] * len(secrets) + [("warning", "remote_secret_unexpected", ("cluster1",))] * len(secrets)
+    )
     # The site playbook refuses in its preflight, naming each planted secret, before any write.
     assert site.rc != 0 and all(f"secret {name} key {name}:" in site.output for name in secrets), site.output[-3000:]
     assert set(site.changed.values()) == {0}

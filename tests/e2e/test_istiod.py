@@ -4,6 +4,7 @@ kwok only simulates the istiod pod; here the same istio.io/istio build as istioc
 local process per cluster, inside the test bed's network namespace, with the cacerts secret
 mirrored into its ./etc/cacerts as the kubelet would mount it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -65,8 +66,9 @@ def wait_for(what: str, probe, timeout: float = WAIT):
 
 
 def root_cert_fingerprint(context: str, namespace: str) -> str | None:
-    result = in_bed("kubectl", "--request-timeout=5s", "--context", context, "-n", namespace, "get", "configmap", "istio-ca-root-cert",
-                    "-o", "json", check=False)
+    result = in_bed(
+        "kubectl", "--request-timeout=5s", "--context", context, "-n", namespace, "get", "configmap", "istio-ca-root-cert", "-o", "json", check=False
+    )
     if result.returncode != 0:
         return None
     return fingerprint(json.loads(result.stdout)["data"]["root-cert.pem"])
@@ -82,8 +84,13 @@ def has_secret(context: str, name: str) -> bool:
 def clusterz(context: str) -> dict:
     """What istiod reports about the clusters it reads: {cluster id: sync status}."""
     port = istiod("port", context, "http").stdout.strip()
-    out = in_bed(PYTHON, "-c", "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
-                 f"http://127.0.0.1:{port}/debug/clusterz", check=False).stdout
+    out = in_bed(
+        PYTHON,
+        "-c",
+        "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
+        f"http://127.0.0.1:{port}/debug/clusterz",
+        check=False,
+    ).stdout
     return {entry["id"]: entry["syncStatus"] for entry in json.loads(out or "[]")}
 
 
@@ -97,14 +104,28 @@ class Workload:
         in_bed("kubectl", "--context", cluster, "-n", "default", "create", "serviceaccount", account, check=False)
         token = os.path.join(self.dir, "token")
         with open(token, "w", encoding="ascii") as handle:
-            handle.write(in_bed("kubectl", "--context", cluster, "-n", "default", "create", "token", account, "--audience", "istio-ca",
-                                "--duration", "10m").stdout)
+            handle.write(
+                in_bed("kubectl", "--context", cluster, "-n", "default", "create", "token", account, "--audience", "istio-ca", "--duration", "10m").stdout
+            )
         self.trust = os.path.join(self.dir, "root-cert.pem")
         with open(self.trust, "w", encoding="ascii") as handle:  # what the sidecar trusts: the cluster's istio-ca-root-cert
             handle.write(kubectl_json(cluster, "-n", "default", "get", "configmap", "istio-ca-root-cert")["data"]["root-cert.pem"])
         port = istiod("port", cluster, "secure-grpc").stdout.strip()
-        issued = in_bed(PYTHON, CSR_CLIENT, "--address", f"127.0.0.1:{port}", "--root", self.trust, "--token-file", token,
-                        "--spiffe-id", self.spiffe_id, "--out", self.dir, timeout=60)
+        issued = in_bed(
+            PYTHON,
+            CSR_CLIENT,
+            "--address",
+            f"127.0.0.1:{port}",
+            "--root",
+            self.trust,
+            "--token-file",
+            token,
+            "--spiffe-id",
+            self.spiffe_id,
+            "--out",
+            self.dir,
+            timeout=60,
+        )
         self.chain = json.loads(issued.stdout)
 
     def context(self, server: bool) -> ssl.SSLContext:
@@ -215,8 +236,20 @@ def test_a_changed_cacerts_secret_reaches_istiods_directory_like_a_kubelet_volum
     patch = json.dumps({"data": {"extra.pem": base64.b64encode(b"extra").decode()}})
     in_bed("kubectl", "--context", "cluster1", "-n", NS, "patch", "secret", "cacerts", "-p", patch)
     wait_for("a new key appears", lambda: os.path.exists(os.path.join(directory, "extra.pem")), timeout=30)
-    in_bed("kubectl", "--context", "cluster1", "-n", NS, "patch", "secret", "cacerts", "--type", "json",
-           "-p", json.dumps([{"op": "remove", "path": "/data/extra.pem"}]))
+    in_bed(
+        "kubectl",
+        "--context",
+        "cluster1",
+        "-n",
+        NS,
+        "patch",
+        "secret",
+        "cacerts",
+        "--type",
+        "json",
+        "-p",
+        json.dumps([{"op": "remove", "path": "/data/extra.pem"}]),
+    )
     wait_for("a removed key disappears", lambda: not os.path.exists(os.path.join(directory, "extra.pem")), timeout=30)
     assert sorted(os.listdir(directory)) == sorted(secret["data"])
 
@@ -242,8 +275,10 @@ def test_a_new_intermediate_is_picked_up_by_the_running_istiod(bed):
         new = fingerprint(handle.read())
     assert new != old
     chains = []
-    wait_for("cluster1's istiod signs with the new intermediate",
-             lambda: chains.append(Workload(bed, "cluster1", "shop-a", f"-new{len(chains)}")) or chains[-1].chain["fingerprints"][1] == new)
+    wait_for(
+        "cluster1's istiod signs with the new intermediate",
+        lambda: chains.append(Workload(bed, "cluster1", "shop-a", f"-new{len(chains)}")) or chains[-1].chain["fingerprints"][1] == new,
+    )
     assert chains[-1].chain["fingerprints"][-1] == bed.root
     assert istiod_pid("cluster1") == pid
     assert "Use root cert from etc/cacerts/root-cert.pem" in istiod("logs", "cluster1").stdout

@@ -4,6 +4,7 @@ istiod, a promotion or demotion in place is refused, a cluster leaves and only w
 One bed of three kwok clusters, all primaries; the first inventory file names two of them, the second all three.
 The tests run in order and share the bed.
 """
+
 from __future__ import annotations
 
 import base64
@@ -109,16 +110,15 @@ def test_reader_tokens_rotate_under_the_real_istiod(bed):
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        rotation = bed.run("site", bed.full, "-vvvv", "-e", "remote_secrets_rotate_tokens_older_than_days=0",
-                           "-e", "remote_secrets_rotation_wait_seconds=10")
+        rotation = bed.run("site", bed.full, "-vvvv", "-e", "remote_secrets_rotate_tokens_older_than_days=0", "-e", "remote_secrets_rotation_wait_seconds=10")
     finally:
         stop.set()
         watcher.join(10)
     assert rotation.rc == 0, rotation.output[-6000:]
     new = {name: token_secrets(name) for name in bed.names}
     for name in bed.names:
-        (old_name, old_token), = old[name].items()
-        (new_name, new_token), = new[name].items()
+        ((old_name, old_token),) = old[name].items()
+        ((new_name, new_token),) = new[name].items()
         assert new_name != old_name and new_name.startswith(f"{SA}-istio-remote-secret-token-") and new_token != old_token
         for token in (old_token, new_token):
             assert token.decode() not in rotation.output, f"a reader token of {name} is in the -vvvv output"
@@ -163,15 +163,22 @@ def test_leave_refusals(bed):
 
 def test_leave_deletes_only_what_the_collection_made(bed):
     lookalike_remote = {
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": "istio-remote-secret-cluster3-by-hand", "namespace": NS, "labels": {"istio/multiCluster": "true"},
-                     "annotations": {"networking.istio.io/cluster": "cluster3"}},
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": "istio-remote-secret-cluster3-by-hand",
+            "namespace": NS,
+            "labels": {"istio/multiCluster": "true"},
+            "annotations": {"networking.istio.io/cluster": "cluster3"},
+        },
         "data": {"cluster3": base64.b64encode(b"by hand").decode()},
     }
     lookalike_token = {
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-        "metadata": {"name": f"{SA}-istio-remote-secret-token-by-hand", "namespace": NS,
-                     "annotations": {"kubernetes.io/service-account.name": SA}},
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": f"{SA}-istio-remote-secret-token-by-hand", "namespace": NS, "annotations": {"kubernetes.io/service-account.name": SA}},
     }
     in_bed("kubectl", "--context", "cluster1", "apply", "-f", "-", input=json.dumps(lookalike_remote))
     in_bed("kubectl", "--context", "cluster3", "apply", "-f", "-", input=json.dumps(lookalike_token))

@@ -1,4 +1,5 @@
 """Bad inputs: each refused by the preflight, naming the cluster and the fix, with no cluster written to."""
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,9 @@ def host_overrides(bed, hosts: dict, groups: dict | None = None) -> str:
 def unreachable_kubeconfig(bed) -> str:
     path = os.path.join(bed.work, "unreachable.kubeconfig")
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "gone",
         "clusters": [{"name": "gone", "cluster": {"server": "https://127.0.0.1:1", "insecure-skip-tls-verify": True}}],
         "users": [{"name": "gone", "user": {"token": "x"}}],
         "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "gone"}}],
@@ -40,20 +43,30 @@ def unreachable_kubeconfig(bed) -> str:
 
 
 CASES = {
-    "duplicate-cluster-names": (lambda bed: host_overrides(bed, {"cluster2": {"meshfed_cluster_name": "cluster1"}}),
-                                ["cluster name 'cluster1' appears more than once"]),
-    "remote-without-primary": (lambda bed: host_overrides(bed, {}, {"istio_remote": {"hosts": {"cluster2": {}}}}),
-                               ["cluster2: a remote must name its primary; set meshfed_primary"]),
-    "mismatched-mesh-ids": (lambda bed: host_overrides(bed, {"cluster2": {"meshfed_mesh_id": "mesh2"}}),
-                            ["the clusters disagree on meshfed_mesh_id (mesh1: cluster1, mesh2: cluster2)"]),
-    "invalid-network-name": (lambda bed: host_overrides(bed, {"cluster2": {"meshfed_network": "Network_2"}}),
-                             ["cluster2: meshfed_network 'Network_2' is not a DNS-1123 label"]),
+    "duplicate-cluster-names": (
+        lambda bed: host_overrides(bed, {"cluster2": {"meshfed_cluster_name": "cluster1"}}),
+        ["cluster name 'cluster1' appears more than once"],
+    ),
+    "remote-without-primary": (
+        lambda bed: host_overrides(bed, {}, {"istio_remote": {"hosts": {"cluster2": {}}}}),
+        ["cluster2: a remote must name its primary; set meshfed_primary"],
+    ),
+    "mismatched-mesh-ids": (
+        lambda bed: host_overrides(bed, {"cluster2": {"meshfed_mesh_id": "mesh2"}}),
+        ["the clusters disagree on meshfed_mesh_id (mesh1: cluster1, mesh2: cluster2)"],
+    ),
+    "invalid-network-name": (
+        lambda bed: host_overrides(bed, {"cluster2": {"meshfed_network": "Network_2"}}),
+        ["cluster2: meshfed_network 'Network_2' is not a DNS-1123 label"],
+    ),
     "unreachable-cluster": (
         lambda bed: host_overrides(bed, {"cluster2": {"meshfed_kubeconfig": unreachable_kubeconfig(bed), "meshfed_context": "gone"}}),
         ["cluster cluster2 (cluster2)", "is unreachable", "check meshfed_kubeconfig and meshfed_context"],
     ),
-    "istioctl-missing": (lambda bed: bed.write_settings({"meshfed_istioctl": "/nonexistent/istioctl"}, os.path.join(bed.work, "o.yml")),
-                         ["istioctl (/nonexistent/istioctl) does not run", "set the istioctl option (meshfed_istioctl) to its path"]),
+    "istioctl-missing": (
+        lambda bed: bed.write_settings({"meshfed_istioctl": "/nonexistent/istioctl"}, os.path.join(bed.work, "o.yml")),
+        ["istioctl (/nonexistent/istioctl) does not run", "set the istioctl option (meshfed_istioctl) to its path"],
+    ),
 }
 
 
@@ -73,8 +86,7 @@ def test_bad_inventory_is_refused_before_any_write(bed, case):
 def test_istiod_on_its_own_self_signed_ca_is_refused(bed):
     """istio-ca-secret without cacerts: istiod started before the mesh PKI. Refused unless migration is opted in."""
     in_bed("kubectl", "--context", "cluster2", "create", "namespace", "istio-system")
-    in_bed("kubectl", "--context", "cluster2", "-n", "istio-system", "create", "secret", "generic", "istio-ca-secret",
-           "--from-literal=ca-cert.pem=")
+    in_bed("kubectl", "--context", "cluster2", "-n", "istio-system", "create", "secret", "generic", "istio-ca-secret", "--from-literal=ca-cert.pem=")
     before = bed.written_state()
     result = bed.playbook("site")
     assert result.rc != 0

@@ -4,6 +4,7 @@ At each phase boundary workload certificates requested from each primary's istio
 old-signed against new-signed included; istiod is never restarted; no istio-ca-secret appears; a rerun writes nothing.
 Tests run in order and share one bed.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,8 +31,9 @@ def cacerts(bed: Bed, cluster: str) -> dict:
 
 
 def published(cluster: str, namespace: str = NS) -> bytes | None:
-    result = in_bed("kubectl", "--request-timeout=5s", "--context", cluster, "-n", namespace, "get", "configmap", "istio-ca-root-cert",
-                    "-o", "json", check=False)
+    result = in_bed(
+        "kubectl", "--request-timeout=5s", "--context", cluster, "-n", namespace, "get", "configmap", "istio-ca-root-cert", "-o", "json", check=False
+    )
     return json.loads(result.stdout)["data"]["root-cert.pem"].encode() if result.returncode == 0 else None
 
 
@@ -128,8 +130,10 @@ def test_intermediate_rotation_of_one_cluster_without_restart_and_a_rerun_change
     assert after["ca-cert.pem"] != before["ca-cert.pem"] and cacerts(bed, "cluster2")["ca-cert.pem"] != after["ca-cert.pem"]
     new = _pki.fingerprint(_pki.load_cert(after["ca-cert.pem"], "ca-cert.pem"))
     chains = []
-    wait_for("cluster1's istiod signs with the new intermediate",
-             lambda: chains.append(Workload(bed, "cluster1", "shop-a", f"-i{len(chains) + 1}")) or chains[-1].chain["fingerprints"][1] == new)
+    wait_for(
+        "cluster1's istiod signs with the new intermediate",
+        lambda: chains.append(Workload(bed, "cluster1", "shop-a", f"-i{len(chains) + 1}")) or chains[-1].chain["fingerprints"][1] == new,
+    )
     assert old != new
     mtls_ok(chains[-1], Workload(bed, "cluster2", "shop-b", "-i"))
     assert {name: istiod_pid(name) for name in bed.primaries} == bed.pids
@@ -214,8 +218,12 @@ def test_a_direct_switch_to_another_root_breaks_mtls_and_is_refused(bed):
     root = _pki.build_root(key, _pki.CaSpec("Istio", "Root CA C", 30, "ecdsa-p256"), _pki.utcnow())
     ikey = _pki.generate_key("ecdsa-p256")
     inter = _pki.build_intermediate(ikey, _pki.CaSpec("Istio", "Intermediate CA", 20, "ecdsa-p256", "cluster2"), root, key, _pki.utcnow())
-    switched = {"ca-cert.pem": _pki.cert_pem(inter), "ca-key.pem": _pki.key_pem(ikey), "root-cert.pem": _pki.cert_pem(root),
-                "cert-chain.pem": _pki.cert_pem(inter) + _pki.cert_pem(root)}
+    switched = {
+        "ca-cert.pem": _pki.cert_pem(inter),
+        "ca-key.pem": _pki.key_pem(ikey),
+        "root-cert.pem": _pki.cert_pem(root),
+        "cert-chain.pem": _pki.cert_pem(inter) + _pki.cert_pem(root),
+    }
     patch = {"data": {k: base64.b64encode(v).decode() for k, v in switched.items()}}
     a = Workload(bed, "cluster1", "shop-a", "-x")
     try:
@@ -237,5 +245,4 @@ def test_a_direct_switch_to_another_root_breaks_mtls_and_is_refused(bed):
         patch = {"data": {k: base64.b64encode(v).decode() for k, v in original.items() if k in _pki.BUNDLE_KEYS}}
         in_bed("kubectl", "--context", "cluster2", "-n", NS, "patch", "secret", "cacerts", "-p", json.dumps(patch))
     mesh_root = _rotation.fingerprints(original["root-cert.pem"])[-1]
-    wait_for("cluster2's istiod signs under the mesh root again",
-             lambda: new_signed(bed, "cluster2", mesh_root))
+    wait_for("cluster2's istiod signs under the mesh root again", lambda: new_signed(bed, "cluster2", mesh_root))

@@ -1,4 +1,5 @@
 """The site playbook on three topologies of real (kwok) clusters, with the real istioctl."""
+
 from __future__ import annotations
 
 import base64
@@ -66,19 +67,79 @@ def drift(bed) -> set:
     in_bed(*kubectl, "--context", first, "label", "--overwrite", "namespace", "istio-system", "topology.istio.io/network=elsewhere")
     in_bed(*kubectl, "--context", first, "-n", "istio-system", "delete", "gateways.networking.istio.io", "cross-network-gateway")
     watched = next(b for a, b in watches(bed) if a == first)
-    in_bed(*kubectl, "--context", first, "-n", "istio-system", "patch", "secret", f"istio-remote-secret-{watched}", "--type", "merge",
-           "-p", json.dumps({"data": {watched: base64.b64encode(b"apiVersion: v1\nkind: Config\n").decode()}}))
+    in_bed(
+        *kubectl,
+        "--context",
+        first,
+        "-n",
+        "istio-system",
+        "patch",
+        "secret",
+        f"istio-remote-secret-{watched}",
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"data": {watched: base64.b64encode(b"apiVersion: v1\nkind: Config\n").decode()}}),
+    )
     if bed.remote:
-        in_bed(*kubectl, "--context", first, "-n", "istio-system", "patch", "virtualservices.networking.istio.io", "istiod-vs",
-               "--type", "merge", "-p", json.dumps({"spec": {"hosts": ["istiod.example"]}}))
-        in_bed(*kubectl, "--context", first, "-n", "istio-system", "patch", "service", "istio-eastwestgateway", "--type", "merge",
-               "-p", json.dumps({"spec": {"externalIPs": None}}))
+        in_bed(
+            *kubectl,
+            "--context",
+            first,
+            "-n",
+            "istio-system",
+            "patch",
+            "virtualservices.networking.istio.io",
+            "istiod-vs",
+            "--type",
+            "merge",
+            "-p",
+            json.dumps({"spec": {"hosts": ["istiod.example"]}}),
+        )
+        in_bed(
+            *kubectl,
+            "--context",
+            first,
+            "-n",
+            "istio-system",
+            "patch",
+            "service",
+            "istio-eastwestgateway",
+            "--type",
+            "merge",
+            "-p",
+            json.dumps({"spec": {"externalIPs": None}}),
+        )
     # inside a list element: the write replaces the list, so this is drift too
-    in_bed(*kubectl, "--context", last, "-n", "istio-system", "patch", "gateways.networking.istio.io", "cross-network-gateway",
-           "--type", "json", "-p", json.dumps([{"op": "add", "path": "/spec/servers/0/tls/credentialName", "value": "someone-elses"}]))
+    in_bed(
+        *kubectl,
+        "--context",
+        last,
+        "-n",
+        "istio-system",
+        "patch",
+        "gateways.networking.istio.io",
+        "cross-network-gateway",
+        "--type",
+        "json",
+        "-p",
+        json.dumps([{"op": "add", "path": "/spec/servers/0/tls/credentialName", "value": "someone-elses"}]),
+    )
     root = bed.secret(last, "istio-system", "cacerts")["root-cert.pem"]
-    in_bed(*kubectl, "--context", last, "-n", "istio-system", "patch", "secret", "cacerts", "--type", "merge",
-           "-p", json.dumps({"data": {"ca-cert.pem": base64.b64encode(root).decode()}}))
+    in_bed(
+        *kubectl,
+        "--context",
+        last,
+        "-n",
+        "istio-system",
+        "patch",
+        "secret",
+        "cacerts",
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"data": {"ca-cert.pem": base64.b64encode(root).decode()}}),
+    )
     return {first, last}
 
 
@@ -117,8 +178,9 @@ def test_one_root_everywhere(bed, converged):
             for key in ("root-cert.pem", "ca-cert.pem"):
                 with open(os.path.join(tmp, key), "wb") as handle:
                     handle.write(cacerts[key])
-            verified = subprocess.run(["openssl", "verify", "-CAfile", f"{tmp}/root-cert.pem", f"{tmp}/ca-cert.pem"],
-                                      capture_output=True, text=True, check=False)
+            verified = subprocess.run(
+                ["openssl", "verify", "-CAfile", f"{tmp}/root-cert.pem", f"{tmp}/ca-cert.pem"], capture_output=True, text=True, check=False
+            )
             assert verified.returncode == 0, verified.stderr
 
 
@@ -152,8 +214,9 @@ def test_remote_secrets_authenticate_and_read_the_watched_cluster(bed, converged
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
             yaml.safe_dump(kubeconfig, handle)
         try:
-            listed = in_bed("kubectl", "--kubeconfig", handle.name, "--request-timeout=10s", "get",
-                            "services,endpointslices.discovery.k8s.io", "-A", "-o", "name")
+            listed = in_bed(
+                "kubectl", "--kubeconfig", handle.name, "--request-timeout=10s", "get", "services,endpointslices.discovery.k8s.io", "-A", "-o", "name"
+            )
             assert "service/kubernetes" in listed.stdout
             denied = in_bed("kubectl", "--kubeconfig", handle.name, "auth", "can-i", "create", "namespaces", check=False)
             assert denied.stdout.strip() == "no"
@@ -191,8 +254,16 @@ def test_gateways_have_addresses_and_the_cross_network_gateway(bed, converged):
 def test_verify_playbook_passes(bed, converged):
     verify = bed.playbook("verify")
     assert verify.rc == 0, verify.output[-4000:]
-    root = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", os.path.join(bed.work, "pki", "root-cert.pem")],
-                          capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
+    root = (
+        subprocess.run(
+            ["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", os.path.join(bed.work, "pki", "root-cert.pem")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .split("=", 1)[1]
+    )
     assert f"{len(bed.names)} clusters share root {root}" in verify.output
 
 
@@ -221,8 +292,16 @@ def test_remote_secret_has_the_shape_istioctl_makes(bed, converged):
     if bed.remote:
         pytest.skip("compared once, on the two-primaries topology")
     ours = bed.secret("cluster1", "istio-system", "istio-remote-secret-cluster2")["_object"]
-    made = in_bed(istioctl(), "create-remote-secret", "--context", "cluster2", "--name", "cluster2",
-                  "--server", yaml.safe_load(ours_kubeconfig(ours))["clusters"][0]["cluster"]["server"]).stdout
+    made = in_bed(
+        istioctl(),
+        "create-remote-secret",
+        "--context",
+        "cluster2",
+        "--name",
+        "cluster2",
+        "--server",
+        yaml.safe_load(ours_kubeconfig(ours))["clusters"][0]["cluster"]["server"],
+    ).stdout
     theirs = next(doc for doc in yaml.safe_load_all(made) if doc and doc.get("kind") == "Secret")
     assert theirs["metadata"]["name"] == ours["metadata"]["name"]
     assert theirs["metadata"]["labels"]["istio/multiCluster"] == ours["metadata"]["labels"]["istio/multiCluster"]

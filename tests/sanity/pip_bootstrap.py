@@ -4,6 +4,7 @@ ansible-test downloads get-pip.py from a host outside the package registries; th
 and CI reach only PyPI. This does the same job with the interpreter's own ensurepip, then
 installs the requested pip version (and the listed packages) from PyPI.
 """
+
 from __future__ import annotations
 
 import subprocess

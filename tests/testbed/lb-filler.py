@@ -12,6 +12,7 @@ connection per API server, and
 Bounded: stops when the state file is gone (clusters.sh down), when no API server answered for
 --give-up seconds, or after --max-lifetime seconds. Standard library only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -142,12 +143,10 @@ def main() -> int:
     args = parser.parse_args()
 
     apis = [
-        ApiServer(f"cluster{i}", i, args.port_base + i, os.path.join(args.kwok_dir, "clusters", f"cluster{i}", "pki"), 5.0)
-        for i in range(1, args.clusters + 1)
+        ApiServer(f"cluster{i}", i, args.port_base + i, os.path.join(args.kwok_dir, "clusters", f"cluster{i}", "pki"), 5.0) for i in range(1, args.clusters + 1)
     ]
     start = last_answer = time.monotonic()
-    log(f"lb-filler start pid={os.getpid()} lifetime={args.max_lifetime:.0f}s interval={args.interval}s "
-        f"webhook-failure-policy={args.webhook_policy}")
+    log(f"lb-filler start pid={os.getpid()} lifetime={args.max_lifetime:.0f}s interval={args.interval}s webhook-failure-policy={args.webhook_policy}")
     while time.monotonic() - start < args.max_lifetime:
         if not os.path.exists(args.state):
             log("state file gone: stopping")

@@ -35,49 +35,64 @@ CASES: list[Case] = [
     Case("pki-dest-group-writable", "dest", {"state": "dest-0770"}, "writable by group or others (mode 0770)", "accepted"),
     Case("pki-dest-world-writable", "dest", {"state": "dest-0777"}, "run chmod go-w", "accepted"),
     Case("pki-file-symlink", "dest", {"state": "file-symlink"}, "root-cert.pem is a symbolic link", "accepted"),
-    Case("pki-intermediate-common-name-too-long", "intermediate_common_name", {"intermediate_common_name": "x" * 200},
-         "is 200 characters long: X.509 allows at most 64", "crash"),
-    Case("pki-intermediate-days-past-9999", "intermediate_days", {"intermediate_days": 10_000_000},
-         "set intermediate_days to at most", "crash"),
-    Case("pki-intermediate-organization-empty", "intermediate_organization", {"intermediate_organization": ""},
-         "intermediate_organization is empty", "accepted"),
+    Case(
+        "pki-intermediate-common-name-too-long",
+        "intermediate_common_name",
+        {"intermediate_common_name": "x" * 200},
+        "is 200 characters long: X.509 allows at most 64",
+        "crash",
+    ),
+    Case("pki-intermediate-days-past-9999", "intermediate_days", {"intermediate_days": 10_000_000}, "set intermediate_days to at most", "crash"),
+    Case(
+        "pki-intermediate-organization-empty", "intermediate_organization", {"intermediate_organization": ""}, "intermediate_organization is empty", "accepted"
+    ),
     Case("pki-key-file-open", "dest", {"state": "key-0644"}, "(mode 0644): if nobody else could read it, run chmod 0600", "accepted"),
-    Case("pki-renew-covers-intermediate", "renew_before_days", {"renew_before_days": 730},
-         "must be less than intermediate_days (730)", "accepted"),
+    Case("pki-renew-covers-intermediate", "renew_before_days", {"renew_before_days": 730}, "must be less than intermediate_days (730)", "accepted"),
     Case("pki-renew-covers-root", "renew_before_days", {"root_days": 20}, "must be less than root_days (20)", "accepted"),
     Case("pki-root-common-name-empty", "root_common_name", {"root_common_name": ""}, "root_common_name is empty", "crash"),
-    Case("pki-root-common-name-too-long", "root_common_name", {"root_common_name": "x" * 200},
-         "shorten root_common_name", "crash"),
+    Case("pki-root-common-name-too-long", "root_common_name", {"root_common_name": "x" * 200}, "shorten root_common_name", "crash"),
     Case("pki-root-days-past-9999", "root_days", {"root_days": 10_000_000}, "set root_days to at most", "crash"),
     Case("pki-root-expired-in-dest", "force_root", {"state": "root-expired"}, "expired on 2026-04-27", "crash"),
-    Case("pki-root-import-ed25519", "root_cert_src", {"root": "ed25519"}, "has an Ed25519 key; istiod signs only with RSA or ECDSA",
-         "unclear"),
+    Case("pki-root-import-ed25519", "root_cert_src", {"root": "ed25519"}, "has an Ed25519 key; istiod signs only with RSA or ECDSA", "unclear"),
     Case("pki-root-import-expired", "root_cert_src", {"root": "expired"}, "(root_cert_src) expired on", "crash"),
-    Case("pki-root-import-expiring", "root_cert_src", {"root": "expiring"},
-         "within renew_before_days (30): every intermediate", "accepted"),
+    Case("pki-root-import-expiring", "root_cert_src", {"root": "expiring"}, "within renew_before_days (30): every intermediate", "accepted"),
     Case("pki-root-import-no-keycertsign", "root_cert_src", {"root": "no-keycertsign"}, "keyUsage without keyCertSign", "accepted"),
     Case("pki-root-import-not-yet-valid", "root_cert_src", {"root": "not-yet-valid"}, "is not valid before 2026-06-11", "accepted"),
     Case("pki-root-import-pathlen-0", "root_cert_src", {"root": "pathlen-0"}, "has pathlen:0", "accepted"),
     Case("pki-root-import-rsa-1024", "root_cert_src", {"root": "rsa-1024"}, "RSA key of 1024 bits", "accepted"),
-    Case("pki-root-key-passphrase-too-long", "root_key_passphrase", {"root_key_passphrase": "p" * 1024},
-         "1024 bytes long: OpenSSL reads at most 1023", "crash"),
+    Case(
+        "pki-root-key-passphrase-too-long", "root_key_passphrase", {"root_key_passphrase": "p" * 1024}, "1024 bytes long: OpenSSL reads at most 1023", "crash"
+    ),
     Case("pki-root-organization-empty", "root_organization", {"root_organization": ""}, "root_organization is empty", "accepted"),
 ]
 
 
 def _root(kind: str) -> tuple[bytes, bytes]:
     """A root certificate and its key (PEM), broken in the way kind names."""
-    key = {"ed25519": ed25519.Ed25519PrivateKey.generate,
-           "rsa-1024": lambda: rsa.generate_private_key(public_exponent=65537, key_size=1024)}.get(
-        kind, lambda: ec.generate_private_key(ec.SECP256R1()))()
+    key = {"ed25519": ed25519.Ed25519PrivateKey.generate, "rsa-1024": lambda: rsa.generate_private_key(public_exponent=65537, key_size=1024)}.get(
+        kind, lambda: ec.generate_private_key(ec.SECP256R1())
+    )()
     start = {"expired": NOW - 400 * DAY, "expiring": NOW - 355 * DAY, "not-yet-valid": NOW + 10 * DAY}.get(kind, NOW - DAY)
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Corp"), x509.NameAttribute(NameOID.COMMON_NAME, "Corp Root")])
-    usage = dict(digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                 key_agreement=False, key_cert_sign=kind != "no-keycertsign", crl_sign=True, encipher_only=False,
-                 decipher_only=False)
+    usage = dict(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=kind != "no-keycertsign",
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(start + 365 * DAY)
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + 365 * DAY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0 if kind == "pathlen-0" else None), critical=True)
         .add_extension(x509.KeyUsage(**usage), critical=True)
         .sign(key, None if kind == "ed25519" else hashes.SHA256())

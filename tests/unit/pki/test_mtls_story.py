@@ -5,6 +5,7 @@ issues them) and trusts its own cluster's root-cert.pem (as the sidecar does). W
 root both directions work; with a cluster on its own root both directions fail with an
 unknown-CA error.
 """
+
 from __future__ import annotations
 
 import socket

@@ -1,4 +1,5 @@
 """The k8s_unchanged filter: what the roles put in `when`, and its refusals of input it cannot judge."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,14 +10,17 @@ from ansible_collections.meshfed.istio.plugins.module_utils import _observed
 
 k8s_unchanged = FilterModule().filters()["k8s_unchanged"]
 
-SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system"},
-           "spec": {"type": "LoadBalancer", "externalIPs": ["198.51.100.1"], "clusterIP": "10.0.0.9"}}
+SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system"},
+    "spec": {"type": "LoadBalancer", "externalIPs": ["198.51.100.1"], "clusterIP": "10.0.0.9"},
+}
 OBSERVED = _observed.index([SERVICE])
 
 
 def patch(*ips, namespace="istio-system"):
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istio-eastwestgateway", "namespace": namespace},
-            "spec": {"externalIPs": list(ips)}}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istio-eastwestgateway", "namespace": namespace}, "spec": {"externalIPs": list(ips)}}
 
 
 def test_one_object_or_a_list():

@@ -1,4 +1,5 @@
 """The rendering filters: what the roles write, from a cluster of the mesh plan."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,11 +12,14 @@ FILTERS = FilterModule().filters()
 
 
 def plan() -> dict:
-    return _mesh.topology([
-        _mesh.Member(host="a", name="east", role="primary", network="n1", mesh_id="m", context="ctx-a"),
-        _mesh.Member(host="b", name="west", role="primary", network="n2", mesh_id="m"),
-        _mesh.Member(host="c", name="edge", role="remote", network="n2", mesh_id="m", primary="a"),
-    ], {"namespace": "istio-system", "revision": ""})
+    return _mesh.topology(
+        [
+            _mesh.Member(host="a", name="east", role="primary", network="n1", mesh_id="m", context="ctx-a"),
+            _mesh.Member(host="b", name="west", role="primary", network="n2", mesh_id="m"),
+            _mesh.Member(host="c", name="edge", role="remote", network="n2", mesh_id="m", primary="a"),
+        ],
+        {"namespace": "istio-system", "revision": ""},
+    )
 
 
 def test_auth_holds_only_what_is_set():
@@ -23,10 +27,13 @@ def test_auth_holds_only_what_is_set():
     assert plan()["clusters"]["b"]["auth"] == {}
 
 
-@pytest.mark.parametrize(("host", "labels", "annotations"), [
-    ("a", {"topology.istio.io/network": "n1"}, None),
-    ("c", {"topology.istio.io/network": "n2"}, {"topology.istio.io/controlPlaneClusters": "east"}),
-])
+@pytest.mark.parametrize(
+    ("host", "labels", "annotations"),
+    [
+        ("a", {"topology.istio.io/network": "n1"}, None),
+        ("c", {"topology.istio.io/network": "n2"}, {"topology.istio.io/controlPlaneClusters": "east"}),
+    ],
+)
 def test_namespace(host, labels, annotations):
     mesh = plan()
     namespace = FILTERS["istio_namespace"](mesh["clusters"][host], mesh["settings"])
@@ -35,10 +42,13 @@ def test_namespace(host, labels, annotations):
     assert namespace["metadata"].get("annotations") == annotations
 
 
-@pytest.mark.parametrize(("host", "names"), [
-    ("a", [("Gateway", "cross-network-gateway"), ("Gateway", "istiod-gateway"), ("VirtualService", "istiod-vs")]),
-    ("b", [("Gateway", "cross-network-gateway")]),
-])
+@pytest.mark.parametrize(
+    ("host", "names"),
+    [
+        ("a", [("Gateway", "cross-network-gateway"), ("Gateway", "istiod-gateway"), ("VirtualService", "istiod-vs")]),
+        ("b", [("Gateway", "cross-network-gateway")]),
+    ],
+)
 def test_eastwest_objects_expose_istiod_only_with_remotes(host, names):
     mesh = plan()
     objects = FILTERS["eastwest_objects"](mesh["clusters"][host], mesh["settings"])
@@ -47,8 +57,10 @@ def test_eastwest_objects_expose_istiod_only_with_remotes(host, names):
     assert cross == {"port": {"number": 15443, "name": "tls", "protocol": "TLS"}, "tls": {"mode": "AUTO_PASSTHROUGH"}, "hosts": ["*.local"]}
     if len(objects) > 1:
         routes = [route["route"][0]["destination"] for route in objects[2]["spec"]["tls"]]
-        assert routes == [{"host": "istiod.istio-system.svc.cluster.local", "port": {"number": 15012}},
-                          {"host": "istiod.istio-system.svc.cluster.local", "port": {"number": 443}}]
+        assert routes == [
+            {"host": "istiod.istio-system.svc.cluster.local", "port": {"number": 15012}},
+            {"host": "istiod.istio-system.svc.cluster.local", "port": {"number": 443}},
+        ]
 
 
 def test_control_plane_of_a_primary_with_remotes_and_of_a_remote():
@@ -59,11 +71,14 @@ def test_control_plane_of_a_primary_with_remotes_and_of_a_remote():
     assert remote["spec"]["profile"] == "remote" and remote["spec"]["values"]["global"]["remotePilotAddress"] == "192.0.2.1"
 
 
-@pytest.mark.parametrize(("options", "env", "metadata"), [
-    ({}, {"ISTIO_MULTIROOT_MESH": "true"}, {"PROXY_CONFIG_XDS_AGENT": "true"}),
-    ({"multiroot": True}, {"ISTIO_MULTIROOT_MESH": "true"}, {"PROXY_CONFIG_XDS_AGENT": "true"}),
-    ({"multiroot": False}, None, None),
-])
+@pytest.mark.parametrize(
+    ("options", "env", "metadata"),
+    [
+        ({}, {"ISTIO_MULTIROOT_MESH": "true"}, {"PROXY_CONFIG_XDS_AGENT": "true"}),
+        ({"multiroot": True}, {"ISTIO_MULTIROOT_MESH": "true"}, {"PROXY_CONFIG_XDS_AGENT": "true"}),
+        ({"multiroot": False}, None, None),
+    ],
+)
 def test_rotation_flags_on_primaries_by_default(options, env, metadata):
     mesh = plan()
     primary = FILTERS["istio_operator"](mesh["clusters"]["a"], mesh["settings"], **options)
@@ -73,15 +88,21 @@ def test_rotation_flags_on_primaries_by_default(options, env, metadata):
     assert "meshConfig" not in remote["spec"] and "pilot" not in remote["spec"]["values"]
 
 
-@pytest.mark.parametrize(("name", "args", "message"), [
-    ("istio_operator", ("c", {}), "remote_pilot_address (its primary's gateway address) is required"),
-    ("istio_operator", ("a", {"overlay": {"values": {"global": {"meshID": "x"}}}}), "set it with meshfed_mesh_id"),
-    ("eastwest_operator", ("a", {"overlay": {"revision": "x"}}), "set it with meshfed_revision"),
-    ("istio_namespace", (None, {}), "takes a cluster of meshfed.istio.mesh_plan"),
-    ("istio_operator", ("a", {"multiroot": "no"}), "multiroot must be a boolean, got str"),
-    ("istio_operator", ("a", {"multiroot": False, "overlay": {"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}}}}}),
-     "set it with control_plane_multiroot"),
-])
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("istio_operator", ("c", {}), "remote_pilot_address (its primary's gateway address) is required"),
+        ("istio_operator", ("a", {"overlay": {"values": {"global": {"meshID": "x"}}}}), "set it with meshfed_mesh_id"),
+        ("eastwest_operator", ("a", {"overlay": {"revision": "x"}}), "set it with meshfed_revision"),
+        ("istio_namespace", (None, {}), "takes a cluster of meshfed.istio.mesh_plan"),
+        ("istio_operator", ("a", {"multiroot": "no"}), "multiroot must be a boolean, got str"),
+        (
+            "istio_operator",
+            ("a", {"multiroot": False, "overlay": {"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}}}}}),
+            "set it with control_plane_multiroot",
+        ),
+    ],
+)
 def test_errors_name_what_to_fix(name, args, message):
     mesh = plan()
     host, options = args

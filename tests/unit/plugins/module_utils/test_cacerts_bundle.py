@@ -1,4 +1,5 @@
 """The cacerts_bundle lookup: what the cacerts role checks on the exact bytes it is about to push, read once."""
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,7 @@ def test_a_good_bundle_has_no_problem(ca):
     ("mutate", "problem"),
     [
         (lambda files, other: files.update({"ca-key.pem": other.files()["ca-key.pem"]}), "ca-key.pem does not match ca-cert.pem"),
-        (lambda files, other: files.update({"root-cert.pem": other.files()["root-cert.pem"]}),
-         "ca-cert.pem does not chain to any root in root-cert.pem"),
+        (lambda files, other: files.update({"root-cert.pem": other.files()["root-cert.pem"]}), "ca-cert.pem does not chain to any root in root-cert.pem"),
         (lambda files, other: files.pop("cert-chain.pem"), "missing cert-chain.pem"),
         (lambda files, other: files.update({"ca-cert.pem": b"garbage"}), "ca-cert.pem is not valid PEM certificate data"),
     ],
@@ -52,11 +52,15 @@ def test_lookup_returns_exactly_the_bytes_it_checked(ca, tmp_path):
     assert {name: base64.b64decode(value) for name, value in result["data"].items()} == ca.files()
 
 
-@pytest.mark.parametrize(("setup", "problem"), [
-    (lambda path, ca: None, "missing ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem"),
-    (lambda path, ca: _write(path, ca, root=False), "the PKI directory has no root-cert.pem"),
-    (lambda path, ca: (_write(path, ca), (path / "east" / "ca-key.pem").unlink()), "missing ca-key.pem"),
-], ids=["no-pki-output", "no-mesh-root", "no-key"])
+@pytest.mark.parametrize(
+    ("setup", "problem"),
+    [
+        (lambda path, ca: None, "missing ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem"),
+        (lambda path, ca: _write(path, ca, root=False), "the PKI directory has no root-cert.pem"),
+        (lambda path, ca: (_write(path, ca), (path / "east" / "ca-key.pem").unlink()), "missing ca-key.pem"),
+    ],
+    ids=["no-pki-output", "no-mesh-root", "no-key"],
+)
 def test_lookup_refuses_to_hand_over_a_bundle_with_a_problem(ca, tmp_path, setup, problem):
     setup(tmp_path, ca)
     [result] = LookupModule().run(["east"], {}, pki_dir=str(tmp_path))

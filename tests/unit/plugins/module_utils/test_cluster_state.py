@@ -1,4 +1,5 @@
 """_cluster_state.read with objects: what the preflight hands the roles, from list calls as the API server answers them."""
+
 from __future__ import annotations
 
 import base64
@@ -41,9 +42,11 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-CACERTS = {"metadata": {"name": "cacerts", "namespace": NS,
-                        "annotations": {_observed.LAST_APPLIED: json.dumps({"data": {"ca-key.pem": b64("KEY")}})}},
-           "type": "Opaque", "data": {"ca-key.pem": b64("KEY")}}
+CACERTS = {
+    "metadata": {"name": "cacerts", "namespace": NS, "annotations": {_observed.LAST_APPLIED: json.dumps({"data": {"ca-key.pem": b64("KEY")}})}},
+    "type": "Opaque",
+    "data": {"ca-key.pem": b64("KEY")},
+}
 HELM = {"metadata": {"name": "sh.helm.release.v1.x.v1", "namespace": NS}, "type": "helm.sh/release.v1", "data": {"release": b64("R")}}
 VS = {"metadata": {"name": "istiod-vs", "namespace": NS}, "spec": {"hosts": ["*"]}}
 
@@ -76,11 +79,12 @@ def test_objects_keep_what_the_roles_write_and_no_value():
     state = _cluster_state.read(FakeCluster(answers(virtualservices_version="v1beta1")), NS, check_credentials=False, objects=True)
     objects = state["objects"]
     assert sorted(objects) == ["/Namespace//istio-system", "/Secret/istio-system/cacerts", "networking.istio.io/VirtualService/istio-system/istiod-vs"]
-    assert objects["/Secret/istio-system/cacerts"] == {"labels": {}, "annotations": {}, "type": "Opaque",
-                                                       "data": {"ca-key.pem": _observed.digest(b"KEY")}}
+    assert objects["/Secret/istio-system/cacerts"] == {"labels": {}, "annotations": {}, "type": "Opaque", "data": {"ca-key.pem": _observed.digest(b"KEY")}}
     assert b64("KEY") not in repr(state) and _observed.digest(b"R") not in repr(state)
-    assert _observed.unchanged({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-                                "metadata": {"name": "istiod-vs", "namespace": NS}, "spec": {"hosts": ["*"]}}, objects)
+    assert _observed.unchanged(
+        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "istiod-vs", "namespace": NS}, "spec": {"hosts": ["*"]}},
+        objects,
+    )
 
 
 def test_injector_values_that_are_not_a_map_are_a_fact():
@@ -89,11 +93,15 @@ def test_injector_values_that_are_not_a_map_are_a_fact():
 
 
 def _remote(name: str, user: dict) -> dict:
-    config = ('{"apiVersion": "v1", "kind": "Config", "current-context": "x", "contexts": [{"name": "x", "context": {"cluster": "x", '
-              '"user": "x"}}], "clusters": [{"name": "x", "cluster": {"server": "https://192.0.2.5:6443"}}], '
-              f'"users": [{{"name": "x", "user": {json.dumps(user)}}}]}}')
-    return {"metadata": {"name": name, "namespace": NS, "labels": {"istio/multiCluster": "true"},
-                         "annotations": {"networking.istio.io/cluster": name}}, "data": {name: b64(config)}}
+    config = (
+        '{"apiVersion": "v1", "kind": "Config", "current-context": "x", "contexts": [{"name": "x", "context": {"cluster": "x", '
+        '"user": "x"}}], "clusters": [{"name": "x", "cluster": {"server": "https://192.0.2.5:6443"}}], '
+        f'"users": [{{"name": "x", "user": {json.dumps(user)}}}]}}'
+    )
+    return {
+        "metadata": {"name": name, "namespace": NS, "labels": {"istio/multiCluster": "true"}, "annotations": {"networking.istio.io/cluster": name}},
+        "data": {name: b64(config)},
+    }
 
 
 def test_remote_secret_tokens_stay_out_of_the_state_and_unsafe_ones_get_no_connection():
@@ -117,16 +125,19 @@ def _mesh(text):
     return {"metadata": {"name": "istio"}, "data": {"mesh": text}}
 
 
-@pytest.mark.parametrize(("configmap", "xds_agent"), [
-    (_mesh("defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: \"true\"\n"), "true"),
-    (_mesh("defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: true\n"), "true"),
-    (_mesh("defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: \"false\"\n"), "false"),
-    (_mesh("defaultConfig:\n  meshId: m\n"), ""),
-    (_mesh("defaultConfig:\n  proxyMetadata: [1]\n"), ""),
-    (_mesh("defaultConfig: 7\n"), ""),
-    (_mesh("[unclosed"), ""),
-    (None, ""),
-])
+@pytest.mark.parametrize(
+    ("configmap", "xds_agent"),
+    [
+        (_mesh('defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: "true"\n'), "true"),
+        (_mesh("defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: true\n"), "true"),
+        (_mesh('defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: "false"\n'), "false"),
+        (_mesh("defaultConfig:\n  meshId: m\n"), ""),
+        (_mesh("defaultConfig:\n  proxyMetadata: [1]\n"), ""),
+        (_mesh("defaultConfig: 7\n"), ""),
+        (_mesh("[unclosed"), ""),
+        (None, ""),
+    ],
+)
 def test_mesh_config_reads_the_agent_flag(configmap, xds_agent):
     assert _cluster_state.mesh_config(configmap)["xds_agent"] == xds_agent
 
@@ -138,13 +149,15 @@ def _pod(containers=(), init=()):
 PROXY = {"name": "istio-proxy", "env": [{"name": "ISTIO_META_NETWORK", "value": "n1"}, {"name": "PROXY_CONFIG_XDS_AGENT", "value": "true"}]}
 
 
-@pytest.mark.parametrize(("pod", "facts"), [
-    (_pod([{"name": "app"}, PROXY]), {"network": "n1", "xds_agent": "true"}),
-    (_pod([{"name": "app"}], [PROXY]), {"network": "n1", "xds_agent": "true"}),  # native sidecar
-    (_pod([{"name": "app"}, {"name": "istio-proxy", "env": [{"name": "ISTIO_META_NETWORK", "value": "n1"}]}]),
-     {"network": "n1", "xds_agent": ""}),
-    (_pod([{"name": "app"}]), {"network": "", "xds_agent": ""}),
-])
+@pytest.mark.parametrize(
+    ("pod", "facts"),
+    [
+        (_pod([{"name": "app"}, PROXY]), {"network": "n1", "xds_agent": "true"}),
+        (_pod([{"name": "app"}], [PROXY]), {"network": "n1", "xds_agent": "true"}),  # native sidecar
+        (_pod([{"name": "app"}, {"name": "istio-proxy", "env": [{"name": "ISTIO_META_NETWORK", "value": "n1"}]}]), {"network": "n1", "xds_agent": ""}),
+        (_pod([{"name": "app"}]), {"network": "", "xds_agent": ""}),
+    ],
+)
 def test_injected_pods_carry_network_and_agent_flag(pod, facts):
     raw = _cluster_state.fetch(FakeCluster({**answers(), "/api/v1/pods": listed(pod)}), NS)
     state, _connections = _cluster_state.assemble(raw)
@@ -153,8 +166,10 @@ def test_injected_pods_carry_network_and_agent_flag(pod, facts):
 
 def test_a_broken_secret_is_invalid_not_unsafe_so_site_can_overwrite_it():
     raw = _cluster_state.fetch(FakeCluster(answers()), NS)
-    broken = {"metadata": {"name": "istio-remote-secret-b", "namespace": NS, "labels": {"istio/multiCluster": "true"}},
-              "data": {"b": b64("apiVersion: v1\nkind: Config\n")}}
+    broken = {
+        "metadata": {"name": "istio-remote-secret-b", "namespace": NS, "labels": {"istio/multiCluster": "true"}},
+        "data": {"b": b64("apiVersion: v1\nkind: Config\n")},
+    }
     raw["secrets"] = [broken]
     state, connections = _cluster_state.assemble(raw)
     [facts] = state["remote_secrets"]

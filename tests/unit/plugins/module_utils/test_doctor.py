@@ -1,4 +1,5 @@
 """The doctor's checks as a table: a healthy mesh, then one mutation per row and the exact finding it must give."""
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,13 @@ def cert(subject, days_left=300):
 
 
 def entry(key, ok=True, server=None):
-    return {"key": key, "server": server or f"https://{key}.example:6443", "parsed": True, "loopback": False,
-            "credential": {"ok": ok, "error": "" if ok else "unauthorized", "error_type": "", "calls": 1}}
+    return {
+        "key": key,
+        "server": server or f"https://{key}.example:6443",
+        "parsed": True,
+        "loopback": False,
+        "credential": {"ok": ok, "error": "" if ok else "unauthorized", "error_type": "", "calls": 1},
+    }
 
 
 def secret(key, **kwargs):
@@ -38,23 +44,48 @@ def secret(key, **kwargs):
 
 def state(name, network, role, watched=()):
     root = {**cert("O=mesh,CN=root", 3000), "fingerprint_sha256": ROOT}
-    istiods = [] if role == "remote" else [{"name": "istiod", "revision": "", "version": "1.31.0", "cluster_id": name, "network": "",
-                                           "multiroot": "true", "ready_replicas": 1}]
+    istiods = (
+        []
+        if role == "remote"
+        else [{"name": "istiod", "revision": "", "version": "1.31.0", "cluster_id": name, "network": "", "multiroot": "true", "ready_replicas": 1}]
+    )
     return {
         "namespace": {"present": True, "labels": {"topology.istio.io/network": network}, "annotations": {}},
-        "cacerts": {"present": True, "usable": True, "complete": True, "missing_keys": [], "chain_valid": True, "key_matches": True,
-                    "intermediate_is_ca": True, "sha1_signatures": False, "istio_generated_marker": False, "problems": [],
-                    "roots": [root], "intermediate": cert(f"O=mesh,CN=intermediate,L={name}"), "chain_root": ROOT},
+        "cacerts": {
+            "present": True,
+            "usable": True,
+            "complete": True,
+            "missing_keys": [],
+            "chain_valid": True,
+            "key_matches": True,
+            "intermediate_is_ca": True,
+            "sha1_signatures": False,
+            "istio_generated_marker": False,
+            "problems": [],
+            "roots": [root],
+            "intermediate": cert(f"O=mesh,CN=intermediate,L={name}"),
+            "chain_root": ROOT,
+        },
         "istio_ca_secret": {"present": False, "root_fingerprints": []},
         "root_cert_configmaps": {"istio-system": {"root_fingerprints": [ROOT]}},
         "istiods": istiods,
         "istiod_service": {"present": True, "selector": {}, "endpoint_addresses": [GATEWAYS["a"]] if role == "remote" else []},
         "injector": {"present": True, "mesh_id": "mesh1", "cluster_name": name, "network": network, "remote_pilot_address": ""},
         "mesh_config": {"present": role != "remote", "mesh_id": "mesh1", "trust_domain": "cluster.local", "xds_agent": "true"},
-        "injection_webhooks": [{"name": "istio-sidecar-injector", "targets": [
-            {"url": "", "service": "istio-system/istiod", "path": f"/inject/cluster/{name}/net/{network}" if role == "remote" else "/inject"}]}],
-        "gateway": {"present": True, "name": "istio-eastwestgateway", "addresses": [GATEWAYS[name]], "problem": None,
-                    "type": "LoadBalancer", "labels": {"topology.istio.io/network": network}},
+        "injection_webhooks": [
+            {
+                "name": "istio-sidecar-injector",
+                "targets": [{"url": "", "service": "istio-system/istiod", "path": f"/inject/cluster/{name}/net/{network}" if role == "remote" else "/inject"}],
+            }
+        ],
+        "gateway": {
+            "present": True,
+            "name": "istio-eastwestgateway",
+            "addresses": [GATEWAYS[name]],
+            "problem": None,
+            "type": "LoadBalancer",
+            "labels": {"topology.istio.io/network": network},
+        },
         "gateway_crd": True,
         "cross_network_gateways": [{"name": "cross-network-gateway", "hosts": ["*.local"], "selector": {}}],
         "remote_secrets": [secret(key) for key in watched],
@@ -88,6 +119,7 @@ def _set(path, value):
         for key in path[:-1]:
             target = target[key]
         target[path[-1]] = value(target[path[-1]]) if callable(value) else value
+
     return mutate
 
 
@@ -110,9 +142,11 @@ def _duplicate(states):
 
 def _pinned(ca_of_b: list[str]):
     """b publishes API CA CA-B; a's remote secret for b pins ca_of_b."""
+
     def mutate(states):
         states["b"]["api_ca_fingerprints"] = ["CA-B"]
         next(s for s in states["a"]["remote_secrets"] if s["name"] == "istio-remote-secret-b")["entries"][0]["ca_fingerprints"] = ca_of_b
+
     return mutate
 
 
@@ -122,14 +156,16 @@ def _two_keys(states):
 
 
 ROWS = {
-    "unreachable": (lambda s: s.__setitem__("b", {"error": "unreachable", "error_type": "K8sUnreachable"}),
-                    [("error", "api_unreachable", ("b",))]),
+    "unreachable": (lambda s: s.__setitem__("b", {"error": "unreachable", "error_type": "K8sUnreachable"}), [("error", "api_unreachable", ("b",))]),
     "cacerts missing": (_set(["b", "cacerts"], {"present": False}), [("error", "cacerts_missing", ("b",))]),
-    "self-signed CA": (lambda s: (_set(["b", "cacerts"], {"present": False})(s),
-                                  _set(["b", "istio_ca_secret"], {"present": True, "root_fingerprints": [OTHER_ROOT]})(s)),
-                       [("error", "self_signed_ca", ("b",))]),
-    "self-signed leftover": (_set(["a", "istio_ca_secret"], {"present": True, "root_fingerprints": [OTHER_ROOT]}),
-                             [("warning", "self_signed_leftover", ("a",))]),
+    "self-signed CA": (
+        lambda s: (_set(["b", "cacerts"], {"present": False})(s), _set(["b", "istio_ca_secret"], {"present": True, "root_fingerprints": [OTHER_ROOT]})(s)),
+        [("error", "self_signed_ca", ("b",))],
+    ),
+    "self-signed leftover": (
+        _set(["a", "istio_ca_secret"], {"present": True, "root_fingerprints": [OTHER_ROOT]}),
+        [("warning", "self_signed_leftover", ("a",))],
+    ),
     "incomplete bundle": (_set(["a", "cacerts", "missing_keys"], ["cert-chain.pem"]), [("error", "cacerts_incomplete", ("a",))]),
     "not a CA": (_set(["a", "cacerts", "intermediate_is_ca"], False), [("error", "cacerts_not_ca", ("a",))]),
     "key mismatch": (_set(["a", "cacerts", "key_matches"], False), [("error", "cacerts_key_mismatch", ("a",))]),
@@ -137,52 +173,69 @@ ROWS = {
     "chain broken": (_set(["a", "cacerts", "chain_root"], None), [("error", "cacerts_chain", ("a",))]),
     "different root": (_other_root, [("error", "root_mismatch", ("b",))]),
     "rotation half done": (_rotation_half_done, [("error", "untrusted_intermediate", ("b",))]),
-    "workload root": (_set(["c", "root_cert_configmaps", "shop"], {"root_fingerprints": [OTHER_ROOT]}),
-                      [("error", "workload_root_mismatch", ("c",))]),
+    "workload root": (_set(["c", "root_cert_configmaps", "shop"], {"root_fingerprints": [OTHER_ROOT]}), [("error", "workload_root_mismatch", ("c",))]),
     "intermediate expiring": (_set(["b", "cacerts", "intermediate"], cert("CN=i", 10)), [("warning", "intermediate_expiry", ("b",))]),
     "intermediate expired": (_set(["b", "cacerts", "intermediate"], cert("CN=i", -1)), [("error", "intermediate_expiry", ("b",))]),
-    "root expiring": (_set(["a", "cacerts", "roots"], [{**cert("CN=r", 20), "fingerprint_sha256": ROOT}]),
-                      [("warning", "root_expiry", ("a",))]),
+    "root expiring": (_set(["a", "cacerts", "roots"], [{**cert("CN=r", 20), "fingerprint_sha256": ROOT}]), [("warning", "root_expiry", ("a",))]),
     "remote secret missing": (_set(["a", "remote_secrets"], lambda v: v[:1]), [("error", "remote_secret_missing", ("a",))]),
     "data key wrong": (_two_keys, [("error", "remote_secret_data_key", ("a",))]),
     "dead credential": (_set(["b", "remote_secrets"], [secret("a", ok=False), secret("c")]), [("error", "remote_secret_credential", ("b",))]),
-    "loopback": (_set(["b", "remote_secrets"], [{**secret("a"), "entries": [{**entry("a", server="https://127.0.0.1:6443"), "loopback": True}]},
-                                                secret("c")]),
-                 [("error", "remote_secret_loopback", ("b",))]),
-    "planted exec in a primary": (_set(["b", "remote_secrets"], [{**secret("a"), "entries": [
-        {**entry("a"), "credential": None, "unsafe": ["users[0] (user) field exec: would run a command on the control node"]}]}, secret("c")]),
-        [("error", "remote_secret_unsafe", ("b",))]),
-    "planted file in a remote": (lambda s: s["c"].__setitem__("remote_secrets", [{**secret("z"), "entries": [
-        {**entry("z"), "credential": None, "unsafe": ["users[0] (user) field tokenFile: names a file on the control node"]}]}]),
-        [("error", "remote_secret_unsafe", ("c",))]),
+    "loopback": (
+        _set(["b", "remote_secrets"], [{**secret("a"), "entries": [{**entry("a", server="https://127.0.0.1:6443"), "loopback": True}]}, secret("c")]),
+        [("error", "remote_secret_loopback", ("b",))],
+    ),
+    "planted exec in a primary": (
+        _set(
+            ["b", "remote_secrets"],
+            [
+                {
+                    **secret("a"),
+                    "entries": [{**entry("a"), "credential": None, "unsafe": ["users[0] (user) field exec: would run a command on the control node"]}],
+                },
+                secret("c"),
+            ],
+        ),
+        [("error", "remote_secret_unsafe", ("b",))],
+    ),
+    "planted file in a remote": (
+        lambda s: s["c"].__setitem__(
+            "remote_secrets",
+            [{**secret("z"), "entries": [{**entry("z"), "credential": None, "unsafe": ["users[0] (user) field tokenFile: names a file on the control node"]}]}],
+        ),
+        [("error", "remote_secret_unsafe", ("c",))],
+    ),
     "duplicate": (_duplicate, [("error", "remote_secret_duplicate", ("a",))]),
     "secret pinning another CA": (_pinned(["CA-EVIL"]), [("error", "remote_secret_foreign_server", ("a",))]),
     "secret pinning no CA": (_pinned([]), [("error", "remote_secret_foreign_server", ("a",))]),
     "secret for itself": (lambda s: s["b"]["remote_secrets"].append(secret("b")), [("error", "remote_secret_self", ("b",))]),
     "unknown cluster": (lambda s: s["b"]["remote_secrets"].append(secret("z")), [("warning", "remote_secret_unexpected", ("b",))]),
     "unknown cluster, left without the leave playbook": (
-        lambda s: s["b"]["remote_secrets"].append({**secret("z"), "managed": True}), [("error", "remote_secret_unexpected", ("b",))]),
-    "remote's istiod elsewhere": (_set(["c", "istiod_service", "endpoint_addresses"], ["198.51.100.9"]),
-                                  [("error", "remote_pilot_address", ("c",))]),
-    "remote runs istiod": (_set(["c", "istiods"], [{"name": "istiod", "version": "1.31.0", "cluster_id": "c"}]),
-                           [("error", "remote_local_istiod", ("c",))]),
-    "remote injection path": (_set(["c", "injection_webhooks"], [{"name": "x", "targets": [{"url": "", "service": "istio-system/istiod",
-                                                                                           "path": "/inject"}]}]),
-                              [("error", "remote_injection", ("c",))]),
+        lambda s: s["b"]["remote_secrets"].append({**secret("z"), "managed": True}),
+        [("error", "remote_secret_unexpected", ("b",))],
+    ),
+    "remote's istiod elsewhere": (_set(["c", "istiod_service", "endpoint_addresses"], ["198.51.100.9"]), [("error", "remote_pilot_address", ("c",))]),
+    "remote runs istiod": (_set(["c", "istiods"], [{"name": "istiod", "version": "1.31.0", "cluster_id": "c"}]), [("error", "remote_local_istiod", ("c",))]),
+    "remote injection path": (
+        _set(["c", "injection_webhooks"], [{"name": "x", "targets": [{"url": "", "service": "istio-system/istiod", "path": "/inject"}]}]),
+        [("error", "remote_injection", ("c",))],
+    ),
     "namespace label": (_set(["b", "namespace", "labels"], {}), [("error", "namespace_network_label", ("b",))]),
-    "namespace missing": (_set(["b", "namespace"], {"present": False, "labels": {}, "annotations": {}}),
-                          [("error", "namespace_missing", ("b",))]),
+    "namespace missing": (_set(["b", "namespace"], {"present": False, "labels": {}, "annotations": {}}), [("error", "namespace_missing", ("b",))]),
     "gateway pending": (_set(["b", "gateway", "addresses"], []), [("error", "gateway_address", ("b",))]),
     "gateway label": (_set(["b", "gateway", "labels"], {"topology.istio.io/network": "net1"}), [("error", "gateway_network_label", ("b",))]),
     "no gateway": (_set(["b", "gateway"], {"present": False}), [("error", "gateway_missing", ("b",))]),
     "no cross-network gateway": (_set(["b", "cross_network_gateways"], []), [("error", "cross_network_gateway", ("b",))]),
-    "pod network": (_set(["b", "injected_pods"], [{"namespace": "shop", "name": "p", "network": "net1", "xds_agent": "true"}]),
-                    [("error", "pod_network", ("b",))]),
+    "pod network": (
+        _set(["b", "injected_pods"], [{"namespace": "shop", "name": "p", "network": "net1", "xds_agent": "true"}]),
+        [("error", "pod_network", ("b",))],
+    ),
     "mesh id": (_set(["b", "injector", "mesh_id"], "other"), [("error", "mesh_id_mismatch", ("b",))]),
     "clusterName Kubernetes": (_set(["b", "istiods", 0, "cluster_id"], "Kubernetes"), [("error", "cluster_name_default", ("b",))]),
     "clusterName elsewhere": (_set(["b", "istiods", 0, "cluster_id"], "west"), [("error", "cluster_name_mismatch", ("b",))]),
-    "clusterName twice": (_set(["c", "injector", "cluster_name"], "b"),
-                          [("error", "cluster_name_duplicate", ("b", "c")), ("error", "cluster_name_mismatch", ("c",))]),
+    "clusterName twice": (
+        _set(["c", "injector", "cluster_name"], "b"),
+        [("error", "cluster_name_duplicate", ("b", "c")), ("error", "cluster_name_mismatch", ("c",))],
+    ),
     "versions two minors apart": (_set(["b", "istiods", 0, "version"], "1.29.2"), [("warning", "version_skew", ("b",))]),
     "istiod without multiroot": (_set(["a", "istiods", 0, "multiroot"], ""), [("warning", "rotation_flags", ("a", "c"))]),
     "istiod multiroot unparsable": (_set(["b", "istiods", 0, "multiroot"], "yes"), [("warning", "rotation_flags", ("b",))]),
@@ -206,8 +259,10 @@ def test_rotation_flags_opt_out_is_a_note(expect, severity):
     states["a"]["mesh_config"]["xds_agent"] = "false"
     result = _doctor.diagnose(plan(), states, now=NOW, expect_rotation_flags=expect)
     assert [(f["severity"], f["id"], f["clusters"]) for f in result] == [(severity, "rotation_flags", ["a", "c"])]
-    assert result[0]["evidence"] == ("istiod Deployment istiod has ISTIO_MULTIROOT_MESH=<unset>; the mesh config has "
-                                     "defaultConfig.proxyMetadata.PROXY_CONFIG_XDS_AGENT=false (the proxies of its remotes c take both from it)")
+    assert result[0]["evidence"] == (
+        "istiod Deployment istiod has ISTIO_MULTIROOT_MESH=<unset>; the mesh config has "
+        "defaultConfig.proxyMetadata.PROXY_CONFIG_XDS_AGENT=false (the proxies of its remotes c take both from it)"
+    )
     assert result[0]["fix"].startswith("re-run the site playbook" if expect else "none needed (verify_expect_rotation_flags is false)")
 
 
@@ -239,8 +294,7 @@ def test_every_check_has_a_row_or_a_test():
 
 def test_reachability_findings():
     result = _doctor.reachability_findings(plan(), healthy(), {"a": {"192.0.2.1": ""}, "b": {"192.0.2.2": "Connection refused"}})
-    assert [(f["id"], f["clusters"], f["evidence"]) for f in result] == [
-        ("gateway_unreachable", ["b"], "192.0.2.2:15443 Connection refused")]
+    assert [(f["id"], f["clusters"], f["evidence"]) for f in result] == [("gateway_unreachable", ["b"], "192.0.2.2:15443 Connection refused")]
 
 
 def test_unsafe_secret_evidence_names_fields_and_fix():
@@ -274,19 +328,23 @@ def test_report_and_picture_show_the_broken_edge():
 
 def test_readme_lists_every_check():
     import os
+
     readme = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "README.md")
     with open(readme, encoding="utf-8") as handle:
         text = handle.read()
     assert [check for check in _doctor.CHECKS if f"| `{check}` |" not in text] == []
 
 
-@pytest.mark.parametrize(("roots", "shared"), [
-    ({"a": ["R"], "b": ["R"]}, "R"),
-    ({"a": ["R", "S"], "b": ["R", "S"]}, "R, S"),
-    ({"a": ["R"], "b": ["S"]}, ""),
-    ({"a": [], "b": []}, ""),
-    ({}, ""),
-])
+@pytest.mark.parametrize(
+    ("roots", "shared"),
+    [
+        ({"a": ["R"], "b": ["R"]}, "R"),
+        ({"a": ["R", "S"], "b": ["R", "S"]}, "R, S"),
+        ({"a": ["R"], "b": ["S"]}, ""),
+        ({"a": [], "b": []}, ""),
+        ({}, ""),
+    ],
+)
 def test_shared_root(roots, shared):
     assert _doctor.shared_root(roots) == shared
 
@@ -296,17 +354,32 @@ def test_summary_text_is_what_verify_prints():
     states["a"]["remote_secrets"] = states["a"]["remote_secrets"][:1]
     result = _doctor.diagnose(plan(), states, now=NOW)
     roots = _doctor.roots_by_cluster(plan(), states)
-    text = _doctor_report.summary_text(3, {"summary": _doctor.summary(result), "findings": result, "roots": roots,
-                                           "shared_root": _doctor.shared_root(roots), "report": {"markdown": "/r/report.md"}})
+    text = _doctor_report.summary_text(
+        3,
+        {
+            "summary": _doctor.summary(result),
+            "findings": result,
+            "roots": roots,
+            "shared_root": _doctor.shared_root(roots),
+            "report": {"markdown": "/r/report.md"},
+        },
+    )
     lines = text.splitlines()
     assert lines[0] == "3 clusters: 1 error(s), 0 warning(s)"
     assert lines[1] == f"3 clusters share root {ROOT}"
     assert lines[2].startswith("[error] remote_secret_missing in a: no secret labelled istio/multiCluster=true holds cluster c -> ")
 
 
-@pytest.mark.parametrize(("option", "pki_dir", "directory"), [
-    ("", "/m/pki", "/m/pki-report"), ("", "/m/pki/", "/m/pki-report"), ("", "", ""), ("none", "/m/pki", ""), ("/r", "/m/pki", "/r"),
-])
+@pytest.mark.parametrize(
+    ("option", "pki_dir", "directory"),
+    [
+        ("", "/m/pki", "/m/pki-report"),
+        ("", "/m/pki/", "/m/pki-report"),
+        ("", "", ""),
+        ("none", "/m/pki", ""),
+        ("/r", "/m/pki", "/r"),
+    ],
+)
 def test_report_dir(option, pki_dir, directory):
     assert _doctor_run.report_dir(option, pki_dir) == directory
 
@@ -321,14 +394,26 @@ def test_a_secret_pinning_its_clusters_ca_and_address_is_fine_and_another_addres
     mesh["clusters"]["b"]["api_server"] = "https://b-elsewhere.example:6443"
     result = _doctor.diagnose(mesh, states, now=NOW)
     assert [(f["id"], f["evidence"]) for f in result] == [
-        ("remote_secret_foreign_server", "secret istio-remote-secret-b: its server https://b.example:6443 is not b's meshfed_api_server "
-                                         "https://b-elsewhere.example:6443")]
+        (
+            "remote_secret_foreign_server",
+            "secret istio-remote-secret-b: its server https://b.example:6443 is not b's meshfed_api_server https://b-elsewhere.example:6443",
+        )
+    ]
 
 
 def test_report_shows_cluster_text_literally():
     states = healthy()
-    result = [{"id": "remote_secret_credential", "severity": "error", "clusters": ["a"], "title": "t", "fix": "f", "peers": [],
-               "evidence": "x \x1b[2J <img src=https://evil.example/p.png> [x](javascript:alert(1))"}]
+    result = [
+        {
+            "id": "remote_secret_credential",
+            "severity": "error",
+            "clusters": ["a"],
+            "title": "t",
+            "fix": "f",
+            "peers": [],
+            "evidence": "x \x1b[2J <img src=https://evil.example/p.png> [x](javascript:alert(1))",
+        }
+    ]
     text = _doctor_report.markdown(plan(), states, result, None, "digraph {}")
     line = next(line for line in text.splitlines() if line.startswith("  - evidence:"))
     assert "\x1b" not in line and not re.search(r"(?<!\\)[<>\[\]()]", line.split(": ", 1)[1])

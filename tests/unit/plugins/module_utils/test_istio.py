@@ -25,8 +25,10 @@ def test_primary_carries_mesh_identity():
     operator = _istio.control_plane(mesh_id="mesh1", cluster_name="east", network="net1")
     assert operator["metadata"] == {"name": "control-plane", "namespace": "istio-system"}
     assert operator["spec"] == {
-        "values": {"global": {"meshID": "mesh1", "multiCluster": {"clusterName": "east"}, "network": "net1"},
-                   "pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}}},
+        "values": {
+            "global": {"meshID": "mesh1", "multiCluster": {"clusterName": "east"}, "network": "net1"},
+            "pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}},
+        },
         "meshConfig": {"defaultConfig": {"proxyMetadata": {"PROXY_CONFIG_XDS_AGENT": "true"}}},
     }
 
@@ -39,30 +41,47 @@ def test_primary_opted_out_of_rotation_flags_gets_istios_defaults():
 @pytest.mark.parametrize("multiroot", [True, False])
 def test_remote_never_gets_rotation_flags(multiroot):
     # profile remote installs no istiod and no mesh ConfigMap: its proxies take both flags from the primary
-    operator = _istio.control_plane(mesh_id="m", cluster_name="w", network="n", role="remote", remote_pilot_address="192.0.2.1",
-                                    multiroot=multiroot)
+    operator = _istio.control_plane(mesh_id="m", cluster_name="w", network="n", role="remote", remote_pilot_address="192.0.2.1", multiroot=multiroot)
     assert "meshConfig" not in operator["spec"] and "pilot" not in operator["spec"]["values"]
 
 
 def test_overlay_keeps_flags_and_adds_beside_them():
-    operator = _istio.control_plane(mesh_id="m", cluster_name="e", network="n", overlay={
-        "values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": True, "PILOT_TRACE_SAMPLING": "1"}}},
-        "meshConfig": {"defaultConfig": {"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "true"}}, "accessLogFile": "/dev/stdout"},
-    })
+    operator = _istio.control_plane(
+        mesh_id="m",
+        cluster_name="e",
+        network="n",
+        overlay={
+            "values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": True, "PILOT_TRACE_SAMPLING": "1"}}},
+            "meshConfig": {"defaultConfig": {"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "true"}}, "accessLogFile": "/dev/stdout"},
+        },
+    )
     assert operator["spec"]["values"]["pilot"]["env"] == {"ISTIO_MULTIROOT_MESH": True, "PILOT_TRACE_SAMPLING": "1"}
-    assert operator["spec"]["meshConfig"] == {"defaultConfig": {"proxyMetadata": {"PROXY_CONFIG_XDS_AGENT": "true",
-                                                                                  "ISTIO_META_DNS_CAPTURE": "true"}},
-                                              "accessLogFile": "/dev/stdout"}
+    assert operator["spec"]["meshConfig"] == {
+        "defaultConfig": {"proxyMetadata": {"PROXY_CONFIG_XDS_AGENT": "true", "ISTIO_META_DNS_CAPTURE": "true"}},
+        "accessLogFile": "/dev/stdout",
+    }
 
 
-@pytest.mark.parametrize(("multiroot", "overlay", "named"), [
-    (True, {"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "false"}}}},
-     "spec.values.pilot.env.ISTIO_MULTIROOT_MESH (set it with control_plane_multiroot)"),
-    (True, {"meshConfig": {"defaultConfig": {"proxyMetadata": {"PROXY_CONFIG_XDS_AGENT": False}}}},
-     "spec.meshConfig.defaultConfig.proxyMetadata.PROXY_CONFIG_XDS_AGENT (set it with control_plane_multiroot)"),
-    (False, {"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}}}},
-     "spec.values.pilot.env.ISTIO_MULTIROOT_MESH (set it with control_plane_multiroot)"),
-])
+@pytest.mark.parametrize(
+    ("multiroot", "overlay", "named"),
+    [
+        (
+            True,
+            {"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "false"}}}},
+            "spec.values.pilot.env.ISTIO_MULTIROOT_MESH (set it with control_plane_multiroot)",
+        ),
+        (
+            True,
+            {"meshConfig": {"defaultConfig": {"proxyMetadata": {"PROXY_CONFIG_XDS_AGENT": False}}}},
+            "spec.meshConfig.defaultConfig.proxyMetadata.PROXY_CONFIG_XDS_AGENT (set it with control_plane_multiroot)",
+        ),
+        (
+            False,
+            {"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}}}},
+            "spec.values.pilot.env.ISTIO_MULTIROOT_MESH (set it with control_plane_multiroot)",
+        ),
+    ],
+)
 def test_rotation_flags_belong_to_their_option(multiroot, overlay, named):
     with pytest.raises(_istio.OverlayError) as failure:
         _istio.control_plane(mesh_id="m", cluster_name="e", network="n", multiroot=multiroot, overlay=overlay)
@@ -71,7 +90,11 @@ def test_rotation_flags_belong_to_their_option(multiroot, overlay, named):
 
 def test_primary_serving_remotes_and_revision_and_overlay():
     operator = _istio.control_plane(
-        mesh_id="m", cluster_name="east", network="n", revision="1-30", external_istiod=True,
+        mesh_id="m",
+        cluster_name="east",
+        network="n",
+        revision="1-30",
+        external_istiod=True,
         overlay={"values": {"pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}}, "global": {"network": "n", "logAsJson": True}}},
     )
     assert operator["metadata"]["name"] == "control-plane-1-30"
@@ -82,12 +105,15 @@ def test_primary_serving_remotes_and_revision_and_overlay():
     assert operator["spec"]["values"]["global"]["logAsJson"] is True
 
 
-@pytest.mark.parametrize(("overlay", "named"), [
-    ({"values": {"global": {"meshID": "other"}}}, "spec.values.global.meshID (set it with meshfed_mesh_id)"),
-    ({"values": {"global": {"multiCluster": {"clusterName": "x"}}}}, "clusterName (set it with meshfed_cluster_name)"),
-    ({"values": {"global": {"network": "x"}}}, "spec.values.global.network (set it with meshfed_network)"),
-    ({"revision": "canary"}, "spec.revision (set it with meshfed_revision)"),
-])
+@pytest.mark.parametrize(
+    ("overlay", "named"),
+    [
+        ({"values": {"global": {"meshID": "other"}}}, "spec.values.global.meshID (set it with meshfed_mesh_id)"),
+        ({"values": {"global": {"multiCluster": {"clusterName": "x"}}}}, "clusterName (set it with meshfed_cluster_name)"),
+        ({"values": {"global": {"network": "x"}}}, "spec.values.global.network (set it with meshfed_network)"),
+        ({"revision": "canary"}, "spec.revision (set it with meshfed_revision)"),
+    ],
+)
 def test_overlay_cannot_change_what_the_inventory_sets(overlay, named):
     with pytest.raises(_istio.OverlayError, match="overlay changes what the inventory sets") as failure:
         _istio.control_plane(mesh_id="m", cluster_name="east", network="n", overlay=overlay)
@@ -148,9 +174,16 @@ def test_gateway_address_problem(service, addresses, problem):
     assert (text is None) if problem is None else (problem in text)
 
 
-@pytest.mark.parametrize(("output", "version"), [
-    ("1.30.0\n", "1.30.0"), ("client version: 1.31-dev\n", "1.31-dev"), ("Client Version: 1.29.1", "1.29.1"),
-    ("", ""), ("1.30.0\nwarning: x\n", ""), ("client version:", ""),
-])
+@pytest.mark.parametrize(
+    ("output", "version"),
+    [
+        ("1.30.0\n", "1.30.0"),
+        ("client version: 1.31-dev\n", "1.31-dev"),
+        ("Client Version: 1.29.1", "1.29.1"),
+        ("", ""),
+        ("1.30.0\nwarning: x\n", ""),
+        ("client version:", ""),
+    ],
+)
 def test_istioctl_version(output, version):
     assert _istio.istioctl_version(output) == version

@@ -1,4 +1,5 @@
 """istioctl_install's share of the Kubernetes auth options: what istioctl can be told, and the kubeconfig it reads."""
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,17 @@ def test_kubeconfig_and_context_are_what_istioctl_takes():
     assert _istioctl.unsupported_auth_options({**NO_AUTH, "kubeconfig": "/k", "context": "east", "validate_certs": None}) == []
 
 
-@pytest.mark.parametrize(("option", "value"), [
-    ("host", "https://192.0.2.1"), ("api_key", "t"), ("client_cert", "/c"), ("validate_certs", False), ("proxy", "http://p"),
-    ("impersonate_groups", ["g"]),
-])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("host", "https://192.0.2.1"),
+        ("api_key", "t"),
+        ("client_cert", "/c"),
+        ("validate_certs", False),
+        ("proxy", "http://p"),
+        ("impersonate_groups", ["g"]),
+    ],
+)
 def test_options_without_an_istioctl_flag_are_named(option, value):
     assert _istioctl.unsupported_auth_options({**NO_AUTH, option: value}) == [option]
 

@@ -1,4 +1,5 @@
 """Which way a Cluster takes to the API server: the kubeconfig read directly (lean) or kubernetes.core's loader."""
+
 from __future__ import annotations
 
 import base64
@@ -50,8 +51,23 @@ class TestKubeconfigSource:
         assert _kubeconfig.kubeconfig_source(auth(), {"KUBECONFIG": "/env/config"}) == ("/env/config", "")
         assert _kubeconfig.kubeconfig_source(auth(), {}) == (os.path.expanduser("~/.kube/config"), "")
 
-    @pytest.mark.parametrize("option", ["host", "api_key", "username", "password", "ca_cert", "client_cert", "client_key",
-                                        "proxy", "no_proxy", "impersonate_user", "validate_certs", "persist_config"])
+    @pytest.mark.parametrize(
+        "option",
+        [
+            "host",
+            "api_key",
+            "username",
+            "password",
+            "ca_cert",
+            "client_cert",
+            "client_key",
+            "proxy",
+            "no_proxy",
+            "impersonate_user",
+            "validate_certs",
+            "persist_config",
+        ],
+    )
     def test_any_other_option_needs_kubernetes_core(self, option):
         value = False if option in ("validate_certs", "persist_config") else "x"
         source, why = _kubeconfig.kubeconfig_source(auth(kubeconfig="/k/config", **{option: value}), {})
@@ -74,8 +90,10 @@ class TestLeanConnection:
         assert conn["token"] is None and not conn["insecure"]
 
     def test_relative_files_are_relative_to_the_kubeconfig(self):
-        config = kubeconfig({"client-certificate": "pki/admin.crt", "client-key": "/abs/admin.key", "tokenFile": "tok"},
-                            {"certificate-authority": "pki/ca.crt", "certificate-authority-data": None})
+        config = kubeconfig(
+            {"client-certificate": "pki/admin.crt", "client-key": "/abs/admin.key", "tokenFile": "tok"},
+            {"certificate-authority": "pki/ca.crt", "certificate-authority-data": None},
+        )
         conn, _why = _kubeconfig.lean_connection(config, "east", "/k")
         assert conn["cert_file"] == "/k/pki/admin.crt"
         assert conn["key_file"] == "/abs/admin.key"
@@ -86,12 +104,15 @@ class TestLeanConnection:
         conn, _why = _kubeconfig.lean_connection(kubeconfig({"token": "abc"}), "east", "")
         assert conn["token"] == "abc" and conn["cert_data"] is None
 
-    @pytest.mark.parametrize("user", [
-        {"exec": {"command": "aws"}},
-        {"auth-provider": {"name": "oidc"}},
-        {"username": "a", "password": "b"},
-        {"token": "t", "as": "someone"},
-    ])
+    @pytest.mark.parametrize(
+        "user",
+        [
+            {"exec": {"command": "aws"}},
+            {"auth-provider": {"name": "oidc"}},
+            {"username": "a", "password": "b"},
+            {"token": "t", "as": "someone"},
+        ],
+    )
     def test_plugins_passwords_and_impersonation_need_kubernetes_core(self, user):
         conn, why = _kubeconfig.lean_connection(kubeconfig(user), None, "")
         assert conn is None and "kubeconfig fields" in why
@@ -110,8 +131,9 @@ class TestLeanConnection:
         assert conn is None and "without its key" in why
 
     def test_insecure_and_path_prefix(self):
-        config = kubeconfig({"token": "t"}, {"server": "https://rancher.example/k8s/clusters/c-1/", "insecure-skip-tls-verify": True,
-                                             "certificate-authority-data": None})
+        config = kubeconfig(
+            {"token": "t"}, {"server": "https://rancher.example/k8s/clusters/c-1/", "insecure-skip-tls-verify": True, "certificate-authority-data": None}
+        )
         conn, _why = _kubeconfig.lean_connection(config, None, "")
         assert conn["insecure"] and conn["server"] == "https://rancher.example/k8s/clusters/c-1"
         transport = _k8s._LeanTransport(conn, 5)  # pylint: disable=protected-access
@@ -123,8 +145,7 @@ class TestLeanTls:
     def test_client_certificate_data_is_loaded_and_not_left_on_disk(self, ca, tmp_path, monkeypatch):
         monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
         cert, key = client_pem(ca)
-        config = kubeconfig({"client-certificate-data": b64(cert), "client-key-data": b64(key)},
-                            {"certificate-authority-data": b64(_pki.cert_pem(ca.root))})
+        config = kubeconfig({"client-certificate-data": b64(cert), "client-key-data": b64(key)}, {"certificate-authority-data": b64(_pki.cert_pem(ca.root))})
         conn, _why = _kubeconfig.lean_connection(config, None, "")
         transport = _k8s._LeanTransport(conn, 5)  # pylint: disable=protected-access
         assert transport.context is not None
@@ -133,8 +154,9 @@ class TestLeanTls:
     def test_key_not_matching_is_a_credentials_error(self, ca, other_ca, tmp_path):
         cert, _key = client_pem(ca)
         _cert, other_key = client_pem(other_ca)
-        config = kubeconfig({"client-certificate-data": b64(cert), "client-key-data": b64(other_key)},
-                            {"certificate-authority-data": b64(_pki.cert_pem(ca.root))})
+        config = kubeconfig(
+            {"client-certificate-data": b64(cert), "client-key-data": b64(other_key)}, {"certificate-authority-data": b64(_pki.cert_pem(ca.root))}
+        )
         path = tmp_path / "config"
         path.write_text(json.dumps(config))
         with pytest.raises(_k8s.K8sError, match="cannot load the credentials"):
@@ -175,6 +197,7 @@ class _RawServer:
 
 def _drip(conn):
     import time
+
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
     for _byte in range(50):  # bounded: 50 bytes, 0.2 s apart
         conn.sendall(b" ")
@@ -183,6 +206,7 @@ def _drip(conn):
 
 def _continue_flood(conn):
     import time
+
     deadline = time.monotonic() + 3  # bounded
     while time.monotonic() < deadline:
         conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
@@ -191,12 +215,23 @@ def _continue_flood(conn):
 def _answer(status_line: bytes, body: bytes):
     def scenario(conn):
         conn.sendall(status_line + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
     return scenario
 
 
 def _cluster(port: int, max_bytes: int = _k8s.MAX_RESPONSE_BYTES, deadline: float = 1) -> _k8s.Cluster:
-    conn = {"server": f"http://127.0.0.1:{port}", "insecure": False, "ca_file": None, "ca_data": None, "cert_file": None, "cert_data": None,
-            "key_file": None, "key_data": None, "token": "tok", "token_file": None}
+    conn = {
+        "server": f"http://127.0.0.1:{port}",
+        "insecure": False,
+        "ca_file": None,
+        "ca_data": None,
+        "cert_file": None,
+        "cert_data": None,
+        "key_file": None,
+        "key_data": None,
+        "token": "tok",
+        "token_file": None,
+    }
     cluster = _k8s.Cluster.__new__(_k8s.Cluster)
     cluster.name, cluster.timeout, cluster.calls = "a hostile server", 5, 0
     cluster.transport = _k8s._LeanTransport(conn, 5, max_bytes=max_bytes, deadline=deadline)  # pylint: disable=protected-access
@@ -208,6 +243,7 @@ class TestHostileServer:
     @pytest.mark.parametrize("scenario", [_drip, _continue_flood], ids=["drip", "100-continue-flood"])
     def test_a_whole_request_has_a_deadline(self, scenario):
         import time
+
         server = _RawServer(scenario)
         started = time.monotonic()
         try:
@@ -218,11 +254,15 @@ class TestHostileServer:
             server.close()
         assert elapsed < 4
 
-    @pytest.mark.parametrize(("status_line", "body", "message"), [
-        (b"HTTP/1.1 200 OK", b"[" * 200000, "the answer is not JSON"),
-        (b"HTTP/1.1 401 \x1b[2J<img src=x>", b"", "unauthorized (the credentials were rejected): 2Jimg srcx"),
-        (b"HTTP/1.1 200 OK", b"[" + b"0," * 700000 + b"0]", "an answer over 1048576 bytes"),
-    ], ids=["deep-json", "reason-with-escapes", "oversized"])
+    @pytest.mark.parametrize(
+        ("status_line", "body", "message"),
+        [
+            (b"HTTP/1.1 200 OK", b"[" * 200000, "the answer is not JSON"),
+            (b"HTTP/1.1 401 \x1b[2J<img src=x>", b"", "unauthorized (the credentials were rejected): 2Jimg srcx"),
+            (b"HTTP/1.1 200 OK", b"[" + b"0," * 700000 + b"0]", "an answer over 1048576 bytes"),
+        ],
+        ids=["deep-json", "reason-with-escapes", "oversized"],
+    )
     def test_what_a_server_says_never_crashes_nor_reaches_output_raw(self, status_line, body, message):
         server = _RawServer(_answer(status_line, body))
         try:

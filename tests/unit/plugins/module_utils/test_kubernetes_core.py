@@ -1,6 +1,7 @@
 """The names this collection takes from kubernetes.core: its public argument spec, and four private helpers of
 its client module that _k8s uses for option handling without the dynamic client's discovery. galaxy.yml bounds
 kubernetes.core to the tested major version; an upstream rename or signature change fails here, not in a cluster."""
+
 from __future__ import annotations
 
 import inspect

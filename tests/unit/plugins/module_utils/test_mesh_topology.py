@@ -70,8 +70,7 @@ def test_every_problem_names_the_host_and_the_fix(variables, remotes, expected):
 
 def test_a_group_variable_refused_on_every_host_is_one_problem():
     variables = inventory(east={"revision": "Canary"}, west={"revision": "Canary", "network": "net2"})
-    assert _mesh.plan(variables)[1] == ["east, west: meshfed_revision 'Canary' is not a DNS-1123 label "
-                                        f"({_mesh.LABEL_RULE})"]
+    assert _mesh.plan(variables)[1] == [f"east, west: meshfed_revision 'Canary' is not a DNS-1123 label ({_mesh.LABEL_RULE})"]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
 """Whether a write would change what the preflight read: the decision the roles skip kubernetes.core.k8s runs on."""
+
 from __future__ import annotations
 
 import base64
@@ -14,25 +15,44 @@ def b64(text: str) -> str:
 
 
 NAMESPACE = {
-    "apiVersion": "v1", "kind": "Namespace",
-    "metadata": {"name": "istio-system", "resourceVersion": "12", "uid": "u-1",
-                 "labels": {"kubernetes.io/metadata.name": "istio-system", "topology.istio.io/network": "net1"}},
+    "apiVersion": "v1",
+    "kind": "Namespace",
+    "metadata": {
+        "name": "istio-system",
+        "resourceVersion": "12",
+        "uid": "u-1",
+        "labels": {"kubernetes.io/metadata.name": "istio-system", "topology.istio.io/network": "net1"},
+    },
     "spec": {"finalizers": ["kubernetes"]},
     "status": {"phase": "Active"},
 }
 CACERTS = {
-    "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-    "metadata": {"name": "cacerts", "namespace": "istio-system", "labels": {"app.kubernetes.io/managed-by": "meshfed.istio"},
-                 "annotations": {_observed.LAST_APPLIED: json.dumps({"data": {"ca-key.pem": b64("KEY")}})}},
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "type": "Opaque",
+    "metadata": {
+        "name": "cacerts",
+        "namespace": "istio-system",
+        "labels": {"app.kubernetes.io/managed-by": "meshfed.istio"},
+        "annotations": {_observed.LAST_APPLIED: json.dumps({"data": {"ca-key.pem": b64("KEY")}})},
+    },
     "data": {"ca-cert.pem": b64("CERT"), "ca-key.pem": b64("KEY")},
 }
-OTHER_SECRET = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "db", "namespace": "istio-system"},
-                "data": {"password": b64("hunter2")}}
+OTHER_SECRET = {
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "type": "Opaque",
+    "metadata": {"name": "db", "namespace": "istio-system"},
+    "data": {"password": b64("hunter2")},
+}
 GATEWAY = {
-    "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+    "apiVersion": "networking.istio.io/v1",
+    "kind": "Gateway",
     "metadata": {"name": "cross-network-gateway", "namespace": "istio-system", "generation": 1},
-    "spec": {"selector": {"istio": "eastwestgateway"},
-             "servers": [{"port": {"number": 15443, "name": "tls", "protocol": "TLS"}, "tls": {"mode": "AUTO_PASSTHROUGH"}, "hosts": ["*.local"]}]},
+    "spec": {
+        "selector": {"istio": "eastwestgateway"},
+        "servers": [{"port": {"number": 15443, "name": "tls", "protocol": "TLS"}, "tls": {"mode": "AUTO_PASSTHROUGH"}, "hosts": ["*.local"]}],
+    },
 }
 OBSERVED = _observed.index([NAMESPACE, CACERTS, GATEWAY, OTHER_SECRET])
 
@@ -42,17 +62,25 @@ def wanted_namespace(**labels):
 
 
 def wanted_cacerts(**data):
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": "cacerts", "namespace": "istio-system", "labels": {"app.kubernetes.io/managed-by": "meshfed.istio"}},
-            "data": {key.replace("_", "-") + ".pem": b64(value) for key, value in data.items()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": "cacerts", "namespace": "istio-system", "labels": {"app.kubernetes.io/managed-by": "meshfed.istio"}},
+        "data": {key.replace("_", "-") + ".pem": b64(value) for key, value in data.items()},
+    }
 
 
 def wanted_gateway(hosts=("*.local",), number=15443):
-    gateway = {"apiVersion": "networking.istio.io/v1beta1", "kind": "Gateway",
-               "metadata": {"name": "cross-network-gateway", "namespace": "istio-system"},
-               "spec": {"selector": {"istio": "eastwestgateway"},
-                        "servers": [{"port": {"number": number, "name": "tls", "protocol": "TLS"}, "tls": {"mode": "AUTO_PASSTHROUGH"},
-                                     "hosts": list(hosts)}]}}
+    gateway = {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "Gateway",
+        "metadata": {"name": "cross-network-gateway", "namespace": "istio-system"},
+        "spec": {
+            "selector": {"istio": "eastwestgateway"},
+            "servers": [{"port": {"number": number, "name": "tls", "protocol": "TLS"}, "tls": {"mode": "AUTO_PASSTHROUGH"}, "hosts": list(hosts)}],
+        },
+    }
     return gateway
 
 
@@ -71,8 +99,11 @@ def test_secret_values_are_kept_as_digests_only():
 def test_only_the_secrets_the_roles_write_are_kept():
     assert "/Secret/istio-system/db" not in OBSERVED
     assert _observed.digest(b"hunter2") not in repr(OBSERVED)
-    remote = {"kind": "Secret", "metadata": {"name": "istio-remote-secret-b", "namespace": "istio-system",
-                                             "labels": {"istio/multiCluster": "true"}}, "data": {}}
+    remote = {
+        "kind": "Secret",
+        "metadata": {"name": "istio-remote-secret-b", "namespace": "istio-system", "labels": {"istio/multiCluster": "true"}},
+        "data": {},
+    }
     assert "/Secret/istio-system/istio-remote-secret-b" in _observed.index([remote])
 
 
@@ -94,8 +125,7 @@ def test_only_the_secrets_the_roles_write_are_kept():
         ({**wanted_cacerts(ca_cert="CERT"), "immutable": True}, False),
         ({**wanted_namespace(), "metadata": {"name": "istio-system", "labels": None}}, False),
         ({**wanted_namespace(), "metadata": {"name": "istio-system", "finalizers": ["x"]}}, False),
-        (wanted_gateway() | {"spec": wanted_gateway()["spec"] | {"servers": [wanted_gateway()["spec"]["servers"][0] | {"bind": "0.0.0.0"}]}},
-         False),
+        (wanted_gateway() | {"spec": wanted_gateway()["spec"] | {"servers": [wanted_gateway()["spec"]["servers"][0] | {"bind": "0.0.0.0"}]}}, False),
         (wanted_gateway(), True),
         (wanted_gateway(hosts=("*.local", "*.global")), False),
         (wanted_gateway(number="15443"), False),
@@ -103,10 +133,30 @@ def test_only_the_secrets_the_roles_write_are_kept():
         ([wanted_gateway(), {**wanted_gateway(), "metadata": {"name": "istiod-gateway", "namespace": "istio-system"}}], False),
         ([], True),
     ],
-    ids=["same label", "other network", "a label more", "an annotation more", "same cacerts", "other key", "a file more",
-         "other type", "data not base64", "stringData digested alike", "a null value", "null data", "a field not projected",
-         "null labels", "finalizers", "a field more inside a list element", "same gateway", "a host more", "port as text",
-         "two objects seen", "one object not seen", "nothing to write"],
+    ids=[
+        "same label",
+        "other network",
+        "a label more",
+        "an annotation more",
+        "same cacerts",
+        "other key",
+        "a file more",
+        "other type",
+        "data not base64",
+        "stringData digested alike",
+        "a null value",
+        "null data",
+        "a field not projected",
+        "null labels",
+        "finalizers",
+        "a field more inside a list element",
+        "same gateway",
+        "a host more",
+        "port as text",
+        "two objects seen",
+        "one object not seen",
+        "nothing to write",
+    ],
 )
 def test_unchanged_only_when_a_merge_patch_would_change_nothing(desired, expected):
     assert _observed.unchanged(desired, OBSERVED) is expected

@@ -21,13 +21,13 @@ def _written_by_cryptography(key, private_format, passphrase):
     [
         (lambda key: _pkcs8.encrypt(key, "pw"), (True, True, f"PBES2 (PBKDF2, {_pkcs8.KDF_ITERATIONS} iterations)")),
         (lambda key: _pkcs8.encrypt(key, "pw", 10_000), (True, False, "PBES2 (PBKDF2, 10000 iterations)")),
-        (lambda key: _written_by_cryptography(key, serialization.PrivateFormat.PKCS8, "pw"),
-         (True, False, "PBES2 (PBKDF2, 2048 iterations)")),
-        (lambda key: _written_by_cryptography(key, serialization.PrivateFormat.TraditionalOpenSSL, "pw"),
-         (True, False, "legacy PEM encryption (one MD5 round)")),
+        (lambda key: _written_by_cryptography(key, serialization.PrivateFormat.PKCS8, "pw"), (True, False, "PBES2 (PBKDF2, 2048 iterations)")),
+        (
+            lambda key: _written_by_cryptography(key, serialization.PrivateFormat.TraditionalOpenSSL, "pw"),
+            (True, False, "legacy PEM encryption (one MD5 round)"),
+        ),
         (lambda key: _written_by_cryptography(key, serialization.PrivateFormat.PKCS8, None), (False, False, "not encrypted")),
-        (lambda key: b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n",
-         (True, False, "unrecognised encryption")),
+        (lambda key: b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n", (True, False, "unrecognised encryption")),
     ],
     ids=["ours", "ours-weak-count", "cryptography-best-available", "legacy-pem", "plain", "garbage"],
 )
@@ -37,10 +37,8 @@ def test_protection(ca, write, expected):
 
 def test_scrypt_counts_as_strong(tmp_path):
     plain = tmp_path / "plain.pem"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(plain)],
-                   check=True, capture_output=True)
-    sealed = subprocess.run(["openssl", "pkcs8", "-topk8", "-scrypt", "-passout", "pass:pw", "-in", str(plain)],
-                            check=True, capture_output=True).stdout
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(plain)], check=True, capture_output=True)
+    sealed = subprocess.run(["openssl", "pkcs8", "-topk8", "-scrypt", "-passout", "pass:pw", "-in", str(plain)], check=True, capture_output=True).stdout
     assert _pkcs8.protection(sealed) == (True, True, "PBES2 (scrypt)")
 
 
@@ -49,8 +47,7 @@ def test_openssl_cli_reads_the_envelope_and_only_with_the_passphrase(tmp_path, a
     key = _pki.generate_key(algorithm)
     path = tmp_path / "root-key.pem"
     path.write_bytes(_pki.key_pem(key, "cörrect horse"))
-    opened = subprocess.run(["openssl", "pkey", "-passin", "pass:cörrect horse", "-in", str(path), "-pubout"],
-                            capture_output=True, check=False)
+    opened = subprocess.run(["openssl", "pkey", "-passin", "pass:cörrect horse", "-in", str(path), "-pubout"], capture_output=True, check=False)
     assert opened.returncode == 0, opened.stderr
     assert opened.stdout == key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     wrong = subprocess.run(["openssl", "pkey", "-passin", "pass:wrong", "-in", str(path), "-noout"], capture_output=True, check=False)

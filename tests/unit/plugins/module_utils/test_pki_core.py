@@ -68,8 +68,7 @@ def test_fingerprint_is_openssl_format(ca):
         (lambda ca, f: {**f, "ca-key.pem": None}, ["missing ca-key.pem"]),
         (lambda ca, f: {**f, "ca-cert.pem": None, "ca-key.pem": None}, ["missing ca-cert.pem, ca-key.pem"]),
         (lambda ca, f: {**f, "ca-cert.pem": b"garbage"}, [CORRUPT_CERT]),
-        (lambda ca, f: {**f, "ca-key.pem": _pki.key_pem(_pki.generate_key("ecdsa-p256"))},
-         ["invalid: ca-key.pem does not match ca-cert.pem"]),
+        (lambda ca, f: {**f, "ca-key.pem": _pki.key_pem(_pki.generate_key("ecdsa-p256"))}, ["invalid: ca-key.pem does not match ca-cert.pem"]),
     ],
     ids=["fresh", "key-missing", "both-missing", "corrupt-cert", "foreign-key"],
 )
@@ -111,15 +110,40 @@ def _sha1_intermediate(ca):
     """cryptography refuses to sign with SHA-1, so the openssl CLI makes the bad certificate."""
     with tempfile.TemporaryDirectory() as tmp:
         paths = {name: os.path.join(tmp, name) for name in ("root.pem", "root.key", "ca.key", "ext.cnf", "out.pem")}
-        for name, data in (("root.pem", _pki.cert_pem(ca.root)), ("root.key", _pki.key_pem(ca.root_key)),
-                           ("ca.key", _pki.key_pem(ca.key)), ("ext.cnf", b"basicConstraints=critical,CA:true,pathlen:0\n")):
+        for name, data in (
+            ("root.pem", _pki.cert_pem(ca.root)),
+            ("root.key", _pki.key_pem(ca.root_key)),
+            ("ca.key", _pki.key_pem(ca.key)),
+            ("ext.cnf", b"basicConstraints=critical,CA:true,pathlen:0\n"),
+        ):
             with open(paths[name], "wb") as handle:
                 handle.write(data)
-        csr = subprocess.run(["openssl", "req", "-new", "-key", paths["ca.key"], "-subj", "/O=Istio/CN=Intermediate CA"],
-                             check=True, capture_output=True).stdout
-        subprocess.run(["openssl", "x509", "-req", "-sha1", "-CA", paths["root.pem"], "-CAkey", paths["root.key"],
-                        "-set_serial", "1", "-days", "30", "-extfile", paths["ext.cnf"], "-out", paths["out.pem"]],
-                       input=csr, check=True, capture_output=True)
+        csr = subprocess.run(
+            ["openssl", "req", "-new", "-key", paths["ca.key"], "-subj", "/O=Istio/CN=Intermediate CA"], check=True, capture_output=True
+        ).stdout
+        subprocess.run(
+            [
+                "openssl",
+                "x509",
+                "-req",
+                "-sha1",
+                "-CA",
+                paths["root.pem"],
+                "-CAkey",
+                paths["root.key"],
+                "-set_serial",
+                "1",
+                "-days",
+                "30",
+                "-extfile",
+                paths["ext.cnf"],
+                "-out",
+                paths["out.pem"],
+            ],
+            input=csr,
+            check=True,
+            capture_output=True,
+        )
         with open(paths["out.pem"], "rb") as handle:
             return x509.load_pem_x509_certificate(handle.read())
 
@@ -145,8 +169,7 @@ def test_check_bundle_accepts_a_good_bundle(ca):
         (lambda ca, o, f: {**f, "ca-key.pem": _pki.key_pem(o.key)}, "ca-key.pem does not match ca-cert.pem"),
         (lambda ca, o, f: {**f, "cert-chain.pem": _pki.cert_pem(o.cert)}, "cert-chain.pem does not start with ca-cert.pem"),
         (lambda ca, o, f: {**f, "istio-generated": b""}, "istio-generated marks a self-signed"),
-        (lambda ca, o, f: {**f, "root-cert.pem": b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"},
-         "root-cert.pem is not valid PEM"),
+        (lambda ca, o, f: {**f, "root-cert.pem": b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}, "root-cert.pem is not valid PEM"),
         (lambda ca, o, f: {**f, "ca-cert.pem": _pki.cert_pem(_sha1_intermediate(ca))}, "signed with SHA-1"),
         (lambda ca, o, f: {**f, "ca-cert.pem": _pki.cert_pem(_leaf(ca)[0])}, "not a CA certificate"),
     ],

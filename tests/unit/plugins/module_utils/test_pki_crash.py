@@ -66,6 +66,7 @@ def killed_at(step: int, function, *args) -> bool:
                 if calls[0] == step:
                     os._exit(KILLED)
                 return original(*a, **k)
+
             return call
 
         for name in STEPS:

@@ -41,12 +41,12 @@ def test_first_run_writes_the_istio_layout_with_private_keys(tmp_path):
     plan = sync(options(tmp_path / "pki"))
     assert plan.changed and plan.root["reason"] == "generated"
     tree = snapshot(tmp_path / "pki")
-    expected = {"root-cert.pem", "root-key.pem"} | {
-        f"{cluster}/{name}" for cluster in ("east", "west") for name in _pki.BUNDLE_KEYS
-    }
+    expected = {"root-cert.pem", "root-key.pem"} | {f"{cluster}/{name}" for cluster in ("east", "west") for name in _pki.BUNDLE_KEYS}
     assert set(tree) == expected
     assert {path: entry[1] for path, entry in tree.items() if path.endswith("key.pem")} == {
-        "root-key.pem": 0o600, "east/ca-key.pem": 0o600, "west/ca-key.pem": 0o600,
+        "root-key.pem": 0o600,
+        "east/ca-key.pem": 0o600,
+        "west/ca-key.pem": 0o600,
     }
     assert tree["east/root-cert.pem"][0] == tree["root-cert.pem"][0]
     assert tree["east/cert-chain.pem"][0] == tree["east/ca-cert.pem"][0] + tree["root-cert.pem"][0]
@@ -139,8 +139,7 @@ def company_root(tmp_path):
 
 
 def import_options(tmp_path, **changes):
-    values = dict(root_cert_src=str(tmp_path / "src" / "root.pem"), root_key_src=str(tmp_path / "src" / "root.key"),
-                  root_key_passphrase="pw")
+    values = dict(root_cert_src=str(tmp_path / "src" / "root.pem"), root_key_src=str(tmp_path / "src" / "root.key"), root_key_passphrase="pw")
     values.update(changes)
     return options(tmp_path / "pki", **values)
 
@@ -175,11 +174,12 @@ def _not_ca_root(tmp_path):
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
-        (lambda tmp: _write(tmp / "pki" / "root-cert.pem", b"-----BEGIN CERTIFICATE-----\nZZZ\n-----END CERTIFICATE-----\n"),
-         "is not valid PEM certificate data"),
+        (
+            lambda tmp: _write(tmp / "pki" / "root-cert.pem", b"-----BEGIN CERTIFICATE-----\nZZZ\n-----END CERTIFICATE-----\n"),
+            "is not valid PEM certificate data",
+        ),
         (lambda tmp: (tmp / "pki" / "root-key.pem").unlink(), "root-cert.pem exists but .*root-key.pem does not.*force_root=true"),
-        (lambda tmp: _write(tmp / "pki" / "root-key.pem", _pki.key_pem(_pki.generate_key("ecdsa-p256"))),
-         "does not match the root certificate"),
+        (lambda tmp: _write(tmp / "pki" / "root-key.pem", _pki.key_pem(_pki.generate_key("ecdsa-p256"))), "does not match the root certificate"),
     ],
     ids=["corrupt-root", "root-key-lost", "foreign-root-key"],
 )
@@ -197,8 +197,7 @@ def test_broken_root_is_refused_and_nothing_changes(tmp_path, breakage, message)
     ("prepare", "changes", "message"),
     [
         (lambda tmp: None, dict(root_key_passphrase="wrong"), "cannot be decrypted: wrong root_key_passphrase"),
-        (lambda tmp: _write(tmp / "src" / "root.key", _pki.key_pem(_pki.generate_key("ecdsa-p256"), "pw")), {},
-         "does not match the root certificate"),
+        (lambda tmp: _write(tmp / "src" / "root.key", _pki.key_pem(_pki.generate_key("ecdsa-p256"), "pw")), {}, "does not match the root certificate"),
         (_not_ca_root, {}, "is not a CA"),
         (lambda tmp: _write(tmp / "src" / "root.pem", b"garbage"), {}, "not valid PEM certificate data"),
         (lambda tmp: (tmp / "src" / "root.key").unlink(), {}, "root.key does not exist"),
@@ -285,8 +284,7 @@ def test_an_unencrypted_root_key_is_warned_about_on_every_run(tmp_path):
 
 
 def _weakly_encrypted(key, passphrase):
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.BestAvailableEncryption(passphrase.encode()))
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(passphrase.encode()))
 
 
 @pytest.mark.parametrize(
@@ -309,8 +307,7 @@ def test_a_passphrase_encrypts_an_existing_root_key_strongly_and_keeps_the_root(
     after = snapshot(tmp_path / "pki")
     assert {k: v for k, v in after.items() if k != "root-key.pem"} == {k: v for k, v in before.items() if k != "root-key.pem"}
     assert _pkcs8.protection(key_path.read_bytes()).strong and after["root-key.pem"][1] == 0o600
-    assert _pki.key_matches(_pki.load_cert((tmp_path / "pki" / "root-cert.pem").read_bytes(), "root"),
-                            _pki.load_key(key_path.read_bytes(), "root key", "pw"))
+    assert _pki.key_matches(_pki.load_cert((tmp_path / "pki" / "root-cert.pem").read_bytes(), "root"), _pki.load_key(key_path.read_bytes(), "root key", "pw"))
     assert not _pki_store.decide(options(tmp_path / "pki", root_key_passphrase="pw"), NOW).changed
 
 
@@ -319,8 +316,7 @@ def test_an_imported_weak_key_is_warned_about_and_left_alone(tmp_path, company_r
     (tmp_path / "src" / "root.key").write_bytes(_weakly_encrypted(key, "pw"))
     source = (tmp_path / "src" / "root.key").read_bytes()
     plan = sync(import_options(tmp_path))
-    assert any("(root_key_src) is protected only by PBES2 (PBKDF2, 2048 iterations)" in w and "-iter 600000" in w
-               for w in plan.warnings)
+    assert any("(root_key_src) is protected only by PBES2 (PBKDF2, 2048 iterations)" in w and "-iter 600000" in w for w in plan.warnings)
     assert (tmp_path / "src" / "root.key").read_bytes() == source
 
 
@@ -328,8 +324,7 @@ def test_imported_key_without_passphrase_is_warned_about(tmp_path, company_root)
     key = _pki.load_key((tmp_path / "src" / "root.key").read_bytes(), "key", "pw")
     (tmp_path / "src" / "root.key").write_bytes(_pki.key_pem(key))
     plan = sync(import_options(tmp_path, root_key_passphrase=None))
-    assert any(w.startswith(f"the root key {tmp_path / 'src' / 'root.key'} is not encrypted") and "openssl pkcs8 -topk8" in w
-               for w in plan.warnings)
+    assert any(w.startswith(f"the root key {tmp_path / 'src' / 'root.key'} is not encrypted") and "openssl pkcs8 -topk8" in w for w in plan.warnings)
 
 
 @pytest.mark.parametrize(
@@ -338,8 +333,7 @@ def test_imported_key_without_passphrase_is_warned_about(tmp_path, company_root)
         (lambda pki: os.chmod(pki / "root-key.pem", 0o640), "root-key.pem is open to group or others \\(mode 0640\\).*force_root=true"),
         (lambda pki: os.chmod(pki / "east" / "ca-cert.pem", 0o666), "ca-cert.pem is writable by group or others .*chmod go-w"),
         (lambda pki: os.chmod(pki / "west", 0o777), "cluster directory of west .* is writable by group or others"),
-        (lambda pki: (pki / "east" / "ca-key.pem").unlink() or os.symlink("/etc/passwd", pki / "east" / "ca-key.pem"),
-         "ca-key.pem is a symbolic link"),
+        (lambda pki: (pki / "east" / "ca-key.pem").unlink() or os.symlink("/etc/passwd", pki / "east" / "ca-key.pem"), "ca-key.pem is a symbolic link"),
     ],
     ids=["root-key-0640", "cert-0666", "cluster-dir-0777", "key-symlink"],
 )

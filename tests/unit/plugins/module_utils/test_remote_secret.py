@@ -60,41 +60,53 @@ def test_remote_secret_carries_the_collections_label():
 
 
 def _token(name, created, labels=None):
-    return {"metadata": {"name": name, "creationTimestamp": created, "labels": labels or {},
-                         "annotations": {"kubernetes.io/service-account.name": "sa"}}, "type": "kubernetes.io/service-account-token"}
+    return {
+        "metadata": {"name": name, "creationTimestamp": created, "labels": labels or {}, "annotations": {"kubernetes.io/service-account.name": "sa"}},
+        "type": "kubernetes.io/service-account-token",
+    }
 
 
 NOW = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
 
 
-@pytest.mark.parametrize(("created", "days", "due"), [
-    ("2026-11-30T11:00:00Z", None, False),
-    ("2026-11-30T11:00:00Z", 0, True),
-    ("2026-11-30T11:00:00Z", 1, False),
-    ("2026-11-29T12:00:00Z", 1, True),
-    ("2026-10-01T00:00:00Z", 90, False),
-    ("2026-08-01T00:00:00Z", 90, True),
-    ("2026-08-01T00:00:00Z", -1, False),
-])
+@pytest.mark.parametrize(
+    ("created", "days", "due"),
+    [
+        ("2026-11-30T11:00:00Z", None, False),
+        ("2026-11-30T11:00:00Z", 0, True),
+        ("2026-11-30T11:00:00Z", 1, False),
+        ("2026-11-29T12:00:00Z", 1, True),
+        ("2026-10-01T00:00:00Z", 90, False),
+        ("2026-08-01T00:00:00Z", 90, True),
+        ("2026-08-01T00:00:00Z", -1, False),
+    ],
+)
 def test_rotation_due(created, days, due):
     assert _remote_secret.rotation_due([_token("sa-istio-remote-secret-token", created)], days, NOW) is due
 
 
 def test_rotation_looks_at_the_newest_token_only():
-    tokens = [_token("sa-istio-remote-secret-token", "2026-01-01T00:00:00Z"),
-              _token("sa-istio-remote-secret-token-20261130110000", "2026-11-30T11:00:00Z", {"app.kubernetes.io/managed-by": "meshfed.istio"})]
+    tokens = [
+        _token("sa-istio-remote-secret-token", "2026-01-01T00:00:00Z"),
+        _token("sa-istio-remote-secret-token-20261130110000", "2026-11-30T11:00:00Z", {"app.kubernetes.io/managed-by": "meshfed.istio"}),
+    ]
     assert [t["metadata"]["name"] for t in _remote_secret.newest_first(tokens)] == [
-        "sa-istio-remote-secret-token-20261130110000", "sa-istio-remote-secret-token"]
+        "sa-istio-remote-secret-token-20261130110000",
+        "sa-istio-remote-secret-token",
+    ]
     assert _remote_secret.rotation_due(tokens, 1, NOW) is False
     assert _remote_secret.rotated_name("sa", NOW) == "sa-istio-remote-secret-token-20261130120000"
 
 
-@pytest.mark.parametrize(("name", "labels", "ours"), [
-    ("sa-istio-remote-secret-token", {}, True),
-    ("sa-istio-remote-secret-token-20261130120000", {"app.kubernetes.io/managed-by": "meshfed.istio"}, True),
-    ("sa-istio-remote-secret-token-20261130120000", {}, False),
-    ("sa-istio-remote-secret-tokens", {"app.kubernetes.io/managed-by": "meshfed.istio"}, False),
-    ("other-token", {"app.kubernetes.io/managed-by": "meshfed.istio"}, False),
-])
+@pytest.mark.parametrize(
+    ("name", "labels", "ours"),
+    [
+        ("sa-istio-remote-secret-token", {}, True),
+        ("sa-istio-remote-secret-token-20261130120000", {"app.kubernetes.io/managed-by": "meshfed.istio"}, True),
+        ("sa-istio-remote-secret-token-20261130120000", {}, False),
+        ("sa-istio-remote-secret-tokens", {"app.kubernetes.io/managed-by": "meshfed.istio"}, False),
+        ("other-token", {"app.kubernetes.io/managed-by": "meshfed.istio"}, False),
+    ],
+)
 def test_is_token_secret(name, labels, ours):
     assert _remote_secret.is_token_secret(_token(name, "2026-01-01T00:00:00Z", labels), "sa") is ours

@@ -1,5 +1,6 @@
 """The rotation run against in-memory clusters whose fake istiod copies root-cert.pem into istio-ca-root-cert one read
 later: phases in order, the invariant after every write, resuming, reruns that write nothing, refusals."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,7 @@ class World:
     """Clusters of one mesh; a remote's istio-ca-root-cert follows its primary's cacerts (what that istiod copies)."""
 
     def __init__(self, pki_dir: str, flags: bool = True):
-        self.data = {name: {key: _pki_store.read_optional(os.path.join(pki_dir, name, key)) for key in _pki.BUNDLE_KEYS}
-                     for name in CLUSTERS}
+        self.data = {name: {key: _pki_store.read_optional(os.path.join(pki_dir, name, key)) for key in _pki.BUNDLE_KEYS} for name in CLUSTERS}
         self.version = dict.fromkeys(CLUSTERS, 1)
         self.published = {name: self.data[PRIMARY.get(name, name)]["root-cert.pem"] for name in CLUSTERS}
         self.flags, self.writes, self.down, self.lag, self.history = flags, [], set(), True, []
@@ -29,10 +29,16 @@ class World:
         return [tuple(_rotation.cluster_phase(t, old, new)[0] for t in trusts) for trusts in self.history]
 
     def snapshot(self) -> list[_rotation.ClusterTrust]:
-        return [_rotation.ClusterTrust(name, self.data[name]["root-cert.pem"],
-                                       _rotation.signer_of(self.data[name]["ca-cert.pem"], self.data[name]["root-cert.pem"]),
-                                       (tuple(_rotation.fingerprints(self.published[name])),), PRIMARY.get(name, ""))
-                for name in CLUSTERS]
+        return [
+            _rotation.ClusterTrust(
+                name,
+                self.data[name]["root-cert.pem"],
+                _rotation.signer_of(self.data[name]["ca-cert.pem"], self.data[name]["root-cert.pem"]),
+                (tuple(_rotation.fingerprints(self.published[name])),),
+                PRIMARY.get(name, ""),
+            )
+            for name in CLUSTERS
+        ]
 
 
 class FakeApi:
@@ -44,9 +50,13 @@ class FakeApi:
         if self.name in world.down:
             raise _k8s.K8sUnreachable(f"{self.name} is unreachable")
         source = PRIMARY.get(self.name, self.name)
-        observed = _rotate_ca.Observed(dict(world.data[self.name]), str(world.version[self.name]),
-                                       {"istio-system": world.published[self.name], "default": world.published[self.name]}, False,
-                                       [] if world.flags else ["istiod Deployment istiod has ISTIO_MULTIROOT_MESH=<unset>"])
+        observed = _rotate_ca.Observed(
+            dict(world.data[self.name]),
+            str(world.version[self.name]),
+            {"istio-system": world.published[self.name], "default": world.published[self.name]},
+            False,
+            [] if world.flags else ["istiod Deployment istiod has ISTIO_MULTIROOT_MESH=<unset>"],
+        )
         world.published[self.name] = world.data[source]["root-cert.pem"]  # istiod catches up after this read
         if not world.lag:
             observed.root_certs = dict.fromkeys(observed.root_certs, world.published[self.name])
@@ -166,8 +176,7 @@ def test_clusters_on_a_root_the_pki_directory_does_not_know_are_refused(pki_dir,
 def test_an_imported_new_root_that_is_not_a_ca_or_is_the_old_root_is_refused(pki_dir, tmp_path):
     world = World(pki_dir)
     with pytest.raises(_rotate_ca.RotateError, match="is the mesh's current root"):
-        rotate(pki_dir, world, new_root_cert_src=os.path.join(pki_dir, "root-cert.pem"),
-               new_root_key_src=os.path.join(pki_dir, "root-key.pem"))
+        rotate(pki_dir, world, new_root_cert_src=os.path.join(pki_dir, "root-cert.pem"), new_root_key_src=os.path.join(pki_dir, "root-key.pem"))
     leaf = os.path.join(pki_dir, "east", "ca-cert.pem")
     with pytest.raises(_rotate_ca.RotateError, match="new_root_cert_src"):
         rotate(pki_dir, world, new_root_cert_src=leaf, new_root_key_src=os.path.join(pki_dir, "east", "ca-key.pem"))
@@ -257,12 +266,15 @@ def test_a_second_run_at_the_same_time_is_refused(pki_dir):
         assert world.writes == []
 
 
-@pytest.mark.parametrize("planted, message", [
-    (b"not json", "is not JSON"),
-    (b'{"mode": "other"}', "is not a rotation state"),
-    (b'{"mode": "root", "status": "done", "new_root": "00"}', "disagree"),
-    (b'{"mode": "root", "status": "started", "old_root": "00", "new_root": "00"}', "disagrees with rotation r1"),
-])
+@pytest.mark.parametrize(
+    "planted, message",
+    [
+        (b"not json", "is not JSON"),
+        (b'{"mode": "other"}', "is not a rotation state"),
+        (b'{"mode": "root", "status": "done", "new_root": "00"}', "disagree"),
+        (b'{"mode": "root", "status": "started", "old_root": "00", "new_root": "00"}', "disagrees with rotation r1"),
+    ],
+)
 def test_a_planted_rotation_state_is_refused_and_nothing_is_written(pki_dir, planted, message):
     world = World(pki_dir)
     rotate(pki_dir, world, target_phase=1)

@@ -1,4 +1,5 @@
 """Root rotation as tables: bundle bytes, phases, the safety invariant, the next step; and the byte rules with the openssl CLI."""
+
 from __future__ import annotations
 
 import base64
@@ -62,6 +63,7 @@ PHASE = {0: ("A", "A"), 1: ("A+B", "A"), 2: ("A+B+B", "B"), 3: ("B", "B")}
 
 # Bundle arithmetic
 
+
 def _crlf(pem: bytes) -> bytes:
     return pem.replace(b"\n", b"\r\n")
 
@@ -73,14 +75,17 @@ def _rewrapped(pem: bytes) -> bytes:
     return b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
 
 
-@pytest.mark.parametrize(("old", "separator"), [
-    (A.pem, b""),                                         # as cacerts writes it
-    (A.pem.rstrip(b"\n"), b"\n"),                         # no trailing newline: one is added, nothing else changes
-    (A.pem + b"\n\n", b""),                               # trailing blank lines kept
-    (_crlf(A.pem), b""),                                  # CRLF kept
-    (b"# the mesh root\n" + A.pem, b""),                  # text before the block kept
-    (A.pem + C.pem, b""),                                 # a bundle of several roots
-])
+@pytest.mark.parametrize(
+    ("old", "separator"),
+    [
+        (A.pem, b""),  # as cacerts writes it
+        (A.pem.rstrip(b"\n"), b"\n"),  # no trailing newline: one is added, nothing else changes
+        (A.pem + b"\n\n", b""),  # trailing blank lines kept
+        (_crlf(A.pem), b""),  # CRLF kept
+        (b"# the mesh root\n" + A.pem, b""),  # text before the block kept
+        (A.pem + C.pem, b""),  # a bundle of several roots
+    ],
+)
 def test_append_keeps_the_old_bytes_as_a_prefix(old, separator):
     new = _rotation.append_root(old, B.pem)
     assert new == old + separator + B.pem
@@ -95,14 +100,17 @@ def test_phase_bundles_contain_each_other_in_order():
     assert phase1 in phase2 and phase3 in phase2 and phase2 != phase1
 
 
-@pytest.mark.parametrize(("current", "new", "accepted"), [
-    (A.pem, B.pem, False),                      # A -> B directly: istiod refuses
-    (A.pem, A.pem + B.pem, True),
-    (A.pem + B.pem, B.pem, True),
-    (A.pem + B.pem, B.pem + A.pem, False),      # same set, other bytes: 1.30+ would take it, 1.24-1.29 would not
-    (A.pem, _rewrapped(A.pem) + B.pem, False),  # re-encoded: the old bytes are gone
-    (b"", A.pem, False),
-])
+@pytest.mark.parametrize(
+    ("current", "new", "accepted"),
+    [
+        (A.pem, B.pem, False),  # A -> B directly: istiod refuses
+        (A.pem, A.pem + B.pem, True),
+        (A.pem + B.pem, B.pem, True),
+        (A.pem + B.pem, B.pem + A.pem, False),  # same set, other bytes: 1.30+ would take it, 1.24-1.29 would not
+        (A.pem, _rewrapped(A.pem) + B.pem, False),  # re-encoded: the old bytes are gone
+        (b"", A.pem, False),
+    ],
+)
 def test_accepted_by_istiod_is_byte_containment(current, new, accepted):
     assert _rotation.accepted_by_istiod(current, new) is accepted
 
@@ -111,10 +119,13 @@ def test_rewrapped_is_the_same_certificate():
     assert _rotation.fingerprints(_rewrapped(A.pem)) == [A.fp] and _rewrapped(A.pem) != A.pem
 
 
-@pytest.mark.parametrize(("pem", "message"), [
-    (A.pem + B.pem, "exactly one certificate, this one holds 2"),
-    (b"not a certificate\n", "exactly one certificate, this one holds 0"),
-])
+@pytest.mark.parametrize(
+    ("pem", "message"),
+    [
+        (A.pem + B.pem, "exactly one certificate, this one holds 2"),
+        (b"not a certificate\n", "exactly one certificate, this one holds 0"),
+    ],
+)
 def test_a_root_is_one_certificate(pem, message):
     with pytest.raises(_rotation.RotationError, match=message):
         _rotation.append_root(A.pem, pem)
@@ -130,16 +141,14 @@ def test_only_root_names_a_missing_root():
 PHASE_ROWS = {
     "not started": ((PHASE[0], PHASE[0], PHASE[0]), 0, True, ["at", "at", "at"]),
     "phase 1 written in east only (interrupted)": ((PHASE[1], PHASE[0], PHASE[0]), 1, False, ["at", "behind", "behind"]),
-    "phase 1 everywhere, edge's istio-ca-root-cert not copied yet": (
-        (PHASE[1], PHASE[1], (*PHASE[1], "A")), 1, False, ["at", "at", "at"]),
+    "phase 1 everywhere, edge's istio-ca-root-cert not copied yet": ((PHASE[1], PHASE[1], (*PHASE[1], "A")), 1, False, ["at", "at", "at"]),
     "phase 1 done": ((PHASE[1], PHASE[1], PHASE[1]), 1, True, ["at", "at", "at"]),
     "phase 2 written in east and west, not in the remote": ((PHASE[2], PHASE[2], PHASE[1]), 2, False, ["at", "at", "behind"]),
     "phase 2 done": ((PHASE[2], PHASE[2], PHASE[2]), 2, True, ["at", "at", "at"]),
     "phase 3 in west only": ((PHASE[2], PHASE[3], PHASE[2]), 3, False, ["behind", "at", "behind"]),
     "done": ((PHASE[3], PHASE[3], PHASE[3]), 3, True, ["at", "at", "at"]),
     "A+B without the duplicate but under B is phase 2": ((("A+B", "B"), PHASE[2], PHASE[2]), 2, True, ["at", "at", "at"]),
-    "the remote written first: its istio-ca-root-cert still follows east": (
-        (PHASE[0], PHASE[0], PHASE[1]), 1, False, ["behind", "behind", "at"]),
+    "the remote written first: its istio-ca-root-cert still follows east": ((PHASE[0], PHASE[0], PHASE[1]), 1, False, ["behind", "behind", "at"]),
     "istio-ca-root-cert not read": (((*PHASE[0], None), PHASE[0], PHASE[0]), 0, False, ["at", "at", "at"]),
 }
 
@@ -153,13 +162,16 @@ def test_mesh_phase(row):
     assert result.done is (phase == 3 and complete)
 
 
-@pytest.mark.parametrize(("specs", "new", "problem"), [
-    ((PHASE[2], PHASE[0], PHASE[1]), B, "west: at phase 0 (old root only) while another cluster is at phase 2: a phase was skipped"),
-    ((PHASE[0], ("A+C", "A"), PHASE[0]), B, "west: cacerts trusts {c}, neither the old nor the new root"),
-    ((PHASE[0], ("A", "B"), PHASE[0]), B, "west: the intermediate chains to {b} of its bundle"),
-    ((PHASE[0], ("B", "A"), PHASE[0]), B, "west: the intermediate chains to {a} of its bundle"),
-    ((PHASE[0], ("A+B", "A"), PHASE[0]), None, "west: cacerts trusts {b}, neither the old nor the new root"),
-])
+@pytest.mark.parametrize(
+    ("specs", "new", "problem"),
+    [
+        ((PHASE[2], PHASE[0], PHASE[1]), B, "west: at phase 0 (old root only) while another cluster is at phase 2: a phase was skipped"),
+        ((PHASE[0], ("A+C", "A"), PHASE[0]), B, "west: cacerts trusts {c}, neither the old nor the new root"),
+        ((PHASE[0], ("A", "B"), PHASE[0]), B, "west: the intermediate chains to {b} of its bundle"),
+        ((PHASE[0], ("B", "A"), PHASE[0]), B, "west: the intermediate chains to {a} of its bundle"),
+        ((PHASE[0], ("A+B", "A"), PHASE[0]), None, "west: cacerts trusts {b}, neither the old nor the new root"),
+    ],
+)
 def test_states_that_are_no_phase_are_named(specs, new, problem):
     result = _rotation.mesh_phase(mesh(*specs), A.fp, new.fp if new else "")
     short = {"{a}": A.fp[:23], "{b}": B.fp[:23], "{c}": C.fp[:23]}
@@ -175,6 +187,7 @@ def test_not_rotating_is_phase_0():
 
 # The safety invariant
 
+
 def _writes(**bundles) -> dict:
     """cluster=('A+B', new_intermediate) -> Writes."""
     return {name: _rotation.Write(name, 0, bundle(spec), new_int) for name, (spec, new_int) in bundles.items()}
@@ -182,23 +195,29 @@ def _writes(**bundles) -> dict:
 
 INVARIANT_ROWS = {
     "phase 0, nothing written": (mesh(PHASE[0], PHASE[0], PHASE[0]), {}, set()),
-    "phase 1 everywhere": (mesh(PHASE[0], PHASE[0], PHASE[0]), _writes(east=("A+B", False), west=("A+B", False), edge=("A+B", False)),
-                           set()),
-    "phase 2 everywhere after phase 1": (mesh(PHASE[1], PHASE[1], PHASE[1]),
-                                         _writes(east=("A+B+B", True), west=("A+B+B", True), edge=("A+B+B", True)), set()),
-    "phase 3 after phase 2": (mesh(PHASE[2], PHASE[2], PHASE[2]), _writes(east=("B", False), west=("B", False), edge=("B", False)),
-                              set()),
-    "direct switch A -> B in east": (mesh(PHASE[0], PHASE[0], PHASE[0]), _writes(east=("B", True)), {
-        ("east", "B", "east", "cacerts"), ("east", "B", "west", "cacerts"), ("east", "B", "edge", "cacerts"),
-        ("east", "A", "east", "cacerts"), ("west", "A", "east", "cacerts"), ("edge", "A", "east", "cacerts")}),
-    "phase 2 in east while edge is still at phase 0": (mesh(PHASE[1], PHASE[1], PHASE[0]), _writes(east=("A+B+B", True)),
-                                                       {("east", "B", "edge", "cacerts")}),
+    "phase 1 everywhere": (mesh(PHASE[0], PHASE[0], PHASE[0]), _writes(east=("A+B", False), west=("A+B", False), edge=("A+B", False)), set()),
+    "phase 2 everywhere after phase 1": (mesh(PHASE[1], PHASE[1], PHASE[1]), _writes(east=("A+B+B", True), west=("A+B+B", True), edge=("A+B+B", True)), set()),
+    "phase 3 after phase 2": (mesh(PHASE[2], PHASE[2], PHASE[2]), _writes(east=("B", False), west=("B", False), edge=("B", False)), set()),
+    "direct switch A -> B in east": (
+        mesh(PHASE[0], PHASE[0], PHASE[0]),
+        _writes(east=("B", True)),
+        {
+            ("east", "B", "east", "cacerts"),
+            ("east", "B", "west", "cacerts"),
+            ("east", "B", "edge", "cacerts"),
+            ("east", "A", "east", "cacerts"),
+            ("west", "A", "east", "cacerts"),
+            ("edge", "A", "east", "cacerts"),
+        },
+    ),
+    "phase 2 in east while edge is still at phase 0": (mesh(PHASE[1], PHASE[1], PHASE[0]), _writes(east=("A+B+B", True)), {("east", "B", "edge", "cacerts")}),
     "phase 2 in east before west's istio-ca-root-cert has B": (
-        mesh(PHASE[1], (*PHASE[1], "A"), PHASE[1]), _writes(east=("A+B+B", True)), {("east", "B", "west", "istio-ca-root-cert")}),
-    "phase 3 in west while east still signs with A": (mesh(PHASE[1], PHASE[2], PHASE[2]), _writes(west=("B", False)),
-                                                      {("east", "A", "west", "cacerts")}),
-    "half done, as read (no write)": (mesh(PHASE[2], PHASE[0], PHASE[0]), {},
-                                      {("east", "B", "west", "cacerts"), ("east", "B", "edge", "cacerts")}),
+        mesh(PHASE[1], (*PHASE[1], "A"), PHASE[1]),
+        _writes(east=("A+B+B", True)),
+        {("east", "B", "west", "istio-ca-root-cert")},
+    ),
+    "phase 3 in west while east still signs with A": (mesh(PHASE[1], PHASE[2], PHASE[2]), _writes(west=("B", False)), {("east", "A", "west", "cacerts")}),
+    "half done, as read (no write)": (mesh(PHASE[2], PHASE[0], PHASE[0]), {}, {("east", "B", "west", "cacerts"), ("east", "B", "edge", "cacerts")}),
 }
 
 
@@ -239,13 +258,16 @@ def test_next_step(row):
     assert {write.new_intermediate for write in step.writes.values()} <= {new_intermediate}
 
 
-@pytest.mark.parametrize(("specs", "new", "target", "message"), [
-    ((PHASE[2], PHASE[2], PHASE[2]), B, 1, "the mesh is at phase 2 .*past the target 1: a rotation does not go back"),
-    ((PHASE[2], PHASE[0], PHASE[0]), B, 3, "cannot tell where the rotation stands: west: at phase 0 .* a phase was skipped"),
-    ((PHASE[0], ("A+C", "A"), PHASE[0]), B, 3, "cannot tell where the rotation stands: west: cacerts trusts"),
-    ((PHASE[0], PHASE[0], PHASE[0]), A, 3, "the new root is the old root"),
-    ((PHASE[0], PHASE[0], PHASE[0]), B, 4, "target must be one of the phases 0, 1, 2, 3"),
-])
+@pytest.mark.parametrize(
+    ("specs", "new", "target", "message"),
+    [
+        ((PHASE[2], PHASE[2], PHASE[2]), B, 1, "the mesh is at phase 2 .*past the target 1: a rotation does not go back"),
+        ((PHASE[2], PHASE[0], PHASE[0]), B, 3, "cannot tell where the rotation stands: west: at phase 0 .* a phase was skipped"),
+        ((PHASE[0], ("A+C", "A"), PHASE[0]), B, 3, "cannot tell where the rotation stands: west: cacerts trusts"),
+        ((PHASE[0], PHASE[0], PHASE[0]), A, 3, "the new root is the old root"),
+        ((PHASE[0], PHASE[0], PHASE[0]), B, 4, "target must be one of the phases 0, 1, 2, 3"),
+    ],
+)
 def test_next_step_refuses(specs, new, target, message):
     with pytest.raises(_rotation.RotationError, match=message):
         _rotation.next_step(mesh(*specs), A.fp, new.pem, target)
@@ -283,8 +305,7 @@ def _apply(clusters, step, only=None, copied=True):
     if not copied:
         return written
     by_name = {item.name: item for item in written}
-    return [_rotation.ClusterTrust(item.name, item.bundle, item.signer, (tuple(by_name[item.primary or item.name].roots),), item.primary)
-            for item in written]
+    return [_rotation.ClusterTrust(item.name, item.bundle, item.signer, (tuple(by_name[item.primary or item.name].roots),), item.primary) for item in written]
 
 
 def test_full_rotation_interrupted_in_every_phase_keeps_the_invariant_and_ends_on_b():
@@ -334,19 +355,23 @@ def _leaf(tmp_path, root: Root, cluster: str):
 
 
 @needs_openssl
-@pytest.mark.parametrize(("signer", "trusted", "ok"), [
-    ("B", "A+B", True),     # phase 2: a workload under the new intermediate, trusted by a phase-1 cluster
-    ("A", "A+B+B", True),   # phase 2: a workload still under the old intermediate, trusted by a phase-2 cluster
-    ("B", "A", False),      # the skipped phase: a cluster on the old bundle rejects it
-    ("B", "B", True),       # phase 3
-    ("A", "B", False),      # phase 3 before every workload re-issued: the old certificate is rejected
-])
+@pytest.mark.parametrize(
+    ("signer", "trusted", "ok"),
+    [
+        ("B", "A+B", True),  # phase 2: a workload under the new intermediate, trusted by a phase-1 cluster
+        ("A", "A+B+B", True),  # phase 2: a workload still under the old intermediate, trusted by a phase-2 cluster
+        ("B", "A", False),  # the skipped phase: a cluster on the old bundle rejects it
+        ("B", "B", True),  # phase 3
+        ("A", "B", False),  # phase 3 before every workload re-issued: the old certificate is rejected
+    ],
+)
 def test_openssl_verifies_leaves_against_phase_bundles(tmp_path, signer, trusted, ok):
     leaf, intermediate = _leaf(tmp_path, ROOTS[signer], "east")
     bundle_file = tmp_path / "root-cert.pem"
     bundle_file.write_bytes(bundle(trusted))
-    result = subprocess.run(["openssl", "verify", "-CAfile", str(bundle_file), "-untrusted", str(intermediate), str(leaf)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(bundle_file), "-untrusted", str(intermediate), str(leaf)], capture_output=True, text=True, check=False
+    )
     assert (result.returncode == 0) is ok, result.stdout + result.stderr
     if not ok:
         assert "unable to get local issuer certificate" in result.stdout + result.stderr

@@ -243,7 +243,7 @@ class Doctor:
         if cacerts.get("intermediate") and not cacerts.get("intermediate_is_ca"):
             known = True
             self.add("cacerts_not_ca", [name], f"ca-cert.pem {cacerts['intermediate']['subject']} has no CA:TRUE", fix)
-        if cacerts.get("intermediate") and "ca-key.pem" not in (cacerts.get("missing_keys") or []) and not cacerts.get("key_matches"):
+        if cacerts.get("intermediate") and _istio.CA_KEY not in (cacerts.get("missing_keys") or []) and not cacerts.get("key_matches"):
             known = True
             self.add("cacerts_key_mismatch", [name], "the public key of ca-key.pem differs from ca-cert.pem's", fix)
         if cacerts.get("sha1_signatures"):

@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _doctor, _doctor_report, _trust
+from ansible_collections.meshfed.istio.plugins.module_utils import _doctor, _doctor_report, _istio, _trust
 from ansible_collections.meshfed.istio.plugins.module_utils._io import write_atomic
 from ansible_collections.meshfed.istio.plugins.module_utils._pki_store import read_optional
 
@@ -46,7 +46,7 @@ def report_dir(option: str, pki_dir: str) -> str:
 
 
 def expected_roots(pki_dir: str) -> list[str]:
-    return _trust.fingerprints(read_optional(os.path.join(pki_dir, "root-cert.pem"))) if pki_dir else []
+    return _trust.fingerprints(read_optional(os.path.join(pki_dir, _istio.ROOT_CERT))) if pki_dir else []
 
 
 def reachability(plan: dict, states: dict, timeout: float) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _pkcs8
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _pkcs8
 
 try:
     from cryptography import x509
@@ -26,7 +26,7 @@ else:
     HAS_CRYPTOGRAPHY = True
 
 KEY_ALGORITHMS = ("rsa2048", "rsa3072", "rsa4096", "ecdsa-p256", "ecdsa-p384")
-BUNDLE_KEYS = ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")
+BUNDLE_KEYS = _istio.BUNDLE_KEYS
 ISTIOD_SAN = "istiod.istio-system.svc"
 BACKDATE = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
@@ -366,12 +366,12 @@ def intermediate_reasons(files: dict, spec: CaSpec, root_cert, now: datetime.dat
     files maps the bundle keys to their bytes (None when missing); the root is the one that
     signs intermediates now.
     """
-    missing = [name for name in ("ca-cert.pem", "ca-key.pem") if files.get(name) is None]
+    missing = [name for name in (_istio.CA_CERT, _istio.CA_KEY) if files.get(name) is None]
     if missing:
         return [f"missing {', '.join(missing)}"]
     try:
-        cert = load_cert(files["ca-cert.pem"], "ca-cert.pem")
-        key = load_key(files["ca-key.pem"], "ca-key.pem")
+        cert = load_cert(files[_istio.CA_CERT], _istio.CA_CERT)
+        key = load_key(files[_istio.CA_KEY], _istio.CA_KEY)
     except PkiError as exc:
         return [f"invalid: {exc}"]
     reasons = []
@@ -399,7 +399,7 @@ def check_bundle(files: dict, now: datetime.datetime | None = None) -> tuple[Bun
     now = now or utcnow()
     report = BundleReport()
     facts: dict = {"roots": [], "intermediate": None, "chain_root": None}
-    report.istio_generated_marker = "istio-generated" in files
+    report.istio_generated_marker = _istio.SELF_SIGNED_MARKER in files
     report.missing_keys = [name for name in BUNDLE_KEYS if files.get(name) is None]
     report.complete = not report.missing_keys
     if report.missing_keys:
@@ -408,17 +408,17 @@ def check_bundle(files: dict, now: datetime.datetime | None = None) -> tuple[Bun
         report.problems.append("the key istio-generated marks a self-signed istiod CA, not a plugged-in one")
 
     roots = []
-    if files.get("root-cert.pem") is not None:
+    if files.get(_istio.ROOT_CERT) is not None:
         try:
-            roots = load_certs(files["root-cert.pem"], "root-cert.pem")
+            roots = load_certs(files[_istio.ROOT_CERT], _istio.ROOT_CERT)
         except PkiError as exc:
             report.problems.append(str(exc))
     facts["roots"] = [describe(root) for root in roots]
 
     cert = None
-    if files.get("ca-cert.pem") is not None:
+    if files.get(_istio.CA_CERT) is not None:
         try:
-            cert = load_cert(files["ca-cert.pem"], "ca-cert.pem")
+            cert = load_cert(files[_istio.CA_CERT], _istio.CA_CERT)
         except PkiError as exc:
             report.problems.append(str(exc))
     if cert is None:
@@ -429,9 +429,9 @@ def check_bundle(files: dict, now: datetime.datetime | None = None) -> tuple[Bun
     if not report.intermediate_is_ca:
         report.problems.append("ca-cert.pem is not a CA certificate (basicConstraints CA:TRUE missing)")
     chain = [cert]
-    if files.get("cert-chain.pem") is not None:
+    if files.get(_istio.CERT_CHAIN) is not None:
         try:
-            chain = load_certs(files["cert-chain.pem"], "cert-chain.pem")
+            chain = load_certs(files[_istio.CERT_CHAIN], _istio.CERT_CHAIN)
         except PkiError as exc:
             report.problems.append(str(exc))
         else:
@@ -446,9 +446,9 @@ def check_bundle(files: dict, now: datetime.datetime | None = None) -> tuple[Bun
     if roots and not report.chain_valid:
         report.problems.append("ca-cert.pem does not chain to any root in root-cert.pem (or a certificate is expired)")
 
-    if files.get("ca-key.pem") is not None:
+    if files.get(_istio.CA_KEY) is not None:
         try:
-            key = load_key(files["ca-key.pem"], "ca-key.pem")
+            key = load_key(files[_istio.CA_KEY], _istio.CA_KEY)
         except PkiError as exc:
             report.problems.append(str(exc))
         else:

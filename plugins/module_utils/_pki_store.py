@@ -19,12 +19,12 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _io, _pkcs8, _pki
+from ansible_collections.meshfed.istio.plugins.module_utils import _io, _istio, _pkcs8, _pki
 from ansible_collections.meshfed.istio.plugins.module_utils._names import name_problems
 
-ROOT_CERT = "root-cert.pem"
+ROOT_CERT = _istio.ROOT_CERT
 ROOT_KEY = "root-key.pem"
-KEY_FILES = frozenset({ROOT_KEY, "ca-key.pem"})
+KEY_FILES = frozenset({ROOT_KEY, _istio.CA_KEY})
 NAME_OPTIONS = ("root_organization", "root_common_name", "intermediate_organization", "intermediate_common_name")
 FORCE_ROOT_HINT = "set force_root=true to replace it (every cluster's intermediate is then issued again)"
 IMPORT_HINT = "import another root (root_cert_src, root_key_src)"
@@ -333,22 +333,22 @@ def _plan_cluster(options: PkiOptions, cluster: str, root, plan: PkiChanges, dir
     )
     reasons = _pki.intermediate_reasons(files, spec, root_cert, now, options.renew_before_days)
     if not reasons:
-        current = _pki.load_cert(files["ca-cert.pem"], "ca-cert.pem")
+        current = _pki.load_cert(files[_istio.CA_CERT], _istio.CA_CERT)
         plan.before["clusters"][cluster] = _summary(current)
-        ca_pem = files["ca-cert.pem"]
-        wanted = {"ca-cert.pem": ca_pem, "ca-key.pem": files["ca-key.pem"]}
+        ca_pem = files[_istio.CA_CERT]
+        wanted = {_istio.CA_CERT: ca_pem, _istio.CA_KEY: files[_istio.CA_KEY]}
     else:
-        if files.get("ca-cert.pem"):
+        if files.get(_istio.CA_CERT):
             try:
-                plan.before["clusters"][cluster] = _summary(_pki.load_cert(files["ca-cert.pem"], "ca-cert.pem"))
+                plan.before["clusters"][cluster] = _summary(_pki.load_cert(files[_istio.CA_CERT], _istio.CA_CERT))
             except _pki.PkiError:
                 plan.before["clusters"][cluster] = {"invalid": True}
         key = _pki.generate_key(options.key_algorithm)
         current = _pki.build_intermediate(key, spec, root_cert, root_key, now)
         ca_pem = _pki.cert_pem(current)
-        wanted = {"ca-cert.pem": ca_pem, "ca-key.pem": _pki.key_pem(key)}
-    wanted["root-cert.pem"] = root_pem
-    wanted["cert-chain.pem"] = _with_newline(ca_pem) + _pki.cert_pem(root_cert)
+        wanted = {_istio.CA_CERT: ca_pem, _istio.CA_KEY: _pki.key_pem(key)}
+    wanted[_istio.ROOT_CERT] = root_pem
+    wanted[_istio.CERT_CHAIN] = _with_newline(ca_pem) + _pki.cert_pem(root_cert)
     written = sorted(name for name, data in wanted.items() if files.get(name) != data)
     if written and not reasons:
         reasons = [f"bundle out of date: {', '.join(written)}"]
@@ -411,7 +411,7 @@ def _check_staged(result: PkiChanges, staged: frozenset, read) -> None:
         files = {name: read(os.path.join(cluster, name)) for name in _pki.BUNDLE_KEYS}
         report, facts = _pki.check_bundle(files, result.now)
         problems.extend(f"{cluster}: {problem}" for problem in report.problems)
-        if files["root-cert.pem"] != root_pem or facts["chain_root"] != result.root["fingerprint_sha256"]:
+        if files[_istio.ROOT_CERT] != root_pem or facts["chain_root"] != result.root["fingerprint_sha256"]:
             problems.append(f"{cluster}: the bundle is not on the root in {ROOT_CERT}")
     if problems:
         raise _pki.PkiError(f"the new PKI files failed their check, nothing was changed (please report this): {'; '.join(problems)}")

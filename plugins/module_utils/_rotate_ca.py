@@ -134,7 +134,7 @@ class ClusterApi:
                 "name": _istio.CACERTS_SECRET,
                 "namespace": namespace,
                 "resourceVersion": resource_version,
-                "labels": {"app.kubernetes.io/managed-by": "meshfed.istio"},
+                "labels": {_istio.MANAGED_BY_LABEL: _istio.MANAGED_BY},
             },
             "data": {key: base64.b64encode(value).decode() for key, value in sorted(data.items())},
         }

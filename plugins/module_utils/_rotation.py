@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _pki
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _pki
 
 NOT_STARTED, BOTH_ROOTS, NEW_INTERMEDIATES, NEW_ROOT_ONLY = 0, 1, 2, 3
 PHASES = {
@@ -119,7 +119,7 @@ def settled(trust: ClusterTrust, by_name: dict[str, ClusterTrust]) -> bool:
 def signer_of(ca_cert_pem: bytes, root_cert_pem: bytes) -> str:
     """Fingerprint of the root in root_cert_pem that ca-cert.pem chains to ('' when none does)."""
     try:
-        root = _pki.chain_root(_pki.load_cert(ca_cert_pem, "ca-cert.pem"), [], _pki.load_certs(root_cert_pem, "root-cert.pem"))
+        root = _pki.chain_root(_pki.load_cert(ca_cert_pem, _istio.CA_CERT), [], _pki.load_certs(root_cert_pem, _istio.ROOT_CERT))
     except _pki.PkiError:
         return ""
     return _pki.fingerprint(root) if root is not None else ""

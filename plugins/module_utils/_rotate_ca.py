@@ -413,15 +413,21 @@ def _new_intermediates(options: Options, pki: Pki, names: list[str], new_pem: by
     return bundles, staged
 
 
-def run_root(options: Options, members: list[Member], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
-    now = now or _pki.utcnow()
+def _start(options: Options, check_mode: bool, mode: str) -> tuple[Pki, dict, dict | None]:
+    """The PKI directory, an empty result, and the recorded state of this rotation, which must be of this mode."""
     pki = Pki(options, check_mode)
     result: dict = {"changed": False, "writes": [], "pki_writes": pki.writes, "phases": [], "waited": 0.0}
     state = pki.state()
-    if state is not None and state["mode"] != "root":
+    if state is not None and state["mode"] != mode:
         raise RotateError(
-            f"rotation {options.rotation_id} is an intermediate rotation (in {pki.path(pki.rotation_rel)}); choose another rotate_ca_id for a root rotation"
+            f"rotation {options.rotation_id} is a {state['mode']} rotation (in {pki.path(pki.rotation_rel)}); choose another rotate_ca_id for a {mode} rotation"
         )
+    return pki, result, state
+
+
+def run_root(options: Options, members: list[Member], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
+    now = now or _pki.utcnow()
+    pki, result, state = _start(options, check_mode, "root")
     root_pem = pki.read(_istio.ROOT_CERT)
     if root_pem is None:
         raise RotateError(f"{pki.path(_istio.ROOT_CERT)} does not exist: run the site playbook first (or set meshfed_pki_dir)")
@@ -586,13 +592,7 @@ def _finish_root(
 
 def run_intermediate(options: Options, members: list[Member], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
     now = now or _pki.utcnow()
-    pki = Pki(options, check_mode)
-    result: dict = {"changed": False, "writes": [], "pki_writes": pki.writes, "phases": [], "waited": 0.0}
-    state = pki.state()
-    if state is not None and state["mode"] != "intermediate":
-        raise RotateError(
-            f"rotation {options.rotation_id} is a root rotation (in {pki.path(pki.rotation_rel)}); choose another rotate_ca_id for an intermediate rotation"
-        )
+    pki, result, state = _start(options, check_mode, "intermediate")
     names = [member.name for member in members]
     selected = sorted(options.subset) if options.subset else sorted(names)
     unknown = sorted(set(selected) - set(names))

@@ -67,49 +67,10 @@ def drift(bed) -> set:
     in_bed(*kubectl, "--context", first, "label", "--overwrite", "namespace", "istio-system", "topology.istio.io/network=elsewhere")
     in_bed(*kubectl, "--context", first, "-n", "istio-system", "delete", "gateways.networking.istio.io", "cross-network-gateway")
     watched = next(b for a, b in watches(bed) if a == first)
-    in_bed(
-        *kubectl,
-        "--context",
-        first,
-        "-n",
-        "istio-system",
-        "patch",
-        "secret",
-        f"istio-remote-secret-{watched}",
-        "--type",
-        "merge",
-        "-p",
-        json.dumps({"data": {watched: base64.b64encode(b"apiVersion: v1\nkind: Config\n").decode()}}),
-    )
+    merge_patch(first, "secret", f"istio-remote-secret-{watched}", {"data": {watched: base64.b64encode(b"apiVersion: v1\nkind: Config\n").decode()}})
     if bed.remote:
-        in_bed(
-            *kubectl,
-            "--context",
-            first,
-            "-n",
-            "istio-system",
-            "patch",
-            "virtualservices.networking.istio.io",
-            "istiod-vs",
-            "--type",
-            "merge",
-            "-p",
-            json.dumps({"spec": {"hosts": ["istiod.example"]}}),
-        )
-        in_bed(
-            *kubectl,
-            "--context",
-            first,
-            "-n",
-            "istio-system",
-            "patch",
-            "service",
-            "istio-eastwestgateway",
-            "--type",
-            "merge",
-            "-p",
-            json.dumps({"spec": {"externalIPs": None}}),
-        )
+        merge_patch(first, "virtualservices.networking.istio.io", "istiod-vs", {"spec": {"hosts": ["istiod.example"]}})
+        merge_patch(first, "service", "istio-eastwestgateway", {"spec": {"externalIPs": None}})
     # inside a list element: the write replaces the list, so this is drift too
     in_bed(
         *kubectl,
@@ -195,6 +156,11 @@ def test_network_labels_and_remote_annotation(bed, converged):
         assert namespace["labels"]["topology.istio.io/network"] == hosts[name]["meshfed_network"]
         if name not in bed.primaries:
             assert namespace["annotations"]["topology.istio.io/controlPlaneClusters"] == "cluster1"
+
+
+def merge_patch(context: str, resource: str, name: str, patch: dict) -> None:
+    """A JSON merge patch of an object in istio-system, as someone editing the cluster by hand would make it."""
+    in_bed("kubectl", "--request-timeout=10s", "--context", context, "-n", "istio-system", "patch", resource, name, "--type", "merge", "-p", json.dumps(patch))
 
 
 def watches(bed):

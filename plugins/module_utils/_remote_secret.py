@@ -219,9 +219,9 @@ def create_token(cluster: _k8s.Cluster, namespace: str, service_account: str, na
 def check_token(cluster: _k8s.Cluster, namespace: str, token: str, ca_data: str) -> None:
     """The token authenticates at the API server this module reached, and may read what istiod reads (raises if not)."""
     config = yaml_load(kubeconfig("check", cluster.host, ca_data, token))
-    conn, problems = _kubeconfig.untrusted_connection(config)
+    conn, unsafe, invalid = _kubeconfig.untrusted_connection(config)
     if conn is None:
-        raise RemoteSecretError(f"the new reader token of {cluster.name} cannot be used: {'; '.join(problems)}")
+        raise RemoteSecretError(f"the new reader token of {cluster.name} cannot be used: {'; '.join(unsafe + invalid)}")
     checker = _k8s.Cluster.of_connection(conn, cluster.timeout, f"{cluster.name} (new reader token)")
     try:
         checker.get("listing services with the new reader token", "/api/v1/services", limit=1)

@@ -110,3 +110,15 @@ def test_rotation_looks_at_the_newest_token_only():
 )
 def test_is_token_secret(name, labels, ours):
     assert _remote_secret.is_token_secret(_token(name, "2026-01-01T00:00:00Z", labels), "sa") is ours
+
+
+def test_a_new_token_that_cannot_be_used_is_refused_before_any_request():
+    class Unreached:
+        name, host, timeout = "context 'east'", "https://192.0.2.1:6443", 5
+
+    with pytest.raises(_remote_secret.RemoteSecretError) as failure:
+        _remote_secret.check_token(Unreached(), "istio-system", "tok\nen", base64.b64encode(b"not a PEM").decode())
+    assert str(failure.value) == (
+        "the new reader token of context 'east' cannot be used: the token holds characters an HTTP header cannot carry "
+        "(line breaks, spaces, non-ASCII); certificate-authority-data holds no PEM"
+    )

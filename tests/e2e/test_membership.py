@@ -205,7 +205,8 @@ def test_leave_deletes_only_what_the_collection_made(bed):
     uninstall = bed.run("leave", bed.full, "-e", "leave_clusters=cluster3", "-e", "leave_uninstall_istio=true")
     assert uninstall.rc == 0, uninstall.output[-6000:]
     assert uninstall.changed == {"cluster1": 0, "cluster2": 0, "cluster3": 1}, uninstall.changed
-    assert "istiod" not in names("cluster3", "deployments")
+    # a Deployment's deletion completes asynchronously (garbage collection of its dependents): wait for it, bounded
+    wait_for("istiod's Deployment gone from cluster3", lambda: "istiod" not in names("cluster3", "deployments"))
     assert names("cluster3", "secrets", "-l", MANAGED) == set()
     assert names("cluster3", "configmaps", "-l", MANAGED) == set()
 

@@ -48,6 +48,14 @@ def unsupported_auth_options(params: dict) -> list[str]:
     return sorted(key for key in _k8s.AUTH_ARG_SPEC if key not in ISTIOCTL_AUTH_OPTIONS and params.get(key) not in (None, "", [], {}))
 
 
+def auth_refusal(params: dict, what: str) -> str:
+    """The message refusing the shared auth options istioctl cannot be told, '' when there are none."""
+    unsupported = unsupported_auth_options(params)
+    if not unsupported:
+        return ""
+    return f"{what} passes only kubeconfig and context to istioctl; unset {', '.join(unsupported)} (put the credentials into a kubeconfig)"
+
+
 def connection_args(kubeconfig: str | None, context: str | None) -> list[str]:
     args = []
     if kubeconfig:

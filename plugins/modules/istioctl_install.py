@@ -112,11 +112,9 @@ def main() -> None:
     if not _k8s.HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=traceback.format_exc())
     params = module.params
-    unsupported = _istioctl.unsupported_auth_options(params)
-    if unsupported:
-        module.fail_json(
-            msg=f"istioctl_install passes only kubeconfig and context to istioctl; unset {', '.join(unsupported)} (put the credentials into a kubeconfig)"
-        )
+    refusal = _istioctl.auth_refusal(params, "istioctl_install")
+    if refusal:
+        module.fail_json(msg=refusal)
     operator = params["operator"]
     if not (operator.get("metadata") or {}).get("name"):
         module.fail_json(msg="operator.metadata.name is required: it names the install and its record")

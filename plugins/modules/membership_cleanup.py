@@ -132,8 +132,9 @@ def main() -> None:
     if not _k8s.HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=traceback.format_exc())
     params = module.params
-    if params["uninstall_istio"] and _istioctl.unsupported_auth_options(params):
-        module.fail_json(msg=f"uninstall_istio passes only kubeconfig and context to istioctl; unset {', '.join(_istioctl.unsupported_auth_options(params))}")
+    refusal = _istioctl.auth_refusal(params, "uninstall_istio") if params["uninstall_istio"] else ""
+    if refusal:
+        module.fail_json(msg=refusal)
     deleted, uninstalled = [], False
     try:
         cluster = _k8s.Cluster(params)

@@ -46,3 +46,10 @@ def test_a_kubeconfig_path_is_passed_as_it_is():
         assert path == os.path.expanduser("~/k/config")
     with _istioctl.KubeconfigFile(None) as path:
         assert path is None
+
+
+def test_one_refusal_for_every_module_that_runs_istioctl():
+    assert _istioctl.auth_refusal({**NO_AUTH, "context": "east"}, "istioctl_install") == ""
+    assert _istioctl.auth_refusal({**NO_AUTH, "host": "https://192.0.2.1", "api_key": "t"}, "uninstall_istio") == (
+        "uninstall_istio passes only kubeconfig and context to istioctl; unset api_key, host (put the credentials into a kubeconfig)"
+    )

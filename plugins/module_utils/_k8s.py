@@ -30,6 +30,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from urllib.parse import quote, urlencode, urlsplit
 
 from ansible.module_utils.common.yaml import HAS_YAML, yaml_load
@@ -45,6 +46,12 @@ MAX_RESPONSE_BYTES = 128 * 1024 * 1024
 UNTRUSTED_RESPONSE_BYTES = 1024 * 1024
 REQUEST_DEADLINE_FACTOR = 6
 REQUEST_TIMEOUT_SPEC = {"request_timeout": {"type": "int", "default": 10}}
+# An API server under load sheds requests with 429 (API Priority and Fairness, max-inflight) and says when to come
+# back; client-go retries those, and so does this: a bounded number of times, each wait bounded too. A server named by
+# a remote secret gets one retry and a short wait.
+THROTTLE_RETRIES = 6
+UNTRUSTED_THROTTLE_RETRIES = 1
+THROTTLE_MAX_WAIT = 5
 
 
 def auth_argument_spec() -> dict:
@@ -125,7 +132,8 @@ class _LeanTransport:
                 context.load_cert_chain(*paths, password=_no_passphrase)
         return context
 
-    def send(self, method: str, path: str, headers: dict, body) -> tuple[int, str, bytes]:
+    def send(self, method: str, path: str, headers: dict, body) -> tuple[int, str, bytes, str | None]:
+        """status, reason, body and the Retry-After header of one request."""
         for attempt in (1, 2):
             fresh = self.connection is None
             if fresh:
@@ -145,7 +153,7 @@ class _LeanTransport:
                     raise http.client.HTTPException(f"an answer over {self.max_bytes} bytes")
                 if self.aborted or response.length:  # cut short by the deadline, or the server closed before its Content-Length
                     raise http.client.IncompleteRead(b"")
-                return response.status, response.reason, data
+                return response.status, response.reason, data, response.getheader("Retry-After")
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 self.close()
                 if self.aborted:
@@ -177,6 +185,22 @@ class _LeanTransport:
 
 def _no_passphrase(*_args):
     raise ValueError("the client key is encrypted; a kubeconfig key is read without a passphrase")
+
+
+def throttle_wait(status: int, retry_after: str | None, limit: int) -> int | None:
+    """Seconds to wait before sending a request again, or None when its answer is final.
+
+    429 is always worth another try (the server shed the request before doing anything); a 5xx only when the server
+    says when (Retry-After), as client-go does. The wait is the server's, between 1 s and limit; an HTTP date or
+    garbage counts as 1 s.
+    """
+    if status != 429 and not (status >= 500 and retry_after is not None):
+        return None
+    try:
+        seconds = int(str(retry_after).strip())
+    except ValueError:
+        seconds = 1
+    return max(1, min(seconds, limit))
 
 
 def _printable(reason: object) -> str:
@@ -216,7 +240,7 @@ class _CoreTransport:
             _set_header(self.api_client, header, value)
         self.timeout = timeout
 
-    def send(self, method: str, path: str, headers: dict, body) -> tuple[int, str, bytes]:
+    def send(self, method: str, path: str, headers: dict, body) -> tuple[int, str, bytes, str | None]:
         headers = {"Accept": "application/json", **(self.api_client.default_headers or {}), **headers}
         for setting in self.configuration.auth_settings().values():
             if setting.get("in") == "header" and setting.get("value"):
@@ -224,11 +248,11 @@ class _CoreTransport:
         try:
             response = self.api_client.rest_client.request(method, self.host + path, headers=headers, body=body, _request_timeout=self.timeout)
             data = response.read() if getattr(response, "data", None) is None else response.data
-            return response.status, response.reason, data
+            return response.status, response.reason, data, response.getheader("Retry-After")
         except self.api_exception as exc:  # clients before 35 raise for every status >= 400
             if not exc.status:
                 raise _Unreachable(exc.reason) from exc
-            return exc.status, exc.reason, b""
+            return exc.status, exc.reason, b"", (exc.headers or {}).get("Retry-After")
         except self.http_error as exc:
             raise _Unreachable(type(exc).__name__) from exc
 
@@ -240,6 +264,7 @@ class Cluster:
         self.name = _target(params)
         self.timeout = params.get("request_timeout") or 10
         self.calls = 0
+        self.retries, self.max_wait = THROTTLE_RETRIES, THROTTLE_MAX_WAIT
         auth = {key: params.get(key) for key in AUTH_ARG_SPEC}
         try:
             self.transport = self._lean(auth) or _CoreTransport(auth, self.timeout)
@@ -254,6 +279,7 @@ class Cluster:
         """A cluster reached with a connection parsed from an untrusted kubeconfig (_kubeconfig.untrusted_connection)."""
         cluster = cls.__new__(cls)
         cluster.name, cluster.timeout, cluster.calls = name, timeout, 0
+        cluster.retries, cluster.max_wait = UNTRUSTED_THROTTLE_RETRIES, 1
         try:
             cluster.transport = _LeanTransport(conn, timeout, max_bytes=UNTRUSTED_RESPONSE_BYTES, deadline=timeout)
         except (KubeconfigError, ssl.SSLError) as exc:
@@ -282,19 +308,26 @@ class Cluster:
         if status in (401, 403):
             verb = "unauthorized (the credentials were rejected)" if status == 401 else "forbidden by RBAC"
             return K8sDenied(f"{what} on {self.name}: {verb}: {reason}")
+        if throttle_wait(status, None, 1) is not None:
+            return K8sError(f"{what} on {self.name} failed: HTTP {status} {reason}, still after {self.retries + 1} tries; the API server sheds load")
         return K8sError(f"{what} on {self.name} failed: HTTP {status} {reason}")
 
     def request(self, what: str, method: str, path: str, query: dict | None = None, body=None, missing_ok: bool = False):
         """One API request as JSON; None when the object is missing and missing_ok."""
-        self.calls += 1
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        try:
-            status, reason, data = self.transport.send(method, path + (f"?{urlencode(query)}" if query else ""), headers, body)
-        except (OSError, http.client.HTTPException) as exc:
-            detail = str(exc) if isinstance(exc, (ssl.SSLError, _Unreachable, TimeoutError)) else type(exc).__name__
-            raise K8sUnreachable(f"{what}: {self.name} is unreachable ({detail}); check the server address and the network") from exc
-        except ValueError as exc:  # http.client's words would quote the header value: a token
-            raise K8sError(f"{what} on {self.name}: a request header holds characters HTTP does not allow (value withheld)") from exc
+        for attempt in range(self.retries + 1):
+            self.calls += 1
+            try:
+                status, reason, data, retry_after = self.transport.send(method, path + (f"?{urlencode(query)}" if query else ""), headers, body)
+            except (OSError, http.client.HTTPException) as exc:
+                detail = str(exc) if isinstance(exc, (ssl.SSLError, _Unreachable, TimeoutError)) else type(exc).__name__
+                raise K8sUnreachable(f"{what}: {self.name} is unreachable ({detail}); check the server address and the network") from exc
+            except ValueError as exc:  # http.client's words would quote the header value: a token
+                raise K8sError(f"{what} on {self.name}: a request header holds characters HTTP does not allow (value withheld)") from exc
+            wait = throttle_wait(status, retry_after, self.max_wait)
+            if wait is None or attempt == self.retries:
+                break
+            time.sleep(wait)
         if status == 404 and missing_ok:
             return None
         if status >= 400:

@@ -234,6 +234,7 @@ def _cluster(port: int, max_bytes: int = _k8s.MAX_RESPONSE_BYTES, deadline: floa
     }
     cluster = _k8s.Cluster.__new__(_k8s.Cluster)
     cluster.name, cluster.timeout, cluster.calls = "a hostile server", 5, 0
+    cluster.retries, cluster.max_wait = _k8s.THROTTLE_RETRIES, _k8s.THROTTLE_MAX_WAIT
     cluster.transport = _k8s._LeanTransport(conn, 5, max_bytes=max_bytes, deadline=deadline)  # pylint: disable=protected-access
     cluster.host = cluster.transport.host
     return cluster
@@ -272,3 +273,60 @@ class TestHostileServer:
             server.close()
         assert message in str(failure.value) or message in repr(failure.value.__cause__)
         assert "\x1b" not in str(failure.value) and "<img" not in str(failure.value)
+
+
+def _throttled(times: int, retry_after: bytes = b"1"):
+    """429 with Retry-After for the first `times` requests on one kept-alive connection, then 200 (bounded)."""
+
+    def scenario(conn):
+        for _request in range(times):
+            conn.sendall(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: " + retry_after + b"\r\nContent-Length: 0\r\n\r\n")
+            if not conn.recv(65536):
+                return
+        conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"kind": 1}')
+
+    return scenario
+
+
+class TestThrottling:
+    @pytest.mark.parametrize(
+        ("status", "retry_after", "wait"),
+        [
+            (429, "1", 1),
+            (429, None, 1),
+            (429, "0", 1),
+            (429, "3600", 5),
+            (429, "Wed, 21 Oct 2015 07:28:00 GMT", 1),
+            (503, "2", 2),
+            (503, None, None),
+            (500, None, None),
+            (404, "1", None),
+            (200, None, None),
+        ],
+    )
+    def test_which_answers_are_tried_again_and_after_how_long(self, status, retry_after, wait):
+        assert _k8s.throttle_wait(status, retry_after, 5) == wait
+
+    def test_a_throttled_request_is_sent_again_after_the_servers_wait(self):
+        import time
+
+        server = _RawServer(_throttled(2))
+        cluster = _cluster(server.port, deadline=5)
+        started = time.monotonic()
+        try:
+            assert cluster.get("listing services", "/api/v1/services") == {"kind": 1}
+        finally:
+            server.close()
+        assert cluster.calls == 3
+        assert 2 <= time.monotonic() - started < 5
+
+    def test_retries_are_bounded_and_the_message_says_the_server_sheds_load(self):
+        server = _RawServer(_throttled(10))
+        cluster = _cluster(server.port, deadline=5)
+        cluster.retries, cluster.max_wait = 2, 1
+        try:
+            with pytest.raises(_k8s.K8sError, match=r"HTTP 429 Too Many Requests, still after 3 tries; the API server sheds load"):
+                cluster.get("listing services", "/api/v1/services")
+        finally:
+            server.close()
+        assert cluster.calls == 3

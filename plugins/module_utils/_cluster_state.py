@@ -17,7 +17,8 @@ import json
 
 from ansible.module_utils.common.yaml import yaml_load
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _kubeconfig, _observed, _trust
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _kubeconfig, _observed, _remote_secret, _trust
+from ansible_collections.meshfed.istio.plugins.module_utils._istioctl import STATE_PREFIX
 from ansible_collections.meshfed.istio.plugins.module_utils._remote_secret import is_loopback, is_remote_secret
 
 INJECTED_POD_SELECTOR = "security.istio.io/tlsMode=istio"
@@ -328,6 +329,12 @@ def assemble(raw: dict) -> tuple[dict, dict[tuple[str, str], dict]]:
             ),
         },
         "injector": injector_values(configmaps),
+        # what meshfed.istio.istioctl_install recorded here: operator name -> digest of the operator and the istioctl
+        "installs": {
+            name[len(STATE_PREFIX) :]: str((item.get("data") or {}).get("digest", ""))
+            for name, item in configmaps.items()
+            if name.startswith(STATE_PREFIX) and _remote_secret.is_managed(item)
+        },
         "mesh_config": mesh_config(mesh),
         "injection_webhooks": [{"name": item["metadata"]["name"], "targets": webhook_targets(item)} for item in raw["webhooks"]],
         "gateway": {

@@ -123,6 +123,12 @@ state:
         - The mesh config - C(present), C(mesh_id), C(trust_domain), C(xds_agent) (its
           C(defaultConfig.proxyMetadata.PROXY_CONFIG_XDS_AGENT) as text, empty when unset).
       type: dict
+    installs:
+      description:
+        - The installs M(meshfed.istio.istioctl_install) recorded in the namespace (its C(meshfed-install-<name>)
+          ConfigMaps that carry the collection's managed-by label) - operator name to the recorded digest.
+        - Input of the filter P(meshfed.istio.istio_installed#filter).
+      type: dict
     injection_webhooks:
       description: The sidecar injector webhooks and where each sends its requests (C(url), or C(service) and C(path)).
       type: list

@@ -175,3 +175,16 @@ def test_a_broken_secret_is_invalid_not_unsafe_so_site_can_overwrite_it():
     [facts] = state["remote_secrets"]
     assert connections == {} and facts["unsafe"] == []
     assert facts["entries"][0]["invalid"] == ["no current context"]
+
+
+def test_installs_are_the_records_the_collection_made():
+    managed = {"app.kubernetes.io/managed-by": "meshfed.istio"}
+    raw = _cluster_state.fetch(FakeCluster(answers()), NS)
+    raw["configmaps"] = [
+        {"metadata": {"name": "meshfed-install-control-plane", "labels": managed}, "data": {"digest": "abc"}},
+        {"metadata": {"name": "meshfed-install-eastwest", "labels": managed}, "data": {}},
+        {"metadata": {"name": "meshfed-install-lookalike"}, "data": {"digest": "planted"}},
+        {"metadata": {"name": "istio", "labels": managed}, "data": {"digest": "x"}},
+    ]
+    state, _connections = _cluster_state.assemble(raw)
+    assert state["installs"] == {"control-plane": "abc", "eastwest": ""}

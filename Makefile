@@ -16,7 +16,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 export ANSIBLE_NOCOLOR := 1
 
 .PHONY: help tools venv collection dist ee sanity lint unit ruff docs check integration testbin clusters clusters-down clusters-status \
-        smoke integration-api e2e molecule molecule-syntax demo demo-first-run demo-down test bench bench-site clean
+        smoke integration-api e2e molecule molecule-syntax demo demo-first-run demo-down test bench bench-site bench-scale clean
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -182,6 +182,9 @@ bench: collection ## PKI benchmark against the openssl CLI
 
 bench-site: collection testbin ## Site converge/rerun/verify on 2, 3, 4 kwok clusters against kubectl+istioctl by hand
 	$(BIN)/python tests/bench/site_bench.py
+
+bench-scale: collection testbin ## Site converge/rerun on 2, 4, 6 kwok clusters, a sixth joining five; wall time and the tool's CPU
+	$(BIN)/python tests/bench/scale_bench.py $(BENCH_ARGS)
 
 clean: ## Remove build output (not the binary cache)
 	rm -rf $(BUILD) tests/output

@@ -11,7 +11,7 @@ TREE := $(BUILD)/collections/ansible_collections
 COLLECTION := $(TREE)/meshfed/istio
 KUBERNETES_CORE := $(BIN)/python -c 'import ansible_collections.kubernetes.core as m; print(list(m.__path__)[0])'
 N ?= 2
-API_TARGETS ?= cacerts_info_api remote_secret_api
+API_TARGETS ?= cacerts_info_api remote_secret_api restart_workloads_api
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 export ANSIBLE_NOCOLOR := 1
 

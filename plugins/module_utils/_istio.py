@@ -23,6 +23,7 @@ CONTROL_PLANE_CLUSTERS_ANNOTATION = "topology.istio.io/controlPlaneClusters"
 CLUSTER_ANNOTATION = "networking.istio.io/cluster"
 MULTICLUSTER_LABEL = "istio/multiCluster"
 REVISION_LABEL = "istio.io/rev"
+INJECTION_LABEL = "istio-injection"  # a namespace's sidecar injection: "enabled" (default revision) or "disabled"
 # This collection's own mark on what it creates (remote secrets, reader objects, install records): what the leave
 # playbook may delete is exactly what carries it.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"

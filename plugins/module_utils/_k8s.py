@@ -312,9 +312,11 @@ class Cluster:
             return K8sError(f"{what} on {self.name} failed: HTTP {status} {reason}, still after {self.retries + 1} tries; the API server sheds load")
         return K8sError(f"{what} on {self.name} failed: HTTP {status} {reason}")
 
-    def request(self, what: str, method: str, path: str, query: dict | None = None, body=None, missing_ok: bool = False):
-        """One API request as JSON; None when the object is missing and missing_ok."""
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+    def request(
+        self, what: str, method: str, path: str, query: dict | None = None, body=None, missing_ok: bool = False, content_type: str = "application/json"
+    ):
+        """One API request as JSON (a PATCH names its patch type in content_type); None when the object is missing and missing_ok."""
+        headers = {"Content-Type": content_type} if body is not None else {}
         for attempt in range(self.retries + 1):
             self.calls += 1
             try:

@@ -23,7 +23,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _cluster_state, _io, _istio, _k8s, _pki, _rotation, _trust
+from ansible_collections.meshfed.istio.plugins.module_utils import _cluster_state, _io, _istio, _k8s, _pki, _rotation, _trust, _workloads
 from ansible_collections.meshfed.istio.plugins.module_utils._pki_store import PkiOptions, _load_root_pair
 
 ROTATIONS = "rotations"
@@ -66,6 +66,10 @@ class Options:
     settle_timeout: float = 120.0
     workload_wait: float = 0.0
     check_flags: bool = True
+    # The workload restart: callable(cluster names, token, check_mode) -> {cluster: result} (restarter() below), or None.
+    # Root: before phase 3, so that workloads hold certificates under the new root before the old one is dropped.
+    # Intermediate: after the writes, in the rotated clusters and the remotes their istiods serve, before "done".
+    restart: object = None
 
 
 @dataclass
@@ -341,6 +345,27 @@ def _settle(members: list[Member], expect: dict[str, bytes], options: Options, s
         sleep(1)
 
 
+# Workload restart
+
+
+def restarter(members: list[Member], settings: _workloads.Settings):
+    """The restart of Options.restart, on the members' own API clients."""
+    clusters = {member.name: member.api.cluster for member in members}
+    return lambda names, token, check_mode: _workloads.restart_clusters({name: clusters[name] for name in names}, token, settings, check_mode)
+
+
+def _restart(options: Options, names: list[str], check_mode: bool, result: dict, stop: str, clock) -> None:
+    started = clock()
+    try:
+        restarts = options.restart(names, f"rotate_ca/{options.rotation_id}", check_mode)
+    except (_workloads.RestartError, _k8s.K8sError) as exc:
+        raise RotateError(f"restarting the workloads: {exc}; {stop}") from exc
+    result["restarts"] = restarts
+    result["changed"] = result["changed"] or any(item["changed"] for item in restarts.values())
+    if not check_mode:
+        result["waited"] += clock() - started
+
+
 # Root rotation
 
 
@@ -503,6 +528,9 @@ def run_root(options: Options, members: list[Member], check_mode: bool, now=None
                 else:
                     pki.writes.append(f"would stage the new root in {pki.path(pki.rotation_rel, 'new')}")
             first = False
+        if step.phase == _rotation.NEW_ROOT_ONLY and options.restart is not None and "restarts" not in result:
+            stop = "the rotation stops before phase 3 (both roots stay trusted); a rerun resumes the restart, then phase 3"
+            _restart(options, names, check_mode, result, stop, clock)
         intermediates = {}
         if step.phase == _rotation.NEW_INTERMEDIATES:
             intermediates, staged = _new_intermediates(options, pki, sorted(step.writes), new_pem, new_key_pem, now)
@@ -606,6 +634,7 @@ def run_intermediate(options: Options, members: list[Member], check_mode: bool, 
     others = pki.others_in_progress()
     if others:
         raise RotateError(f"rotation(s) {', '.join(others)} of {pki.path(ROTATIONS)} did not finish: finish them first")
+    served = [member.name for member in members if member.name in selected or member.primary in selected]
     root_pem = pki.read(_istio.ROOT_CERT)
     if root_pem is None:
         raise RotateError(f"{pki.path(_istio.ROOT_CERT)} does not exist: run the site playbook first (or set meshfed_pki_dir)")
@@ -654,6 +683,8 @@ def run_intermediate(options: Options, members: list[Member], check_mode: bool, 
             for name in selected:
                 result["writes"].append({"cluster": name, "phase": 0, "keys": [_istio.CA_CERT, _istio.CA_KEY, _istio.CERT_CHAIN], "new_intermediate": True})
             result.update(changed=True, phase=0, clusters=dict.fromkeys(names, 0), done=False)
+            if options.restart is not None:
+                _restart(options, served, check_mode, result, "nothing was written", clock)
             return result
         pki.write(files, f"new intermediates for {', '.join(selected)}; the old ones archived in {pki.path(pki.rotation_rel, 'old')}")
         result["changed"] = True
@@ -686,6 +717,9 @@ def run_intermediate(options: Options, members: list[Member], check_mode: bool, 
         if options.workload_wait:
             sleep(options.workload_wait)
         result["waited"] += clock() - started
+    if options.restart is not None and state.get("status") != "done":
+        stop = "the new intermediates are in place; a rerun resumes the restart"
+        _restart(options, served, check_mode, result, stop, clock)
     if state.get("status") != "done" and not check_mode:
         pki.write({os.path.join(pki.rotation_rel, STATE): _state_file({**state, "status": "done"})}, f"intermediate rotation {options.rotation_id} marked done")
         result["changed"] = True

@@ -31,6 +31,12 @@ description:
   - Where the rotation stands is read from the clusters and the PKI directory, so a run interrupted anywhere resumes, and a
     run after the rotation finished writes nothing (C(changed=false)). A PKI directory that disagrees with the clusters
     is refused before anything is written. A new rotation needs a new O(rotation_id).
+  - "With O(restart_workloads), the workloads of the injected namespaces restart in bounded batches
+    (M(meshfed.istio.restart_workloads), token C(rotate_ca/<rotation_id>)): in a root rotation in every cluster after
+    phase 2 has settled and before phase 3 is written, so that they hold certificates under the new root before the old
+    one is dropped; in an intermediate rotation after the writes, in the rotated clusters and the remotes their istiods
+    serve. A restart that does not finish within O(restart_timeout) stops the rotation there (before phase 3), naming the
+    workloads; a rerun resumes it. A rotation that finished does not restart again."
   - A root rotation needs C(ISTIO_MULTIROOT_MESH=true) on every primary's istiod and C(PROXY_CONFIG_XDS_AGENT=true) in its
     mesh config (the control_plane role's default); without them it is refused with the fix.
 author:
@@ -97,6 +103,23 @@ options:
     description: Seconds to wait after each phase once it has settled, for workloads to get certificates (0 - none).
     type: int
     default: 0
+  restart_workloads:
+    description: Restart the workloads of the injected namespaces in bounded batches (see above).
+    type: bool
+    default: false
+  restart_namespaces:
+    description: With O(restart_workloads), restart the workloads of these namespaces instead of every injected one.
+    type: list
+    elements: str
+    default: []
+  restart_batch_size:
+    description: With O(restart_workloads), how many workloads of a cluster restart at once.
+    type: int
+    default: 2
+  restart_timeout:
+    description: With O(restart_workloads), seconds the whole restart (every cluster, every rollout) may take.
+    type: int
+    default: 600
   check_flags:
     description: Refuse a root rotation when a primary lacks the rotation flags. C(false) only for meshes that restart
       istiod and every workload between phases themselves.
@@ -112,6 +135,7 @@ extends_documentation_fragment:
 seealso:
   - module: meshfed.istio.pki
   - module: meshfed.istio.mesh_plan
+  - module: meshfed.istio.restart_workloads
 """
 
 EXAMPLES = r"""
@@ -159,16 +183,22 @@ clusters:
   returned: success
   type: dict
 waited:
-  description: Seconds spent waiting for istio-ca-root-cert to settle and for O(workload_wait).
+  description: Seconds spent waiting for istio-ca-root-cert to settle, for O(workload_wait) and for the workload restart.
   returned: success
   type: float
+restarts:
+  description:
+    - With O(restart_workloads), when this run restarted (or, in check mode, would restart) - cluster name to the result of
+      M(meshfed.istio.restart_workloads) there (C(restarted), C(batches), C(resumed), C(already), C(skipped), C(namespaces)).
+  returned: when a restart step ran
+  type: dict
 """
 
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _pki, _rotate_ca
+from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _pki, _rotate_ca, _workloads
 
 
 def main() -> None:
@@ -186,6 +216,10 @@ def main() -> None:
             settle_timeout=dict(type="int", default=120),
             workload_wait=dict(type="int", default=0),
             check_flags=dict(type="bool", default=True),
+            restart_workloads=dict(type="bool", default=False),
+            restart_namespaces=dict(type="list", elements="str", default=[]),
+            restart_batch_size=dict(type="int", default=2),
+            restart_timeout=dict(type="int", default=600),
             root_cert_sample=dict(type="int", default=200),
             **_k8s.REQUEST_TIMEOUT_SPEC,
         ),
@@ -227,6 +261,11 @@ def main() -> None:
         ]
         if not members:
             raise _rotate_ca.RotateError("the plan holds no cluster: pass the result of meshfed.istio.mesh_plan")
+        if params["restart_workloads"]:
+            if params["restart_batch_size"] < 1 or params["restart_timeout"] < 1:
+                raise _rotate_ca.RotateError("restart_batch_size and restart_timeout must be at least 1")
+            settings = _workloads.Settings(tuple(params["restart_namespaces"]), params["restart_batch_size"], params["restart_timeout"])
+            options.restart = _rotate_ca.restarter(members, settings)
         result = _rotate_ca.run(options, members, module.check_mode)
     except (_rotate_ca.RotateError, _k8s.K8sError, KeyError, TypeError) as exc:
         module.fail_json(msg=str(exc), error_type=type(exc).__name__)

@@ -112,6 +112,8 @@ def test_migration_opt_in_restarts_istiod_then_the_workloads(bed):
     restarted_istiod = istiod["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
     restarted_web = web["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
     assert restarted_istiod <= restarted_web
+    # restarted by meshfed.istio.restart_workloads (batched, bounded), marked for this migration
+    assert web["spec"]["template"]["metadata"]["annotations"]["meshfed.istio/restarted-for"].startswith("cacerts-migration/")
     assert bed.secret("cluster2", "istio-system", "istio-ca-secret") is None
     assert bed.secret("cluster2", "istio-system", "cacerts") is not None
     again = bed.playbook("site", inventories=(settings,))

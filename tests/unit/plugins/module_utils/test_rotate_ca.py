@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _pki, _pki_store, _rotate_ca, _rotation, _trust
+from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _pki, _pki_store, _rotate_ca, _rotation, _trust, _workloads
 
 CLUSTERS = ("east", "west", "edge")
 PRIMARY = {"edge": "east"}
@@ -303,3 +303,54 @@ def test_an_istiod_that_does_not_catch_up_stops_the_rotation_after_its_phase(pki
         _rotate_ca.run(opts, stuck, False, sleep=lambda _s: None, clock=lambda: next(clock))
     assert sorted(world.writes) == sorted(CLUSTERS)  # phase 1 only: phase 2 never starts before istio-ca-root-cert caught up
     assert rotate(pki_dir, world)["done"]  # istiod back: the rerun resumes
+
+
+class Restarts:
+    """The workload restart hook: records each call with the writes made before it; fails while `failing`."""
+
+    def __init__(self, world: World, failing: bool = False):
+        self.world, self.failing, self.calls = world, failing, []
+
+    def __call__(self, names, token, check_mode):
+        self.calls.append((tuple(names), token, check_mode, len(self.world.writes)))
+        if self.failing:
+            raise _workloads.RestartError("context 'east': the restart did not finish within 5 s: Deployment shop/web (0 of 1 updated replicas available)")
+        return {name: {"changed": not check_mode, "restarted": [f"Deployment shop/{name}"]} for name in names}
+
+
+def test_root_rotation_restarts_workloads_after_phase_2_before_phase_3_and_resumes(pki_dir):
+    world = World(pki_dir)
+    restarts = Restarts(world)
+    plan = rotate(pki_dir, world, check=True, restart=restarts)
+    assert plan["phases"] == [1, 2, 3] and restarts.calls == [(CLUSTERS, "rotate_ca/r1", True, 0)] and set(plan["restarts"]) == set(CLUSTERS)
+    restarts.calls.clear()
+    assert rotate(pki_dir, world, target_phase=2, restart=restarts)["phases"] == [1, 2] and restarts.calls == []
+    restarts.failing = True
+    with pytest.raises(_rotate_ca.RotateError, match="shop/web.*stops before phase 3"):
+        rotate(pki_dir, world, restart=restarts)
+    assert len(world.writes) == 6  # phases 1 and 2 only: the old root is still trusted everywhere
+    restarts.failing = False
+    result = rotate(pki_dir, world, restart=restarts)
+    assert result["phases"] == [3] and result["done"] and result["restarts"]
+    assert [call[3] for call in restarts.calls] == [6, 6]  # each time after phase 2, before any phase 3 write
+    again = rotate(pki_dir, world, restart=restarts)
+    assert not again["changed"] and "restarts" not in again and len(restarts.calls) == 2  # a finished rotation restarts nothing
+
+
+@pytest.mark.parametrize(("subset", "served"), [(("west",), ("west",)), (("east",), ("east", "edge")), ((), CLUSTERS)])
+def test_intermediate_rotation_restarts_the_rotated_clusters_and_the_remotes_they_serve(pki_dir, subset, served):
+    world = World(pki_dir)
+    restarts = Restarts(world)
+    assert rotate(pki_dir, world, check=True, mode="intermediate", subset=subset, restart=restarts)["changed"]
+    assert restarts.calls == [(served, "rotate_ca/r1", True, 0)]
+    restarts.failing = True
+    with pytest.raises(_rotate_ca.RotateError, match="new intermediates are in place; a rerun resumes the restart"):
+        rotate(pki_dir, world, mode="intermediate", subset=subset, restart=restarts)
+    writes = len(world.writes)
+    assert writes == len(subset or CLUSTERS)
+    restarts.failing = False
+    result = rotate(pki_dir, world, mode="intermediate", subset=subset, restart=restarts)
+    assert result["done"] and result["changed"] and len(world.writes) == writes
+    assert [call[:3] for call in restarts.calls[1:]] == [(served, "rotate_ca/r1", False)] * 2
+    again = rotate(pki_dir, world, mode="intermediate", subset=subset, restart=restarts)
+    assert not again["changed"] and len(restarts.calls) == 3

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _istio
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _rotation
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 SEVERITIES = (ERROR, WARNING, INFO)
@@ -40,6 +40,10 @@ CHECKS = {
     "root_mismatch": (ERROR, "the cluster trusts a different root than the mesh"),
     "untrusted_intermediate": (ERROR, "the cluster's intermediate chains to a root another cluster does not trust"),
     "workload_root_mismatch": (ERROR, "istio-ca-root-cert (what workloads trust) disagrees with cacerts"),
+    "rotation_in_progress": (
+        WARNING,
+        "a root rotation is under way: every cluster is at one of its phases and trusts every cluster's signing root (not broken; finish it)",
+    ),
     "self_signed_leftover": (WARNING, "istio-ca-secret beside cacerts: a self-signed leftover"),
     "root_expiry": (ERROR, "a root expires soon (warning) or has expired (error)"),
     "intermediate_expiry": (ERROR, "the intermediate expires soon (warning) or has expired (error)"),
@@ -110,6 +114,40 @@ def _parse_time(value: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(value)
 
 
+@dataclass
+class Rotation:
+    """A root rotation the clusters are in the middle of: its id when the PKI directory records it, the two roots, where
+    each cluster stands (_rotation's reading), and the pairs that break the safety invariant."""
+
+    id: str
+    old: str
+    new: str
+    mesh: _rotation.MeshPhase
+    violations: list
+
+    def rerun(self) -> str:
+        if self.id:
+            return f"ansible-playbook meshfed.istio.rotate_ca -e rotate_ca_id={self.id} with this mesh's inventory"
+        return "ansible-playbook meshfed.istio.rotate_ca with this mesh's inventory and the same rotate_ca_id"
+
+    def lagging(self) -> str:
+        behind = [name for name, item in self.mesh.clusters.items() if not item.settled]
+        if not behind:
+            return ""
+        return f"; istiod copies each write into istio-ca-root-cert within seconds: if {', '.join(behind)} stay(s) behind, check the istiod that serves them"
+
+    def phases(self) -> str:
+        parts = []
+        for name, item in self.mesh.clusters.items():
+            text = f"{name} at phase {item.phase} ({_rotation.PHASES[item.phase]})"
+            if item.position == "behind":
+                text += ", behind"
+            if not item.settled:
+                text += ", istio-ca-root-cert not yet a copy of cacerts"
+            parts.append(text)
+        return "; ".join(parts)
+
+
 class Doctor:
     def __init__(
         self,
@@ -120,6 +158,7 @@ class Doctor:
         expiry_days: int = 30,
         allow_loopback: bool = False,
         expect_rotation_flags: bool = True,
+        rotations: list[dict] | None = None,
         now: datetime.datetime | None = None,
     ) -> None:
         self.plan = plan
@@ -128,6 +167,7 @@ class Doctor:
         self.expiry_days = expiry_days
         self.allow_loopback = allow_loopback
         self.expect_rotation_flags = expect_rotation_flags
+        self.rotations = list(rotations or [])
         self.now = now or datetime.datetime.now(datetime.UTC)
         self.findings: list[Finding] = []
         self.namespace = (plan.get("settings") or {}).get("namespace") or "istio-system"
@@ -155,6 +195,43 @@ class Doctor:
         counts = Counter(tuple(sorted(self.roots(host))) for host in self.hosts() if self.roots(host))
         return set(counts.most_common(1)[0][0]) if counts else set()
 
+    def trusts(self) -> list[_rotation.ClusterTrust]:
+        """Each readable cluster with cacerts and roots, by fingerprints, as _rotation reads a cluster: its bundle, its signing
+        root, its sampled istio-ca-root-cert ConfigMaps and, for a remote, its primary (whose istiod writes them)."""
+        found = []
+        for host in self.hosts():
+            state, cluster = self.state(host), self.plan["clusters"][host]
+            if not state["cacerts"].get("present") or not self.roots(host):
+                continue
+            primary = cluster.get("primary_host") if cluster["role"] == "remote" else None
+            workload = [facts["root_fingerprints"] for _namespace, facts in sorted((state.get("root_cert_configmaps") or {}).items())]
+            found.append(
+                _rotation.ClusterTrust.of_fingerprints(
+                    cluster["name"],
+                    self.roots(host),
+                    state["cacerts"].get("chain_root") or "",
+                    workload,
+                    self.name(primary) if primary in self.plan["clusters"] else "",
+                )
+            )
+        return found
+
+    def rotation(self, trusts: list[_rotation.ClusterTrust]) -> Rotation | None:
+        """The root rotation the clusters are in, when their bundles and signing roots fit its phases (_rotation's reading):
+        one the PKI directory records as unfinished, else one the bundles show. The PKI directory's root, when known, is the
+        rotation's old root (it is promoted only when the rotation ends)."""
+        candidates = [(item["id"], item["old_root"], item["new_root"]) for item in self.rotations]
+        shown = _rotation.roots_of_rotation(trusts)
+        if shown:
+            candidates.append(("", *shown))
+        for rotation_id, old, new in candidates:
+            if not trusts or (self.expected_roots and old not in self.expected_roots):
+                continue
+            mesh = _rotation.mesh_phase(trusts, old, new)
+            if not mesh.problems and (rotation_id or mesh.phase != _rotation.NOT_STARTED):
+                return Rotation(rotation_id, old, new, mesh, _rotation.violations(trusts))
+        return None
+
     # the checks
     def run(self) -> list[Finding]:
         for host in self.plan["clusters"]:
@@ -178,7 +255,9 @@ class Doctor:
         return self.findings
 
     def trust(self) -> None:
-        mesh_roots = self.mesh_roots()
+        trusts = self.trusts()
+        rotation = self.rotation(trusts)
+        mesh_roots = {rotation.old, rotation.new} if rotation else self.mesh_roots()
         mismatched = set()
         for host in self.hosts():
             name, state = self.name(host), self.state(host)
@@ -217,22 +296,40 @@ class Doctor:
                     f"secret {self.namespace}/istio-ca-secret exists beside cacerts",
                     "make sure istiod was restarted after cacerts was created (compare istio-ca-root-cert), then delete istio-ca-secret",
                 )
-            self.workload_roots(name, state, roots)
+            self.workload_roots(name, state, roots, {rotation.old, rotation.new} if rotation and not rotation.violations else set())
             self.expiry(name, cacerts)
-        trusted = {host: set(self.roots(host)) for host in self.hosts() if host not in mismatched and self.roots(host)}
-        for host in trusted:
-            signer = self.state(host)["cacerts"].get("chain_root")
-            if not signer:
-                continue
-            distrusting = [self.name(other) for other in trusted if other != host and signer not in trusted[other]]
-            if distrusting:
-                self.add(
-                    "untrusted_intermediate",
-                    [self.name(host)],
-                    f"the intermediate chains to root {_short(signer)}, which {', '.join(distrusting)} do(es) not trust",
-                    "add that root to every cluster's root-cert.pem first (trust both roots mesh-wide), then switch intermediates",
-                    peers=distrusting,
+        if rotation and not rotation.violations:
+            self.add(
+                "rotation_in_progress",
+                [trust.name for trust in trusts],
+                f"root rotation {rotation.id + ' ' if rotation.id else ''}from {_short(rotation.old)} to {_short(rotation.new)}: "
+                f"{rotation.phases()}; every cluster's signing root is trusted by every cluster (cacerts and istio-ca-root-cert)"
+                + ("; the PKI directory still holds the old root" if rotation.mesh.done else ""),
+                f"re-run {rotation.rerun()}: it resumes with the next write and finishes the rotation" + rotation.lagging(),
+            )
+        self.untrusted(trusts, {self.name(host) for host in mismatched}, rotation)
+
+    def untrusted(self, trusts: list[_rotation.ClusterTrust], mismatched: set[str], rotation: Rotation | None) -> None:
+        """The safety invariant (_rotation.violations) between the clusters on the mesh's roots: every cluster's signing root
+        is in every cluster's cacerts and, mid-rotation, in its istio-ca-root-cert too (otherwise that lag is
+        workload_root_mismatch's). One finding per signing cluster, naming the clusters that would reject it."""
+        kept = [trust for trust in trusts if trust.name not in mismatched]
+        where = ("cacerts", "istio-ca-root-cert") if rotation else ("cacerts",)
+        rejecting: dict[tuple[str, str], list[_rotation.Violation]] = {}
+        for violation in rotation.violations if rotation else _rotation.violations(kept):
+            if violation.where in where and violation.cluster not in mismatched:
+                rejecting.setdefault((violation.signer, violation.root), []).append(violation)
+        for (signer, root), found in sorted(rejecting.items()):
+            distrusting = [item.cluster if item.where == "cacerts" else f"{item.cluster} ({item.where})" for item in found]
+            evidence = f"the intermediate chains to root {_short(root)}, which {', '.join(distrusting)} do(es) not trust"
+            fix = "add that root to every cluster's root-cert.pem first (trust both roots mesh-wide), then switch intermediates"
+            if rotation:
+                evidence += f"; mid root rotation: {rotation.phases()}"
+                fix = (
+                    "let istiod copy each cluster's root-cert.pem into istio-ca-root-cert (is it running?), then finish the "
+                    f"rotation: {rotation.rerun()}; it writes a phase only after the previous one has settled everywhere"
                 )
+            self.add("untrusted_intermediate", [signer], evidence, fix, peers=list(dict.fromkeys(item.cluster for item in found)))
 
     def bundle(self, name: str, cacerts: dict) -> None:
         fix = "regenerate the cluster's intermediate with meshfed.istio.pki and reinstall cacerts (site playbook)"
@@ -257,11 +354,13 @@ class Doctor:
             if unexplained:
                 self.add("cacerts_unreadable", [name], "; ".join(unexplained), fix)
 
-    def workload_roots(self, name: str, state: dict, roots: list[str]) -> None:
+    def workload_roots(self, name: str, state: dict, roots: list[str], rotating: set[str]) -> None:
+        """istio-ca-root-cert holds cacerts' roots; mid-rotation, while the invariant holds, any of the rotation's roots (istiod
+        copies each write within seconds, and a remote's comes from its primary, which may be a phase ahead)."""
         wrong = {
             namespace: facts["root_fingerprints"]
             for namespace, facts in sorted(state.get("root_cert_configmaps", {}).items())
-            if roots and set(facts["root_fingerprints"]) != set(roots)
+            if roots and set(facts["root_fingerprints"]) != set(roots) and not (facts["root_fingerprints"] and set(facts["root_fingerprints"]) <= rotating)
         }
         if wrong:
             evidence = "; ".join(f"{ns}: {', '.join(map(_short, fps)) or 'no certificate'}" for ns, fps in wrong.items())

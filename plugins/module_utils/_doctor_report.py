@@ -9,6 +9,7 @@ import hashlib
 
 from ansible_collections.meshfed.istio.plugins.module_utils._doctor import SEVERITIES, summary
 
+ROTATION = "rotation_in_progress"
 ICONS = {"error": "ERROR", "warning": "WARNING", "info": "INFO"}
 EDGE_COLORS = {"ok": "#2e7d32", "warning": "#ef6c00", "error": "#c62828"}
 ROOT_PALETTE = ("#1565c0", "#6a1b9a", "#00838f", "#ad1457", "#4e342e", "#558b2f")
@@ -35,9 +36,9 @@ def _quote(text: str) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _root_of(state: dict) -> str:
-    roots = [root["fingerprint_sha256"] for root in (state.get("cacerts") or {}).get("roots") or []]
-    return roots[0] if roots else ""
+def _roots_of(state: dict) -> list[str]:
+    """The distinct roots of a cluster's cacerts, in bundle order (two mid-rotation)."""
+    return list(dict.fromkeys(root["fingerprint_sha256"] for root in (state.get("cacerts") or {}).get("roots") or []))
 
 
 def _color(fingerprint: str) -> str:
@@ -81,8 +82,7 @@ def dot(plan: dict, states: dict, findings: list[dict]) -> str:
                 label.append("unreachable")
             else:
                 label.append("gateway " + (", ".join(gateway) or "none"))
-            root = _root_of(state)
-            if root:
+            for root in _roots_of(state):
                 roots.setdefault(root, []).append(cluster["name"])
             border = EDGE_COLORS[{"ok": "ok", "warning": "warning", "error": "error"}[cluster_severity(findings, cluster["name"])]]
             lines.append(f"    {_quote(cluster['name'])} [label={_quote(chr(10).join(label))}, color={_quote(border)}, penwidth=2];")
@@ -107,7 +107,10 @@ def markdown(plan: dict, states: dict, findings: list[dict], picture: str | None
     out.append(
         f"**{verdict}**: {counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} note(s) across {len(plan['clusters'])} cluster(s)."
     )
-    out += ["", "## Clusters", "", "| cluster | role | network | root (SHA-256) | east-west gateway | istiod |", "|---|---|---|---|---|---|"]
+    rotation = next((f for f in findings if f["id"] == ROTATION), None)
+    if rotation:
+        out += ["", f"**mid root rotation**, not broken: {_plain(rotation['evidence'])}.", "", f"Fix: {rotation['fix']}."]
+    out += ["", "## Clusters", "", "| cluster | role | network | roots (SHA-256) | east-west gateway | istiod |", "|---|---|---|---|---|---|"]
     for host, cluster in plan["clusters"].items():
         state = states.get(host) or {}
         if "error" in state:
@@ -115,7 +118,8 @@ def markdown(plan: dict, states: dict, findings: list[dict], picture: str | None
             continue
         istiod = ", ".join(f"{i['name']} {i['version']}" for i in state.get("istiods") or []) or "-"
         gateway = ", ".join(state["gateway"]["addresses"]) or (state["gateway"]["problem"] or "none")
-        out.append(f"| {cluster['name']} | {cluster['role']} | {cluster['network']} | `{_root_of(state)[:23] or 'none'}` | {gateway} | {istiod} |")
+        roots = ", ".join(f"`{root[:23]}`" for root in _roots_of(state)) or "`none`"
+        out.append(f"| {cluster['name']} | {cluster['role']} | {cluster['network']} | {roots} | {gateway} | {istiod} |")
     out += ["", "## Findings", ""]
     if not findings:
         out.append("None: every check passed.")
@@ -148,6 +152,8 @@ def summary_text(clusters: int, result: dict) -> str:
     lines = [f"{clusters} clusters: {counts['error']} error(s), {counts['warning']} warning(s)"]
     if result.get("shared_root"):
         lines.append(f"{len(result['roots'])} clusters share root {result['shared_root']}")
+    if any(f["id"] == ROTATION for f in result["findings"]):
+        lines.append(f"mid root rotation, not broken: each cluster's phase and the fix are in the {ROTATION} line below")
     lines += [f"[{f['severity']}] {f['id']} in {', '.join(f['clusters'])}: {f['evidence']} -> {f['fix']}" for f in result["findings"]]
     if report.get("markdown"):
         lines.append(f"report: {report['markdown']}")

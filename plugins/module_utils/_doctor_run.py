@@ -113,6 +113,7 @@ def run(params: dict, check_mode: bool) -> tuple[dict, list[str]]:
         expiry_days=params["expiry_warning_days"],
         allow_loopback=params["allow_loopback"],
         expect_rotation_flags=params["expect_rotation_flags"],
+        rotations=_trust.root_rotations_in_progress(params["pki_dir"]) if params["pki_dir"] else [],
     )
     if params["check_reachability"]:
         findings += _doctor.reachability_findings(plan, states, reachability(plan, states, params["reachability_timeout"]))

@@ -11,6 +11,9 @@ The PKI directory records each rotation under <pki_dir>/rotations/<id>/:
 Every write to the directory is one _io.write_tree step. The clusters' phases are read from their cacerts and
 istio-ca-root-cert ConfigMaps, so a run interrupted anywhere resumes where it stopped, and a run after the end
 writes nothing.
+
+Test-only: with MESHFED_TEST_KILL_AFTER_WRITES=N in its environment the run kills itself (SIGKILL, as a lost control
+node would end it) right after its N-th cacerts write; tests/e2e/test_rotate_ca.py sets it. Unset, it does nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import fcntl
 import json
 import os
 import re
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +35,7 @@ STATE = "state.json"
 LOCK = ".rotate-ca.lock"  # one run at a time per PKI directory (flock; released when the run ends, even killed)
 ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 KEY_MODE, CERT_MODE = 0o600, 0o644
+KILL_AFTER_WRITES = "MESHFED_TEST_KILL_AFTER_WRITES"  # test-only (see above): inert unless a test sets it
 FLAGS_FIX = (
     "re-run the site playbook with control_plane_multiroot: true (the default): it installs istiod again with "
     "ISTIO_MULTIROOT_MESH=true and PROXY_CONFIG_XDS_AGENT=true; then restart the workloads, so that their proxies "
@@ -320,6 +325,14 @@ def _write_cluster(
     broken = _rotation.violations(list(projected.values()))
     if broken:  # pragma: no cover - the check before covers it; a second look at what the API holds now
         raise RotateError(f"after writing {member.name}: {'; '.join(map(str, broken))}")
+    _test_kill_point(len(result["writes"]))
+
+
+def _test_kill_point(writes: int) -> None:
+    """Test-only: the run ends here, killed, after its writes-th cacerts write when the environment asks for it."""
+    limit = os.environ.get(KILL_AFTER_WRITES, "")
+    if limit.isdigit() and writes == int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _settle(members: list[Member], expect: dict[str, bytes], options: Options, sleep, clock) -> dict[str, Observed]:

@@ -95,17 +95,25 @@ def accepted_by_istiod(current: bytes, new: bytes) -> bool:
 class ClusterTrust:
     """One cluster's trust as read: cacerts root-cert.pem (raw bytes), the root its ca-cert.pem chains to, the roots of each
     sampled istio-ca-root-cert in order (what workloads trust; the Istio namespace's at least: read back, never assumed),
-    and for a remote the name of its primary, whose istiod writes the remote's istio-ca-root-cert from its own cacerts."""
+    and for a remote the name of its primary, whose istiod writes the remote's istio-ca-root-cert from its own cacerts.
+    listed: the bundle's fingerprints in order, for a reader that has them and not the bytes (the doctor's facts)."""
 
     name: str
     bundle: bytes
     signer: str
     workload: tuple[tuple[str, ...], ...] = ()
     primary: str = ""
+    listed: tuple[str, ...] | None = None
 
     @property
     def roots(self) -> list[str]:
-        return fingerprints(self.bundle)
+        return list(self.listed) if self.listed is not None else fingerprints(self.bundle)
+
+    @classmethod
+    def of_fingerprints(cls, name: str, roots, signer: str, workload=(), primary: str = "") -> ClusterTrust:
+        """A cluster known by fingerprints only: its bundle's (in order, duplicates kept), its signing root's, and those of
+        each sampled istio-ca-root-cert. Enough for phases, settling and the invariant; not for writing."""
+        return cls(name, b"", signer or "", tuple(tuple(item) for item in workload), primary, tuple(roots))
 
 
 def settled(trust: ClusterTrust, by_name: dict[str, ClusterTrust]) -> bool:
@@ -151,6 +159,16 @@ class MeshPhase:
     @property
     def done(self) -> bool:
         return self.complete and self.phase == NEW_ROOT_ONLY
+
+
+def roots_of_rotation(clusters: list[ClusterTrust]) -> tuple[str, str] | None:
+    """(old, new) of a root rotation the bundles show, read from the clusters alone: two roots in all, and a bundle holding
+    both, whose first root is the old one (the new one is appended to it); None when the bundles show no rotation."""
+    distinct = {root for trust in clusters for root in trust.roots}
+    both = next((trust.roots for trust in clusters if len(distinct) == 2 and set(trust.roots) == distinct), None)
+    if not both:
+        return None
+    return both[0], next(root for root in both if root != both[0])
 
 
 def cluster_phase(trust: ClusterTrust, old: str, new: str) -> tuple[int | None, str]:

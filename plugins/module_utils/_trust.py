@@ -97,6 +97,20 @@ def rotations_in_progress(pki_dir: str, mode: str | None = None) -> list[str]:
     return found
 
 
+def root_rotations_in_progress(pki_dir: str) -> list[dict]:
+    """The unfinished root rotations of the PKI directory with the roots they go between: {id, old_root, new_root}
+    (fingerprints from state.json; a state that cannot be read names no roots and is left out)."""
+    found = []
+    for entry in rotations_in_progress(pki_dir, "root"):
+        try:
+            state = json.loads(read_optional(os.path.join(pki_dir, "rotations", entry, "state.json")) or b"{}")
+        except ValueError:
+            continue
+        if isinstance(state, dict) and state.get("old_root") and state.get("new_root"):
+            found.append({"id": entry, "old_root": str(state["old_root"]), "new_root": str(state["new_root"])})
+    return found
+
+
 def bundle_for_push(pki_dir: str, cluster: str) -> tuple[dict[str, bytes], list[str]]:
     """A cluster's cacerts bundle as the PKI directory holds it, read once, and its problems: what is checked is what is
     pushed. During a root rotation the clusters hold bundles the PKI directory's cluster files do not: none is pushed."""

@@ -18,6 +18,11 @@ description:
     CA bit, no SHA-1); C(istio-ca-root-cert) equal to cacerts in every sampled namespace; no C(istio-ca-secret) (self-signed
     CA, or its leftover beside cacerts); roots and intermediates expired (error) or expiring within O(expiry_warning_days)
     (warning)."
+  - "Root rotation in progress: when the clusters' bundles and signing roots fit the phases of M(meshfed.istio.rotate_ca)
+    (the unfinished rotation recorded in O(pki_dir), else the two roots the bundles show) and every cluster's signing root
+    is trusted by every cluster (C(cacerts) and C(istio-ca-root-cert)), one warning C(rotation_in_progress) names each
+    cluster's phase and the run that finishes it, instead of root mismatches; when that trust is broken, an error
+    C(untrusted_intermediate) names the clusters that would reject each other."
   - "Remote secrets: every expected (watcher, watched) pair has a secret labelled C(istio/multiCluster=true) whose data key
     is the watched cluster's name; its credential works against that cluster; its server is not loopback unless
     O(allow_loopback); no cluster ID held twice; no secret for the watcher itself; none for clusters it should not watch."

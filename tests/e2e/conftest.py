@@ -117,11 +117,14 @@ class Bed:
             yaml.safe_dump(inventory, handle)
         return path
 
-    def playbook(self, name: str, *args, inventories: tuple = ()) -> PlaybookRun:
+    def playbook(self, name: str, *args, inventories: tuple = (), env: dict | None = None) -> PlaybookRun:
+        """Run a playbook of the collection in the bed; env adds to the environment (test-only hooks)."""
         argv = ["ansible-playbook", f"meshfed.istio.{name}", "-i", self.inventory, "-i", self.settings]
         for inventory in inventories:
             argv += ["-i", inventory]
-        result = in_bed(os.path.join(REPO, ".venv", "bin", "ansible-playbook"), *argv[1:], *args, check=False, timeout=PLAYBOOK_TIMEOUT)
+        result = in_bed(
+            os.path.join(REPO, ".venv", "bin", "ansible-playbook"), *argv[1:], *args, check=False, timeout=PLAYBOOK_TIMEOUT, env={**ENV, **(env or {})}
+        )
         output = result.stdout + result.stderr
         recap = {
             host: {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}

@@ -19,7 +19,7 @@ from test_istiod import NS, Workload, has_secret, istiod, istiod_pid, mutual_tls
 from conftest import ENV, Bed, in_bed, kubectl_json
 
 sys.path.insert(0, ENV["ANSIBLE_COLLECTIONS_PATH"])
-from ansible_collections.meshfed.istio.plugins.module_utils import _pki, _rotation  # noqa: E402
+from ansible_collections.meshfed.istio.plugins.module_utils import _pki, _rotate_ca, _rotation  # noqa: E402
 
 TIMES: dict = {}
 
@@ -91,10 +91,10 @@ def new_signed(bed: Bed, cluster: str, root: str) -> Workload | None:
     return workload if signing_root(workload) == root else None
 
 
-def rotate(bed: Bed, *extra: str, check: bool = False):
+def rotate(bed: Bed, *extra: str, check: bool = False, env: dict | None = None):
     args = [arg for pair in (("-e", item) for item in extra) for arg in pair] + (["--check"] if check else [])
     started = time.monotonic()
-    result = bed.playbook("rotate_ca", *args)
+    result = bed.playbook("rotate_ca", *args, env=env)
     result.seconds = round(time.monotonic() - started, 1)
     return result
 
@@ -246,3 +246,53 @@ def test_a_direct_switch_to_another_root_breaks_mtls_and_is_refused(bed):
         in_bed("kubectl", "--context", "cluster2", "-n", NS, "patch", "secret", "cacerts", "-p", json.dumps(patch))
     mesh_root = _rotation.fingerprints(original["root-cert.pem"])[-1]
     wait_for("cluster2's istiod signs under the mesh root again", lambda: new_signed(bed, "cluster2", mesh_root))
+
+
+def doctor(bed: Bed) -> tuple[int, dict, str]:
+    """The verify playbook as a user runs it (it fails on an error finding): its rc, findings.json and report.md."""
+    report_dir = os.path.join(bed.work, "report")
+    run = bed.playbook("verify", "-e", f"verify_report_dir={report_dir}")
+    with open(os.path.join(report_dir, "findings.json"), encoding="utf-8") as handle:
+        findings = json.load(handle)
+    with open(os.path.join(report_dir, "report.md"), encoding="utf-8") as handle:
+        return run.rc, findings, handle.read()
+
+
+def test_a_run_killed_after_one_clusters_write_leaves_trust_whole_the_doctor_sees_the_phases_and_a_rerun_finishes(bed):
+    """Mid-phase interruption on the real clusters: rotation r2 (from the root r1 left) is killed by the test-only hook
+    right after its 4th cacerts write - phase 1 in all three clusters, then phase 2 in cluster1 alone."""
+    wait_for("the mesh settled after the previous test", lambda: settled(bed), timeout=120)
+    with open(os.path.join(bed.work, "pki", "root-cert.pem"), "rb") as handle:
+        old = _pki.fingerprint(_pki.load_cert(handle.read(), "root"))
+    killed = rotate(bed, "rotate_ca_id=r2", env={_rotate_ca.KILL_AFTER_WRITES: "4"})
+    assert killed.rc != 0, killed.output[-4000:]
+    TIMES["killed_run"] = killed.seconds
+
+    facts = invariant(bed)  # read from the secrets, independently of the collection's code
+    new = next(iter(facts["cluster1"][0] - {old}))
+    assert facts["cluster1"][:2] == ({old, new}, new), facts  # phase 2: intermediate under the new root
+    assert all(facts[c][:2] == ({old, new}, old) for c in ("cluster2", "cluster3")), facts  # still phase 1
+    assert len(_rotation.fingerprints(cacerts(bed, "cluster1")["root-cert.pem"])) == 3  # A+B+B
+    wait_for("istiod copied the written bundles into istio-ca-root-cert", lambda: settled(bed), timeout=120)
+    invariant(bed)
+
+    rc, findings, report = doctor(bed)
+    assert rc == 0 and [f for f in findings["findings"] if f["severity"] == "error"] == [], findings
+    [rotation] = [f for f in findings["findings"] if f["id"] == "rotation_in_progress"]
+    assert (rotation["severity"], rotation["clusters"]) == ("warning", bed.names), rotation
+    assert "cluster1 at phase 2 (" in rotation["evidence"]
+    assert "cluster2 at phase 1 (old and new root trusted, old intermediates), behind" in rotation["evidence"]
+    assert "-e rotate_ca_id=r2" in rotation["fix"]
+    assert "**mid root rotation**, not broken: root rotation r2 from" in report
+
+    resumed = rotate(bed, "rotate_ca_id=r2")
+    assert resumed.rc == 0, resumed.output[-4000:]
+    TIMES["resumed"] = resumed.seconds
+    facts = invariant(bed)
+    assert all(f[0] == {new} and f[1] == new and f[2] == {new} for f in facts.values()), facts
+    state = writes(bed)
+    again = rotate(bed, "rotate_ca_id=r2")
+    assert again.rc == 0 and set(again.changed.values()) == {0}, again.output[-4000:]
+    assert writes(bed) == state
+    rc, findings, _report = doctor(bed)
+    assert rc == 0 and not [f for f in findings["findings"] if f["id"] in ("rotation_in_progress", "root_mismatch")], findings

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import re
 
 import pytest
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _doctor, _doctor_report, _doctor_run, _mesh
+from ansible_collections.meshfed.istio.plugins.module_utils import _doctor, _doctor_report, _doctor_run, _mesh, _rotation, _trust
 
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 ROOT, OTHER_ROOT = "AA:" * 31 + "AA", "BB:" * 31 + "BB"
@@ -288,7 +289,7 @@ def test_mesh_root_is_the_most_common_without_a_pki():
 
 def test_every_check_has_a_row_or_a_test():
     covered = {finding[1] for row in ROWS.values() for finding in row[1]}
-    covered |= {"cacerts_unreadable", "remote_secret_unparsable", "gateway_unreachable"}
+    covered |= {"cacerts_unreadable", "remote_secret_unparsable", "gateway_unreachable", "rotation_in_progress"}
     assert covered == set(_doctor.CHECKS)
 
 
@@ -418,3 +419,137 @@ def test_report_shows_cluster_text_literally():
     line = next(line for line in text.splitlines() if line.startswith("  - evidence:"))
     assert "\x1b" not in line and not re.search(r"(?<!\\)[<>\[\]()]", line.split(": ", 1)[1])
     assert line == "  - evidence: x  \\[2J \\<img src=https://evil.example/p.png\\> \\[x\\]\\(javascript:alert\\(1\\)\\)"
+
+
+# Mid-rotation: old root ROOT, new root OTHER_ROOT; cacerts (bundle in order, signing root) per phase, as _rotation writes them.
+PHASES = {0: ([ROOT], ROOT), 1: ([ROOT, OTHER_ROOT], ROOT), 2: ([ROOT, OTHER_ROOT, OTHER_ROOT], OTHER_ROOT), 3: ([OTHER_ROOT], OTHER_ROOT)}
+RECORD = {"id": "2026-q4", "old_root": ROOT, "new_root": OTHER_ROOT}
+
+
+def rotating(a: int, b: int, c: int) -> dict:
+    """The mesh with a, b and c at those phases, settled: a primary's istio-ca-root-cert is a copy of its cacerts, the
+    remote c's a copy of its primary a's."""
+    states = healthy()
+    for host, phase in (("a", a), ("b", b), ("c", c)):
+        bundle, signer = PHASES[phase]
+        states[host]["cacerts"]["roots"] = [{**cert("O=mesh,CN=root", 3000), "fingerprint_sha256": fp} for fp in bundle]
+        states[host]["cacerts"]["chain_root"] = signer
+    for host, source in (("a", "a"), ("b", "b"), ("c", "a")):
+        states[host]["root_cert_configmaps"]["istio-system"]["root_fingerprints"] = list(PHASES[{"a": a, "b": b}[source]][0])
+    return states
+
+
+def rotation_finding(states, **options) -> dict:
+    result = _doctor.diagnose(plan(), states, now=NOW, **options)
+    assert [(f["severity"], f["id"], f["clusters"]) for f in result] == [("warning", "rotation_in_progress", ["a", "b", "c"])], result
+    return result[0]
+
+
+@pytest.mark.parametrize("phase", [1, 2])
+@pytest.mark.parametrize("pki", [False, True])
+def test_every_cluster_at_a_middle_phase_is_a_rotation_not_a_fault(phase, pki):
+    options = {"expected_roots": [ROOT], "rotations": [RECORD]} if pki else {}
+    finding = rotation_finding(rotating(phase, phase, phase), **options)
+    described = f"at phase {phase} ({_rotation.PHASES[phase]})"
+    assert finding["evidence"].startswith(f"root rotation {'2026-q4 ' if pki else ''}from {ROOT[:23]} to {OTHER_ROOT[:23]}: a {described}; b {described}")
+    assert "every cluster's signing root is trusted by every cluster" in finding["evidence"] and "behind" not in finding["evidence"]
+    rerun = "-e rotate_ca_id=2026-q4 with this mesh's inventory" if pki else "with this mesh's inventory and the same rotate_ca_id"
+    assert finding["fix"] == f"re-run ansible-playbook meshfed.istio.rotate_ca {rerun}: it resumes with the next write and finishes the rotation"
+
+
+@pytest.mark.parametrize(("phases", "behind"), [((1, 0, 0), "b at phase 0"), ((2, 1, 1), "b at phase 1"), ((3, 2, 2), "b at phase 2")])
+def test_one_cluster_a_phase_ahead_is_a_rotation_and_names_the_one_behind(phases, behind):
+    for options in ({}, {"expected_roots": [ROOT], "rotations": [RECORD]}):
+        finding = rotation_finding(rotating(*phases), **options)
+        assert f"a at phase {phases[0]} (" in finding["evidence"]
+        assert f"{behind} ({_rotation.PHASES[phases[1]]}), behind" in finding["evidence"]
+
+
+def test_before_the_first_write_only_the_pki_directory_knows_the_rotation():
+    assert findings(rotating(0, 0, 0), expected_roots=[ROOT]) == []
+    finding = rotation_finding(rotating(0, 0, 0), expected_roots=[ROOT], rotations=[RECORD])
+    assert "a at phase 0 (old root only)" in finding["evidence"]
+
+
+def test_new_root_everywhere_before_the_pki_directory_is_promoted_is_a_rotation():
+    # without the record it is the wrong root everywhere; with it, the last step of the rotation is still to do
+    assert findings(rotating(3, 3, 3), expected_roots=[ROOT]) == [("error", "root_mismatch", (name,)) for name in "abc"]
+    finding = rotation_finding(rotating(3, 3, 3), expected_roots=[ROOT], rotations=[RECORD])
+    assert finding["evidence"].endswith("; the PKI directory still holds the old root")
+
+
+def test_a_finished_rotation_is_a_healthy_mesh():
+    assert findings(rotating(3, 3, 3), expected_roots=[OTHER_ROOT]) == []
+    assert findings(rotating(3, 3, 3)) == []
+
+
+def test_istio_ca_root_cert_catching_up_mid_rotation_is_no_error_while_trust_holds():
+    states = rotating(1, 0, 0)
+    for host in ("a", "c"):  # a's istiod has not copied its new bundle yet
+        states[host]["root_cert_configmaps"]["istio-system"]["root_fingerprints"] = [ROOT]
+    finding = rotation_finding(states, expected_roots=[ROOT], rotations=[RECORD])
+    assert "a at phase 1 (old and new root trusted, old intermediates), istio-ca-root-cert not yet a copy of cacerts" in finding["evidence"]
+    assert finding["fix"].endswith("if a, c stay(s) behind, check the istiod that serves them")
+
+
+def test_a_rotation_that_breaks_trust_stays_an_error_naming_who_rejects_whom():
+    # a signs under the new root while b's workloads still trust only the old one (b's istiod has not copied b's phase-1 bundle)
+    states = rotating(2, 1, 1)
+    states["b"]["root_cert_configmaps"]["istio-system"]["root_fingerprints"] = [ROOT]
+    result = _doctor.diagnose(plan(), states, now=NOW, expected_roots=[ROOT], rotations=[RECORD])
+    assert [(f["severity"], f["id"], f["clusters"], f["peers"]) for f in result] == [
+        ("error", "untrusted_intermediate", ["a"], ["b"]),
+        ("error", "workload_root_mismatch", ["b"], []),
+    ]
+    assert result[0]["evidence"].startswith(
+        f"the intermediate chains to root {OTHER_ROOT[:23]}, which b (istio-ca-root-cert) do(es) not trust; mid root rotation: a at phase 2"
+    )
+    assert "rotate_ca_id=2026-q4" in result[0]["fix"]
+
+
+def test_a_skipped_phase_is_no_rotation():
+    # a at phase 2 while b and c never trusted the new root: a's workloads would be rejected by both
+    result = _doctor.diagnose(plan(), rotating(2, 0, 0), now=NOW, expected_roots=[ROOT], rotations=[RECORD])
+    assert [(f["id"], f["clusters"], f["peers"]) for f in result] == [
+        ("untrusted_intermediate", ["a"], ["b", "c"]),
+        ("workload_root_mismatch", ["c"], []),  # c's istio-ca-root-cert comes from a
+    ]
+
+
+def test_a_rotation_the_pki_directory_does_not_know_is_no_rotation():
+    third = "CC:" * 31 + "CC"
+    assert findings(rotating(1, 1, 1), expected_roots=[third]) == [("error", "root_mismatch", (name,)) for name in "abc"]
+
+
+def test_report_and_summary_show_the_rotation_plainly():
+    states = rotating(2, 1, 1)
+    result = _doctor.diagnose(plan(), states, now=NOW, expected_roots=[ROOT], rotations=[RECORD])
+    markdown = _doctor_report.markdown(plan(), states, result, None, "digraph {}")
+    assert "**healthy**: 0 error(s), 1 warning(s)" in markdown
+    assert "**mid root rotation**, not broken: root rotation 2026-q4 from" in markdown
+    assert "Fix: re-run ansible-playbook meshfed.istio.rotate_ca -e rotate_ca_id=2026-q4 with this mesh's inventory: it resumes" in markdown
+    assert f"| a | primary | net1 | `{ROOT[:23]}`, `{OTHER_ROOT[:23]}` |" in markdown
+    dot = _doctor_report.dot(plan(), states, result)
+    assert dot.count(' -> "root ') == 6  # each cluster tied to both roots
+    roots = _doctor.roots_by_cluster(plan(), states)
+    text = _doctor_report.summary_text(3, {"summary": _doctor.summary(result), "findings": result, "roots": roots, "shared_root": _doctor.shared_root(roots)})
+    assert text.splitlines()[:3] == [
+        "3 clusters: 0 error(s), 1 warning(s)",
+        "mid root rotation, not broken: each cluster's phase and the fix are in the rotation_in_progress line below",
+        f"[warning] rotation_in_progress in a, b, c: {result[0]['evidence']} -> {result[0]['fix']}",
+    ]
+
+
+def test_the_pki_directory_names_its_unfinished_root_rotations(tmp_path):
+    states = {
+        "r1": {"mode": "root", "status": "started", "old_root": ROOT, "new_root": OTHER_ROOT},
+        "r0": {"mode": "root", "status": "done", "old_root": "X", "new_root": ROOT},
+        "i1": {"mode": "intermediate", "status": "issued", "root": ROOT},
+    }
+    for name, state in states.items():
+        (tmp_path / "rotations" / name).mkdir(parents=True)
+        (tmp_path / "rotations" / name / "state.json").write_text(json.dumps(state))
+    (tmp_path / "rotations" / "broken").mkdir()
+    (tmp_path / "rotations" / "broken" / "state.json").write_text("{")
+    assert _trust.root_rotations_in_progress(str(tmp_path)) == [{"id": "r1", "old_root": ROOT, "new_root": OTHER_ROOT}]
+    assert _trust.root_rotations_in_progress(str(tmp_path / "none")) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
 import pytest
 
@@ -146,6 +147,30 @@ def test_interrupted_after_one_cluster_resumes(pki_dir):
     result = rotate(pki_dir, world)
     assert result["phases"] == [2, 3] and result["done"]
     assert len(world.writes) == 9
+
+
+class Killed(BaseException):
+    pass
+
+
+def test_the_test_only_kill_point_ends_the_run_after_exactly_n_writes_and_is_inert_unset(pki_dir, monkeypatch):
+    signals = []
+
+    def kill(pid, sig):
+        signals.append((pid, sig))
+        raise Killed
+
+    monkeypatch.setattr(_rotate_ca.os, "kill", kill)
+    world = World(pki_dir)
+    world.roots = (root_fp(pki_dir), "")
+    monkeypatch.setenv(_rotate_ca.KILL_AFTER_WRITES, "4")
+    rotate(pki_dir, world, check=True)  # a plan writes nothing, so nothing kills it
+    with pytest.raises(Killed):
+        rotate(pki_dir, world)
+    assert len(world.writes) == 4 and signals == [(os.getpid(), signal.SIGKILL)]
+    monkeypatch.delenv(_rotate_ca.KILL_AFTER_WRITES)
+    result = rotate(pki_dir, world)
+    assert result["phases"] == [2, 3] and result["done"] and len(world.writes) == 9 and len(signals) == 1
 
 
 def test_missing_flags_refuse_with_the_fix_and_nothing_is_written(pki_dir):

@@ -185,6 +185,38 @@ def test_not_rotating_is_phase_0():
     assert (result.phase, result.complete, result.done) == (0, True, False)
 
 
+def _by_fingerprints(clusters: list[_rotation.ClusterTrust]) -> list[_rotation.ClusterTrust]:
+    """The same clusters as a reader with fingerprints only (the doctor) sees them."""
+    return [_rotation.ClusterTrust.of_fingerprints(t.name, t.roots, t.signer, t.workload, t.primary) for t in clusters]
+
+
+@pytest.mark.parametrize("row", list(PHASE_ROWS))
+def test_fingerprints_alone_give_the_same_phases_and_invariant(row):
+    clusters = mesh(*PHASE_ROWS[row][0])
+    assert _rotation.mesh_phase(_by_fingerprints(clusters), A.fp, B.fp) == _rotation.mesh_phase(clusters, A.fp, B.fp)
+    assert _rotation.violations(_by_fingerprints(clusters)) == _rotation.violations(clusters)
+    assert all(t.bundle == b"" for t in _by_fingerprints(clusters))
+
+
+@pytest.mark.parametrize(
+    ("specs", "roots"),
+    [
+        ((PHASE[0], PHASE[0], PHASE[0]), None),
+        ((PHASE[3], PHASE[3], PHASE[3]), None),
+        ((PHASE[1], PHASE[0], PHASE[0]), ("A", "B")),
+        ((PHASE[2], PHASE[1], PHASE[1]), ("A", "B")),
+        ((PHASE[3], PHASE[2], PHASE[2]), ("A", "B")),
+        ((PHASE[0], PHASE[0], PHASE[3]), None),  # two roots, no bundle holding both: no rotation the bundles show
+        ((("B+A", "B"), ("B", "B"), ("B", "B")), ("B", "A")),  # a rotation back to A: the appended root is the new one
+        ((PHASE[1], ("A+C", "A"), PHASE[0]), None),  # three roots
+    ],
+)
+def test_roots_of_rotation_reads_old_and_new_from_the_bundles(specs, roots):
+    names = {A.fp: "A", B.fp: "B", C.fp: "C"}
+    found = _rotation.roots_of_rotation(_by_fingerprints(mesh(*specs)))
+    assert (tuple(names[fp] for fp in found) if found else None) == roots
+
+
 # The safety invariant
 
 

@@ -222,7 +222,7 @@ class Doctor:
         rotation's old root (it is promoted only when the rotation ends)."""
         candidates = [(item["id"], item["old_root"], item["new_root"]) for item in self.rotations]
         shown = _rotation.roots_of_rotation(trusts)
-        if shown:
+        if shown and not self.expected_roots:  # with a PKI directory, only a rotation it records: a root planted in a bundle is none
             candidates.append(("", *shown))
         for rotation_id, old, new in candidates:
             if not trusts or (self.expected_roots and old not in self.expected_roots):
@@ -258,6 +258,7 @@ class Doctor:
         trusts = self.trusts()
         rotation = self.rotation(trusts)
         mesh_roots = {rotation.old, rotation.new} if rotation else self.mesh_roots()
+        known = set(self.expected_roots).union(*({item["old_root"], item["new_root"]} for item in self.rotations)) if self.expected_roots else set()
         mismatched = set()
         for host in self.hosts():
             name, state = self.name(host), self.state(host)
@@ -288,6 +289,15 @@ class Doctor:
                     [name],
                     f"cacerts trusts {', '.join(map(_short, roots))}; the mesh root is {', '.join(map(_short, sorted(mesh_roots)))}",
                     "reinstall this cluster's cacerts from the mesh PKI (site playbook), then restart istiod and the workloads",
+                )
+            elif known and set(roots) - known:
+                self.add(
+                    "root_mismatch",
+                    [name],
+                    f"cacerts also trusts {', '.join(map(_short, sorted(set(roots) - known)))}, which is neither the PKI "
+                    f"directory's root nor a root of a rotation it records ({', '.join(map(_short, sorted(known)))})",
+                    "find out who can write Secrets in this cluster's Istio namespace; reinstall its cacerts from the mesh PKI "
+                    "(site playbook), then restart istiod and the workloads",
                 )
             if self_signed["present"]:
                 self.add(

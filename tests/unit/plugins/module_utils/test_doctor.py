@@ -173,7 +173,7 @@ ROWS = {
     "sha1": (_set(["a", "cacerts", "sha1_signatures"], True), [("error", "cacerts_sha1", ("a",))]),
     "chain broken": (_set(["a", "cacerts", "chain_root"], None), [("error", "cacerts_chain", ("a",))]),
     "different root": (_other_root, [("error", "root_mismatch", ("b",))]),
-    "rotation half done": (_rotation_half_done, [("error", "untrusted_intermediate", ("b",))]),
+    "rotation half done": (_rotation_half_done, [("error", "root_mismatch", ("b",)), ("error", "untrusted_intermediate", ("b",))]),
     "workload root": (_set(["c", "root_cert_configmaps", "shop"], {"root_fingerprints": [OTHER_ROOT]}), [("error", "workload_root_mismatch", ("c",))]),
     "intermediate expiring": (_set(["b", "cacerts", "intermediate"], cert("CN=i", 10)), [("warning", "intermediate_expiry", ("b",))]),
     "intermediate expired": (_set(["b", "cacerts", "intermediate"], cert("CN=i", -1)), [("error", "intermediate_expiry", ("b",))]),
@@ -553,3 +553,22 @@ def test_the_pki_directory_names_its_unfinished_root_rotations(tmp_path):
     (tmp_path / "rotations" / "broken" / "state.json").write_text("{")
     assert _trust.root_rotations_in_progress(str(tmp_path)) == [{"id": "r1", "old_root": ROOT, "new_root": OTHER_ROOT}]
     assert _trust.root_rotations_in_progress(str(tmp_path / "none")) == []
+
+
+THIRD_ROOT = "CC:" * 31 + "CC"
+
+
+@pytest.mark.parametrize("rotations", [[], [RECORD]], ids=["no record", "another rotation recorded"])
+def test_a_root_planted_in_one_bundle_is_no_rotation_when_the_pki_directory_is_known(rotations):
+    # someone appends their own root to a's root-cert.pem: to the bundles alone it looks like phase 1 begun in a; the PKI
+    # directory records no rotation to that root, so a trusts a root foreign to the mesh and the mesh is not healthy
+    states = rotating(1, 0, 0)
+    states["a"]["cacerts"]["roots"][1]["fingerprint_sha256"] = THIRD_ROOT
+    for host in ("a", "c"):  # a's istiod copied it into istio-ca-root-cert, its own and its remote c's
+        states[host]["root_cert_configmaps"]["istio-system"]["root_fingerprints"] = [ROOT, THIRD_ROOT]
+    result = _doctor.diagnose(plan(), states, now=NOW, expected_roots=[ROOT], rotations=rotations)
+    assert [(f["severity"], f["id"], f["clusters"]) for f in result] == [
+        ("error", "root_mismatch", ["a"]),
+        ("error", "workload_root_mismatch", ["c"]),  # c's istio-ca-root-cert comes from a's istiod: c's workloads trust it too
+    ], result
+    assert f"also trusts {THIRD_ROOT[:23]}" in result[0]["evidence"]

@@ -19,6 +19,7 @@ node would end it) right after its N-th cacerts write; tests/e2e/test_rotate_ca.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -753,6 +754,22 @@ def _load_root_key(options: Options, pki: Pki, root_cert, now):
     return key
 
 
+@contextlib.contextmanager
+def _lock(pki_dir: str, check_mode: bool):
+    """One run at a time per PKI directory. Check mode creates nothing: it takes a shared lock on the file only where a
+    run left one, so that it does not read what a writing run is changing."""
+    path = os.path.join(pki_dir, LOCK)
+    if check_mode and not os.path.exists(path):
+        yield
+        return
+    with open(path, "r" if check_mode else "a", encoding="ascii") as lock:
+        try:
+            fcntl.flock(lock, (fcntl.LOCK_SH if check_mode else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RotateError(f"another rotate_ca run holds {path}: let it finish, then run again (it resumes from what that run left)") from exc
+        yield
+
+
 def run(options: Options, members: list[Member], check_mode: bool, **kwargs) -> dict:
     if not ID_PATTERN.match(options.rotation_id or ""):
         raise RotateError(
@@ -763,13 +780,7 @@ def run(options: Options, members: list[Member], check_mode: bool, **kwargs) -> 
     if not os.path.isdir(options.pki_dir):
         raise RotateError(f"the PKI directory {options.pki_dir} does not exist: run the site playbook first (or set meshfed_pki_dir)")
     try:
-        with open(os.path.join(options.pki_dir, LOCK), "a", encoding="ascii") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise RotateError(
-                    f"another rotate_ca run holds {os.path.join(options.pki_dir, LOCK)}: let it finish, then run again (it resumes from what that run left)"
-                ) from exc
+        with _lock(options.pki_dir, check_mode):
             if options.mode == "intermediate":
                 return run_intermediate(options, members, check_mode, **kwargs)
             return run_root(options, members, check_mode, **kwargs)

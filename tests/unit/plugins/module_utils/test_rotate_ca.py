@@ -379,3 +379,17 @@ def test_intermediate_rotation_restarts_the_rotated_clusters_and_the_remotes_the
     assert [call[:3] for call in restarts.calls[1:]] == [(served, "rotate_ca/r1", False)] * 2
     again = rotate(pki_dir, world, mode="intermediate", subset=subset, restart=restarts)
     assert not again["changed"] and len(restarts.calls) == 3
+
+
+def _tree(top: str) -> dict:
+    return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns for d, _dirs, files in os.walk(top) for f in files} | {
+        d: None for d, _dirs, _files in os.walk(top)
+    }
+
+
+@pytest.mark.parametrize("mode", ["root", "intermediate"])
+def test_check_mode_leaves_the_pki_directory_as_it_was(pki_dir, mode):
+    before = _tree(pki_dir)
+    world = World(pki_dir)
+    assert rotate(pki_dir, world, check=True, mode=mode)["changed"]
+    assert _tree(pki_dir) == before and world.writes == []

@@ -87,7 +87,9 @@ def rotations_in_progress(pki_dir: str, mode: str | None = None) -> list[str]:
     top = os.path.join(pki_dir, "rotations")
     found = []
     for entry in sorted(os.listdir(top)) if os.path.isdir(top) else []:
-        raw = read_optional(os.path.join(top, entry, "state.json"))
+        if not os.path.isdir(os.path.join(top, entry)):
+            continue  # a file beside the rotations is none
+        raw = _read_state(pki_dir, entry)
         try:
             state = json.loads(raw) if raw else {}
         except ValueError:
@@ -97,13 +99,21 @@ def rotations_in_progress(pki_dir: str, mode: str | None = None) -> list[str]:
     return found
 
 
+def _read_state(pki_dir: str, entry: str) -> bytes | None:
+    """A rotation's state.json, None when missing; bytes that are no JSON when it cannot be read (as an unreadable state)."""
+    try:
+        return read_optional(os.path.join(pki_dir, "rotations", entry, "state.json"))
+    except _pki.PkiError:
+        return b"\0"
+
+
 def root_rotations_in_progress(pki_dir: str) -> list[dict]:
     """The unfinished root rotations of the PKI directory with the roots they go between: {id, old_root, new_root}
     (fingerprints from state.json; a state that cannot be read names no roots and is left out)."""
     found = []
     for entry in rotations_in_progress(pki_dir, "root"):
         try:
-            state = json.loads(read_optional(os.path.join(pki_dir, "rotations", entry, "state.json")) or b"{}")
+            state = json.loads(_read_state(pki_dir, entry) or b"{}")
         except ValueError:
             continue
         if isinstance(state, dict) and state.get("old_root") and state.get("new_root"):

@@ -572,3 +572,12 @@ def test_a_root_planted_in_one_bundle_is_no_rotation_when_the_pki_directory_is_k
         ("error", "workload_root_mismatch", ["c"]),  # c's istio-ca-root-cert comes from a's istiod: c's workloads trust it too
     ], result
     assert f"also trusts {THIRD_ROOT[:23]}" in result[0]["evidence"]
+
+
+def test_stray_entries_in_the_rotations_directory_are_no_rotation_and_no_crash(tmp_path):
+    (tmp_path / "rotations" / "r1").mkdir(parents=True)
+    (tmp_path / "rotations" / "r1" / "state.json").write_text(json.dumps({"mode": "root", "status": "started", "old_root": ROOT, "new_root": OTHER_ROOT}))
+    (tmp_path / "rotations" / "notes.txt").write_text("a file beside the rotations")
+    (tmp_path / "rotations" / "odd" / "state.json").mkdir(parents=True)  # a state that cannot be read
+    assert _trust.rotations_in_progress(str(tmp_path)) == ["odd", "r1"]
+    assert _trust.root_rotations_in_progress(str(tmp_path)) == [{"id": "r1", "old_root": ROOT, "new_root": OTHER_ROOT}]

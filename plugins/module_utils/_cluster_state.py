@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 from ansible.module_utils.common.yaml import yaml_load
 
@@ -52,7 +53,7 @@ def istiod_facts(deployment: dict) -> dict:
         "version": image_version(discovery.get("image", "")),
         "cluster_id": env.get("CLUSTER_ID", ""),
         "network": env.get("NETWORK", ""),
-        "multiroot": env.get(_istio.MULTIROOT_ENV, ""),
+        "multiroot": _flag(env.get(_istio.MULTIROOT_ENV)),
         "ready_replicas": status.get("readyReplicas") or 0,
     }
 
@@ -116,11 +117,21 @@ def mesh_config(configmap: dict | None) -> dict:
     }
 
 
+_FLAG_TEXT = re.compile(r"^[A-Za-z0-9._+-]{1,32}$")
+
+
 def _flag(value: object) -> str:
-    """An env-style flag as text ('' when unset): YAML may have made it a boolean."""
+    """An env-style flag as text ('' when unset; YAML may have made it a boolean). It comes from the cluster and reaches
+    messages: a short plain word is kept (every value Istio reads as true is one), anything else is described, never
+    copied - nor expanded (a YAML alias bomb's str() would not end)."""
     if value is None:
         return ""
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if not isinstance(value, (str, int, float)):
+        return "<not a string>"
+    text = str(value)
+    return text if _FLAG_TEXT.match(text) else f"<a value of {len(text)} characters, not shown>"
 
 
 def proxy_env(pod: dict) -> dict:
@@ -353,7 +364,7 @@ def assemble(raw: dict) -> tuple[dict, dict[tuple[str, str], dict]]:
                 "namespace": item["metadata"]["namespace"],
                 "name": item["metadata"]["name"],
                 "network": env.get("ISTIO_META_NETWORK", ""),
-                "xds_agent": env.get(_istio.XDS_AGENT_METADATA, ""),
+                "xds_agent": _flag(env.get(_istio.XDS_AGENT_METADATA)),
             }
             for item, env in ((pod, proxy_env(pod)) for pod in raw["pods"])
         ],

@@ -188,3 +188,24 @@ def test_installs_are_the_records_the_collection_made():
     ]
     state, _connections = _cluster_state.assemble(raw)
     assert state["installs"] == {"control-plane": "abc", "eastwest": ""}
+
+
+BOMB = "".join(f"l{n}: &l{n} [{', '.join([f'*l{n - 1}' if n else '1'] * 9)}]\n" for n in range(6))  # 9**6 items behind aliases
+
+
+@pytest.mark.parametrize(
+    ("configmap", "xds_agent"),
+    [
+        (_mesh(BOMB + "defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: *l5\n"), "<not a string>"),
+        (_mesh('defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: "\\e]0;x\\a\\e[2J"\n'), "<a value of 10 characters, not shown>"),
+        (_mesh(f"defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: {'y' * 100000}\n"), "<a value of 100000 characters, not shown>"),
+    ],
+)
+def test_a_crafted_flag_value_is_described_not_copied(configmap, xds_agent):
+    # the mesh ConfigMap is written by whoever may write ConfigMaps in istio-system: its values reach messages
+    assert _cluster_state.mesh_config(configmap)["xds_agent"] == xds_agent
+    deployment = {
+        "metadata": {"name": "istiod"},
+        "spec": {"template": {"spec": {"containers": [{"name": "discovery", "env": [{"name": "ISTIO_MULTIROOT_MESH", "value": "\x1b[2J"}]}]}}},
+    }
+    assert _cluster_state.istiod_facts(deployment)["multiroot"] == "<a value of 4 characters, not shown>"

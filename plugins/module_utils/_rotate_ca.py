@@ -351,12 +351,23 @@ def _settle(members: list[Member], expect: dict[str, bytes], options: Options, s
         if not waiting:
             return observed
         if clock() >= deadline:
+            where = ", ".join(f"{name} ({_lagging(by_name[name], by_name, observed[name])})" for name in waiting)
             raise RotateError(
-                f"istio-ca-root-cert of {', '.join(waiting)} does not hold its cacerts bundle {options.settle_timeout:.0f} s after "
-                "the write: is istiod running (primaries) and managing the remotes? The rotation stops here; a rerun resumes once "
-                "istiod has caught up (rotate_ca_settle_timeout sets the wait)"
+                f"istio-ca-root-cert of {where} does not hold its cacerts bundle {options.settle_timeout:.0f} s after "
+                "the write: is istiod running (primaries) and managing the remotes? A namespace istiod does not manage keeps "
+                "an old copy: delete that ConfigMap there. The rotation stops here; a rerun resumes once istiod has caught up "
+                "(rotate_ca_settle_timeout sets the wait)"
             )
         sleep(1)
+
+
+def _lagging(trust: _rotation.ClusterTrust, by_name: dict[str, _rotation.ClusterTrust], observed: Observed) -> str:
+    """The namespaces (at most five) whose istio-ca-root-cert is no copy of the bundle the cluster's istiod publishes."""
+    source = by_name.get(trust.primary, trust) if trust.primary else trust
+    behind = [namespace for namespace, pem in sorted(observed.root_certs.items()) if _safe_fingerprints(pem) != source.roots]
+    if not behind:
+        return "none read"
+    return "namespaces " + ", ".join(behind[:5]) + (f" and {len(behind) - 5} more" if len(behind) > 5 else "")
 
 
 # Workload restart

@@ -393,3 +393,23 @@ def test_check_mode_leaves_the_pki_directory_as_it_was(pki_dir, mode):
     world = World(pki_dir)
     assert rotate(pki_dir, world, check=True, mode=mode)["changed"]
     assert _tree(pki_dir) == before and world.writes == []
+
+
+def test_a_stale_istio_ca_root_cert_istiod_does_not_manage_is_named_where_it_is(pki_dir):
+    # a namespace istiod leaves alone (kube-system, or outside its discoverySelectors) keeps an old istio-ca-root-cert, or
+    # someone planted one: the rotation cannot tell that istiod caught up, and the message must say where to look
+    world = World(pki_dir)
+    stale = world.published["west"]
+
+    class Planted(FakeApi):
+        def read(self, flags):
+            observed = super().read(flags)
+            if self.name == "west":
+                observed.root_certs["kube-system"] = stale
+            return observed
+
+    planted = [_rotate_ca.Member(n, n, PRIMARY.get(n, ""), Planted(world, n)) for n in CLUSTERS]
+    clock = iter(range(10**6))
+    opts = _rotate_ca.Options(pki_dir=pki_dir, rotation_id="r1", settle_timeout=5)
+    with pytest.raises(_rotate_ca.RotateError, match=r"istio-ca-root-cert of west \(namespaces kube-system\) does not hold"):
+        _rotate_ca.run(opts, planted, False, sleep=lambda _s: None, clock=lambda: next(clock))

@@ -36,6 +36,7 @@ def site(bed: Bed, what: str) -> tuple[float, float]:
     wall, cpu = time.perf_counter() - start, children_cpu() - cpu
     if result.rc != 0:
         raise SystemExit(f"{what} failed:\n{result.output[-3000:]}")
+    print(f"  {what}: {wall:.1f} s wall, {cpu:.1f} s tool CPU", flush=True)
     return wall, cpu
 
 
@@ -62,7 +63,8 @@ def main() -> None:
     if args.forks:
         ENV["ANSIBLE_FORKS"] = str(args.forks)
     samples: dict[str, list[tuple[float, float]]] = {}
-    for _run in range(args.runs):
+    for run in range(args.runs):
+        print(f"run {run + 1} of {args.runs}", flush=True)
         for size in args.sizes:
             bed = Bed(size, False)
             try:

@@ -24,6 +24,8 @@ CLUSTER_ANNOTATION = "networking.istio.io/cluster"
 MULTICLUSTER_LABEL = "istio/multiCluster"
 REVISION_LABEL = "istio.io/rev"
 INJECTION_LABEL = "istio-injection"  # a namespace's sidecar injection: "enabled" (default revision) or "disabled"
+# namespaces whose pods Istio's injector never injects, whatever their labels (pkg/kube/inject: IgnoredNamespaces)
+INJECTION_IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public"})
 # This collection's own mark on what it creates (remote secrets, reader objects, install records): what the leave
 # playbook may delete is exactly what carries it.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"

@@ -180,7 +180,8 @@ def namespaces_of(cluster: _k8s.Cluster, settings: Settings) -> list[str]:
     for selector in (f"{_istio.INJECTION_LABEL}=enabled", _istio.REVISION_LABEL):
         for item in _all_items(cluster, f"listing namespaces ({selector})", "/api/v1/namespaces", labelSelector=selector):
             meta = item.get("metadata") or {}
-            if injected(meta.get("labels")) and meta.get("name"):
+            # a label there is no injection (Istio ignores those namespaces) and restarting them is not ours to do
+            if injected(meta.get("labels")) and meta.get("name") and meta["name"] not in _istio.INJECTION_IGNORED_NAMESPACES:
                 found.add(meta["name"])
     return sorted(found)
 

@@ -243,3 +243,9 @@ def test_explicit_namespaces_and_clusters_share_one_bound():
     clock = iter(range(0, 10**6, 4))
     with pytest.raises(_workloads.RestartError, match="within 10 s"):
         _workloads.restart_clusters({"east": one, "west": two}, "t2", _workloads.Settings(("off",), 1, 10), False, sleep=lambda _s: None, clock=clock.__next__)
+
+
+def test_namespaces_istio_never_injects_are_not_restarted_whatever_their_labels():
+    namespaces = {**NAMESPACES, "kube-system": {"istio-injection": "enabled"}, "kube-public": {"istio.io/rev": "1-31"}}
+    cluster = FakeCluster(namespaces, DEPLOYMENTS + ["kube-system/coredns"])
+    assert run(cluster, check=True)["namespaces"] == ["pay", "shop"]

@@ -16,7 +16,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 export ANSIBLE_NOCOLOR := 1
 
 .PHONY: help tools venv collection dist ee sanity lint unit ruff docs check integration testbin clusters clusters-down clusters-status \
-        smoke integration-api e2e molecule molecule-syntax demo demo-first-run demo-down test bench bench-site bench-scale clean
+        smoke integration-api e2e molecule molecule-syntax demo demo-first-run demo-down test bench bench-site bench-scale bench-rotate clean
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -185,6 +185,9 @@ bench-site: collection testbin ## Site converge/rerun/verify on 2, 3, 4 kwok clu
 
 bench-scale: collection testbin ## Site converge/rerun on 2, 4, 6 kwok clusters, a sixth joining five; wall time and the tool's CPU
 	$(BIN)/python tests/bench/scale_bench.py $(BENCH_ARGS)
+
+bench-rotate: collection testbin ## Root rotation of 3 clusters with the real istiod, its rerun, and site's rerun
+	$(BIN)/python tests/bench/rotate_bench.py $(BENCH_ARGS)
 
 clean: ## Remove build output (not the binary cache)
 	rm -rf $(BUILD) tests/output

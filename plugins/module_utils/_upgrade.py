@@ -79,7 +79,8 @@ def observe(raw: dict) -> dict:
     """One cluster's revisions, from the reads of _upgrade_run.fetch (untrusted data: only names and labels are kept).
 
     revisions: revision -> istiod (a Deployment), ready, version (its image tag), multiroot (the rotation flag in its
-    env), injector (its webhook), service (its istiod Service), record (this collection installed its control plane).
+    env), owner (the IstioOperator it was installed from), injector (its webhook), service (its istiod Service), record
+    (this collection installed its control plane).
     tags: tag -> revision. namespaces: namespace -> the revision its pods are injected from (tags resolved), for the
     namespaces that inject. gateway: the east-west gateway's revision ('' without one). pods: revision -> injected
     pods still carrying it (a sample). cacerts: the plugged-in CA is complete.
@@ -95,7 +96,8 @@ def observe(raw: dict) -> dict:
             containers = (((item.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
             env = {entry.get("name"): entry.get("value") for entry in containers[0].get("env") or [] if isinstance(entry, dict)}
             version = image_version(containers[0].get("image", ""))
-            facts.update(istiod=True, ready=_ready(item), version=version, multiroot=_istio.flag_on(env.get(_istio.MULTIROOT_ENV)))
+            multiroot = _istio.flag_on(env.get(_istio.MULTIROOT_ENV))
+            facts.update(istiod=True, ready=_ready(item), version=version, multiroot=multiroot, owner=_labels(item).get(_istio.OWNER_LABEL, ""))
     tags: dict[str, str] = {}
     for item in raw.get("webhooks") or []:
         labels = _labels(item)
@@ -144,7 +146,7 @@ def route_destination(virtual_service: dict) -> str:
 
 
 def new_revision() -> dict:
-    return {"istiod": False, "ready": False, "version": "", "multiroot": False, "injector": False, "service": False, "record": False}
+    return {"istiod": False, "ready": False, "version": "", "multiroot": False, "injector": False, "service": False, "record": False, "owner": ""}
 
 
 def injects_from(labels: dict, tags: dict[str, str]) -> str:
@@ -235,8 +237,9 @@ def refusals(views: dict[str, dict], clusters: dict[str, dict], target: str, tar
             elif wanted[0] != have[0] or wanted[1] - have[1] > max_minor_ahead:
                 ahead = f"more than {max_minor_ahead} minor ahead of {rev} (Istio {facts['version']})"
                 found.append(f"cluster {name}: the target {target_version} is {ahead}; upgrade in steps")
+        # the target's istiod from another IstioOperator (an install of ours that failed has no record, but our name)
         mine = view["revisions"].get(target)
-        if clusters[name]["role"] == "primary" and mine is not None and mine["istiod"] and not mine["record"]:
+        if mine is not None and mine["istiod"] and mine["owner"] != _istio.control_plane_name(target):
             found.append(f"cluster {name}: revision {target} is installed already, but not by meshfed.istio; choose another meshfed_istio_target_revision")
     return found
 

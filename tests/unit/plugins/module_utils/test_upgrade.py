@@ -6,6 +6,7 @@ import pytest
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _upgrade
 from ansible_collections.meshfed.istio.plugins.module_utils._istio import BUNDLE_KEYS
+from ansible_collections.meshfed.istio.plugins.module_utils._istio import OWNER_LABEL as OWNER
 
 T = "1-31-x"
 NS = "istio-system"
@@ -20,9 +21,11 @@ def meta(name: str, labels: dict, namespace: str | None = NS) -> dict:
     return {"name": name, "labels": labels, **({"namespace": namespace} if namespace else {})}
 
 
-def deployment(name: str, rev: str, *, ready: bool = True, image: str = "docker.io/istio/pilot:1.30.2", multiroot: str = "true", app: str = "istiod") -> dict:
+def deployment(
+    name: str, rev: str, *, ready: bool = True, image: str = "docker.io/istio/pilot:1.30.2", multiroot: str = "true", app: str = "istiod", owner: str = ""
+) -> dict:
     return {
-        "metadata": {**meta(name, {"app": app, "istio.io/rev": rev}), "generation": 2},
+        "metadata": {**meta(name, {"app": app, "istio.io/rev": rev, OWNER: owner}), "generation": 2},
         "spec": {"replicas": 1, "template": {"spec": {"containers": [{"image": image, "env": [{"name": "ISTIO_MULTIROOT_MESH", "value": multiroot}]}]}}},
         "status": {"observedGeneration": 2, "readyReplicas": 1 if ready else 0, "updatedReplicas": 1},
     }
@@ -32,11 +35,12 @@ def tagged(name: str, rev: str, tag: str | None = None) -> dict:
     return {"metadata": meta(name, {"istio.io/rev": rev, **({"istio.io/tag": tag} if tag else {})}, None)}
 
 
-def control_plane(role: str, rev: str, *, ready: bool = True, image: str = "docker.io/istio/pilot:1.30.2", record: bool = True) -> dict:
+def control_plane(role: str, rev: str, *, ready: bool = True, image: str = "docker.io/istio/pilot:1.30.2", record: bool = True, owner: str = "") -> dict:
     """What istioctl installs for one revision (as the test bed shows it), and this collection's install record."""
     suffix = "" if rev == "default" else f"-{rev}"
+    owner = owner or f"control-plane{suffix}"
     raw = {
-        "deployments": [deployment(f"istiod{suffix}", rev, ready=ready, image=image)] if role == "primary" else [],
+        "deployments": [deployment(f"istiod{suffix}", rev, ready=ready, image=image, owner=owner)] if role == "primary" else [],
         "services": [tagged(f"istiod{suffix}", rev)],
         "webhooks": [tagged(f"istio-sidecar-injector{suffix}", rev)],
         "records": [f"control-plane{suffix}"] if record else [],
@@ -111,7 +115,16 @@ def progresses(current: dict[str, dict]) -> dict[str, dict]:
 def test_observe_reads_a_default_install_as_the_test_bed_shows_it():
     view = _upgrade.observe(cluster("primary", ["default"], namespaces=APPS, routes=[OLD_ROUTE]))
     assert view["revisions"] == {
-        "default": {"istiod": True, "ready": True, "version": "1.30.2", "multiroot": True, "injector": True, "service": True, "record": True}
+        "default": {
+            "istiod": True,
+            "ready": True,
+            "version": "1.30.2",
+            "multiroot": True,
+            "injector": True,
+            "service": True,
+            "record": True,
+            "owner": "control-plane",
+        }
     }
     assert view["tags"] == {"default": "default"}
     assert view["namespaces"] == {"shop": "default", "pay": "default"}
@@ -290,7 +303,7 @@ def test_refusals_before_any_write():
     current = views("fresh")
     current["west"] = _upgrade.observe({**cluster("primary", ["default", "1-30-2"], **{"1-30-2": {"record": False}}), "cacerts": ["ca-cert.pem"]})
     current["edge"] = _upgrade.observe(cluster("remote", []))
-    raw = cluster("primary", ["default", T], **{"default": {"image": "istio/pilot@sha256:abc"}, T: {"record": False}})
+    raw = cluster("primary", ["default", T], **{"default": {"image": "istio/pilot@sha256:abc"}, T: {"record": False, "owner": "installed-by-hand"}})
     current["east"] = _upgrade.observe(raw)
     assert refused(current) == [
         "cluster east: the istiod of revision default runs image tag '', no Istio version; the skew cannot be checked",
@@ -300,6 +313,13 @@ def test_refusals_before_any_write():
         "cluster west: revision 1-30-2 was not installed by meshfed.istio (no install record), so this upgrade would not remove it; "
         "remove it with istioctl uninstall --revision 1-30-2, or install it with the site playbook",
     ]
+
+
+def test_a_failed_install_of_the_target_is_resumed_not_refused():
+    current = views("fresh")
+    current["east"] = _upgrade.observe(cluster("primary", ["default", T], **{T: {"record": False, "ready": False}}))
+    assert refused(current) == []
+    assert [item["action"] for item in _upgrade.actions("primaries", current, CLUSTERS, T)][:1] == ["install_control_plane"]
 
 
 @pytest.mark.parametrize("target", ["", "default"])

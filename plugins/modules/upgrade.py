@@ -45,8 +45,11 @@ requirements:
 attributes:
   check_mode:
     support: full
+    details: Reads every cluster and returns the plan per stage and cluster without writing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 options:
   plan:
     description: The result of M(meshfed.istio.mesh_plan) (every cluster, its role and auth; the mesh settings).

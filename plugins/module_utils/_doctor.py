@@ -600,7 +600,8 @@ class Doctor:
                 good = any(address in target["url"] for address in addresses) and expected_path in target["url"]
                 where = target["url"]
             else:
-                good = target["service"] == local_service and target["path"] == expected_path
+                # the istiod Service of the default revision or of another one (istiod-<revision>, a canary upgrade)
+                good = (target["service"] == local_service or target["service"].startswith(f"{local_service}-")) and target["path"] == expected_path
                 where = f"service {target['service']} path {target['path'] or '/'}"
             if not good:
                 wrong.append(where)

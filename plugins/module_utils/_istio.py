@@ -23,9 +23,17 @@ CONTROL_PLANE_CLUSTERS_ANNOTATION = "topology.istio.io/controlPlaneClusters"
 CLUSTER_ANNOTATION = "networking.istio.io/cluster"
 MULTICLUSTER_LABEL = "istio/multiCluster"
 REVISION_LABEL = "istio.io/rev"
-INJECTION_LABEL = "istio-injection"  # a namespace's sidecar injection: "enabled" (default revision) or "disabled"
+# A revision tag (istioctl tag set): its injector webhook and Service carry the tag beside the revision it points at.
+TAG_LABEL = "istio.io/tag"
+# The revision of an install without one; its istiod, Service and injector carry no suffix.
+DEFAULT_REVISION = "default"
+# A namespace's sidecar injection: "enabled" injects from the default revision (tag "default") and wins over
+# istio.io/rev; "disabled" turns it off.
+INJECTION_LABEL = "istio-injection"
 # namespaces whose pods Istio's injector never injects, whatever their labels (pkg/kube/inject: IgnoredNamespaces)
 INJECTION_IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public"})
+# What istioctl puts on every object of an install: the IstioOperator it came from (istioctl uninstall -f selects on it).
+OWNER_LABEL = "install.operator.istio.io/owning-resource"
 # This collection's own mark on what it creates (remote secrets, reader objects, install records): what the leave
 # playbook may delete is exactly what carries it.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -172,8 +180,17 @@ def control_plane(
         protected = {**PROTECTED_VALUES, **ROTATION_FLAGS}
     if revision:
         spec["revision"] = revision
-    name = f"control-plane-{revision}" if revision else "control-plane"
-    return _with_overlay(_operator(name, namespace, spec), overlay, "control_plane", protected)
+    return _with_overlay(_operator(control_plane_name(revision), namespace, spec), overlay, "control_plane", protected)
+
+
+def control_plane_name(revision: str = "") -> str:
+    """The name of a control plane's IstioOperator (and of its install record), per revision."""
+    return f"control-plane-{revision}" if revision and revision != DEFAULT_REVISION else "control-plane"
+
+
+def suffixed(name: str, revision: str = "") -> str:
+    """istiod, istio-sidecar-injector...: Istio's name of a revision's object (no suffix for the default revision)."""
+    return f"{name}-{revision}" if revision and revision != DEFAULT_REVISION else name
 
 
 def rotation_flags() -> dict:
@@ -221,9 +238,10 @@ def _passthrough(port: int, name: str, mode: str, hosts: list[str]) -> dict:
     return {"port": {"number": port, "name": name, "protocol": "TLS"}, "tls": {"mode": mode}, "hosts": hosts}
 
 
-def eastwest_objects(namespace: str, expose_istiod: bool) -> list[dict]:
+def eastwest_objects(namespace: str, expose_istiod: bool, revision: str = "") -> list[dict]:
     """What the east-west gateway serves, as Istio's multicluster guide writes it: every *.local service on 15443
-    (AUTO_PASSTHROUGH, mTLS end to end); on a primary with remotes also istiod (15012) and its webhook (15017)."""
+    (AUTO_PASSTHROUGH, mTLS end to end); on a primary with remotes also istiod (15012) and its webhook (15017) - the
+    istiod of the revision, and with a revision also its own route by SNI (istiod_revision_route)."""
     meta = {"namespace": namespace}
     objects = [
         {
@@ -234,7 +252,7 @@ def eastwest_objects(namespace: str, expose_istiod: bool) -> list[dict]:
         }
     ]
     if expose_istiod:
-        istiod = f"istiod.{namespace}.svc.cluster.local"
+        istiod = f"{suffixed('istiod', revision)}.{namespace}.svc.cluster.local"
         objects += [
             {
                 "apiVersion": NETWORKING_API,
@@ -259,7 +277,30 @@ def eastwest_objects(namespace: str, expose_istiod: bool) -> list[dict]:
                 },
             },
         ]
+        if revision and revision != DEFAULT_REVISION:
+            objects.append(istiod_revision_route(namespace, revision))
     return objects
+
+
+def istiod_revision_route(namespace: str, revision: str) -> dict:
+    """The VirtualService that sends a remote's calls to one revision's istiod through the east-west gateway, chosen by
+    SNI (istiod-<rev>.<namespace>.svc: the name a remote's istiod-<rev> Service gives its clients), as Istio's
+    samples/multicluster/expose-istiod-rev.yaml.tmpl does; it rides on the istiod Gateway of eastwest_objects."""
+    service = f"istiod-{revision}.{namespace}.svc"
+    sni = [service, f"{service}.cluster.local"]
+    return {
+        "apiVersion": NETWORKING_API,
+        "kind": "VirtualService",
+        "metadata": {"name": f"{ISTIOD_VIRTUAL_SERVICE}-{revision}", "namespace": namespace},
+        "spec": {
+            "hosts": ["*"],
+            "gateways": [ISTIOD_GATEWAY],
+            "tls": [
+                {"match": [{"port": port, "sniHosts": list(sni)}], "route": [{"destination": {"host": f"{service}.cluster.local", "port": {"number": target}}}]}
+                for port, target in ((15012, 15012), (15017, 443))
+            ],
+        },
+    }
 
 
 def digest(operator: dict, istioctl_version: str) -> str:

@@ -42,6 +42,9 @@ MESH_SETTINGS = {
     "namespace": "istio-system",
     "pki_dir": "",
     "allow_migration": False,
+    # the upgrade playbook's target: a revision name and the istioctl of the target release
+    "istio_target_revision": "",
+    "istio_target_istioctl": "",
 }
 
 
@@ -244,6 +247,8 @@ SETTING_CHECKS: dict[str, Callable[[object], object]] = {
     "namespace": _label,
     "pki_dir": _pki_dir,
     "allow_migration": _boolean,
+    "istio_target_revision": _revision,
+    "istio_target_istioctl": _string,
 }
 VARIABLES = tuple(PREFIX + key for key in (*CLUSTER_VARIABLES, *SETTING_CHECKS))
 

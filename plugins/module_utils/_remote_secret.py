@@ -84,8 +84,10 @@ def token_secret_name(service_account: str) -> str:
     return f"{service_account}-{TOKEN_SUFFIX}"
 
 
-def reader_role_name(namespace: str) -> str:
-    return f"istio-reader-clusterrole-{namespace}"
+def reader_role_name(namespace: str, revision: str = "") -> str:
+    """The reader ClusterRole (and binding) as Istio's install names it for a revision."""
+    infix = "" if revision in ("", _istio.DEFAULT_REVISION) else f"{revision}-"
+    return f"istio-reader-clusterrole-{infix}{namespace}"
 
 
 def remote_secret_name(cluster_name: str) -> str:
@@ -155,11 +157,11 @@ def remote_secret(cluster_name: str, namespace: str, config: str) -> dict:
     }
 
 
-def ensure_reader(cluster: _k8s.Cluster, namespace: str, service_account: str, check_mode: bool) -> list[str]:
+def ensure_reader(cluster: _k8s.Cluster, namespace: str, service_account: str, check_mode: bool, revision: str = "") -> list[str]:
     """Create what is missing of the reader identity; returns what was (or would be) created."""
     if cluster.get(f"reading namespace {namespace}", _k8s.cluster_scoped("namespaces", namespace), missing_ok=True) is None:
         raise RemoteSecretError(f"namespace {namespace} does not exist on {cluster.name}: run the namespace role first")
-    role = reader_role_name(namespace)
+    role = reader_role_name(namespace, revision)
     rbac = {"group": "rbac.authorization.k8s.io"}
     token_secret = token_secret_name(service_account)
     binding = {

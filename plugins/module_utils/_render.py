@@ -57,7 +57,7 @@ def eastwest_operator(cluster: dict, settings: dict, overlay: dict | None = None
 
 def eastwest_objects(cluster: dict, settings: dict) -> list[dict]:
     _check(cluster, settings)
-    return _istio.eastwest_objects(settings["namespace"], expose_istiod=bool(cluster["remotes"]))
+    return _istio.eastwest_objects(settings["namespace"], expose_istiod=bool(cluster["remotes"]), revision=settings["revision"])
 
 
 def istio_namespace(cluster: dict, settings: dict) -> dict:

@@ -49,6 +49,13 @@ options:
     description: Istio's namespace in the watched cluster (and of the returned secret).
     type: str
     default: istio-system
+  revision:
+    description:
+      - The Istio revision installed in the watched cluster (empty - the default revision). Istio's install names its
+        reader ClusterRole after it (C(istio-reader-clusterrole-<revision>-<namespace>)); the reader role is created
+        only when that one is missing.
+    type: str
+    default: ""
   service_account:
     description: The reader ServiceAccount.
     type: str
@@ -150,6 +157,7 @@ def main() -> None:
     argument_spec.update(
         cluster_name=dict(type="str", required=True),
         namespace=dict(type="str", default="istio-system"),
+        revision=dict(type="str", default=""),
         service_account=dict(type="str", default=_remote_secret.READER_SA),
         server=dict(type="str"),
         allow_loopback_server=dict(type="bool", default=False),
@@ -173,7 +181,7 @@ def main() -> None:
                 "set server (meshfed_api_server) to an address other clusters reach, or allow_loopback_server for a single-host test bed"
             )
         namespace, account = params["namespace"], params["service_account"]
-        created = _remote_secret.ensure_reader(cluster, namespace, account, module.check_mode)
+        created = _remote_secret.ensure_reader(cluster, namespace, account, module.check_mode, params["revision"])
         tokens = _remote_secret.token_secrets(cluster, namespace, account)
         now = datetime.datetime.now(datetime.UTC)
         rotated = not created and _remote_secret.rotation_due(tokens, params["rotate_token_older_than_days"], now)

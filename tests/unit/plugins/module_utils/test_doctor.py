@@ -107,6 +107,13 @@ def test_healthy_mesh_has_no_findings():
     assert findings(healthy(), expected_roots=[ROOT]) == []
 
 
+def test_a_remote_injecting_through_a_revisions_istiod_service_is_healthy():
+    states = healthy()
+    hook = {"url": "", "service": "istio-system/istiod-1-31-0", "path": "/inject/cluster/c/net/net1"}
+    states["c"]["injection_webhooks"] = [{"name": "istio-sidecar-injector-1-31-0", "targets": [hook]}]
+    assert findings(states) == []
+
+
 def test_roots_by_cluster_names_each_readable_clusters_roots():
     states = healthy()
     states["b"]["cacerts"] = {"present": False}

@@ -187,3 +187,30 @@ def test_gateway_address_problem(service, addresses, problem):
 )
 def test_istioctl_version(output, version):
     assert _istio.istioctl_version(output) == version
+
+
+@pytest.mark.parametrize(
+    ("revision", "operator", "istiod"),
+    [("", "control-plane", "istiod"), ("default", "control-plane", "istiod"), ("1-31-0", "control-plane-1-31-0", "istiod-1-31-0")],
+)
+def test_names_per_revision(revision, operator, istiod):
+    assert _istio.control_plane_name(revision) == operator
+    assert _istio.suffixed("istiod", revision) == istiod
+
+
+def test_eastwest_objects_of_a_revision_route_to_its_istiod_and_by_sni():
+    objects = {obj["metadata"]["name"]: obj for obj in _istio.eastwest_objects("istio-system", True, revision="1-31-0")}
+    assert sorted(objects) == ["cross-network-gateway", "istiod-gateway", "istiod-vs", "istiod-vs-1-31-0"]
+    catch_all = objects["istiod-vs"]["spec"]["tls"]
+    assert {route["route"][0]["destination"]["host"] for route in catch_all} == {"istiod-1-31-0.istio-system.svc.cluster.local"}
+    by_sni = objects["istiod-vs-1-31-0"]["spec"]
+    assert by_sni["gateways"] == ["istiod-gateway"]
+    assert [(route["match"][0]["port"], route["match"][0]["sniHosts"], route["route"][0]["destination"]["port"]["number"]) for route in by_sni["tls"]] == [
+        (15012, ["istiod-1-31-0.istio-system.svc", "istiod-1-31-0.istio-system.svc.cluster.local"], 15012),
+        (15017, ["istiod-1-31-0.istio-system.svc", "istiod-1-31-0.istio-system.svc.cluster.local"], 443),
+    ]
+
+
+def test_eastwest_objects_without_a_revision_are_as_before():
+    assert _istio.eastwest_objects("istio-system", True) == _istio.eastwest_objects("istio-system", True, revision="default")
+    assert "istiod-vs-default" not in {obj["metadata"]["name"] for obj in _istio.eastwest_objects("istio-system", True)}

@@ -35,6 +35,7 @@ THREE = [cluster("a"), cluster("b", network="net2"), cluster("c", role="remote",
         (inventory(a={"api_server": "https://rancher.example/k8s/clusters/c-1"}), []),  # an API proxy's path
         (inventory(a={"istio_version": "1.31-dev", "revision": "1-30-1", "namespace": "istio", "allow_migration": "yes"}), []),
         (inventory(a={"cluster_name": "", "istioctl": "", "revision": None, "eastwest_external_ips": []}), []),  # empty = unset
+        (inventory(a={"istio_target_revision": "1-31-0", "istio_target_istioctl": "/opt/istio-1.31.0/bin/istioctl"}), []),
     ],
 )
 def test_consistent_inventories_have_no_problems(variables, remotes):

@@ -122,3 +122,15 @@ def test_a_new_token_that_cannot_be_used_is_refused_before_any_request():
         "the new reader token of context 'east' cannot be used: the token holds characters an HTTP header cannot carry "
         "(line breaks, spaces, non-ASCII); certificate-authority-data holds no PEM"
     )
+
+
+@pytest.mark.parametrize(
+    ("revision", "name"),
+    [
+        ("", "istio-reader-clusterrole-istio-system"),
+        ("default", "istio-reader-clusterrole-istio-system"),
+        ("1-31-0", "istio-reader-clusterrole-1-31-0-istio-system"),
+    ],
+)
+def test_reader_role_is_named_as_istios_install_names_it_per_revision(revision, name):
+    assert _remote_secret.reader_role_name("istio-system", revision) == name

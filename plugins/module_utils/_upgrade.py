@@ -1,0 +1,345 @@
+# -*- coding: utf-8 -*-
+# Copyright: meshfed.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to meshfed.istio: a canary-revision upgrade of a multi-cluster mesh, as pure functions.
+
+What each cluster runs (its revisions, tags, the revision each namespace injects from, the east-west gateway's revision),
+read from the API reads of _upgrade_run; how far the upgrade to a target revision is, per cluster and mesh-wide; what
+is refused before anything is written; what the next actions are. The order is Istio's for one cluster, stretched over
+the mesh, each stage finished in every cluster before the next starts:
+
+1. primaries: the target's control plane on every primary (and, on a primary with remotes, istiod-<target> exposed
+   through its east-west gateway), Ready;
+2. remotes: the target's control plane on every remote (profile remote: Service istiod-<target> at the primary's
+   gateway, injector istio-sidecar-injector-<target>);
+3. namespaces: every namespace that injects from another revision is moved to istio.io/rev=<target>;
+4. gateways: the east-west gateway reinstalled on the target revision;
+5. old_revision: the default tag moved to the target, then every other revision uninstalled - remotes before
+   primaries, and only in a cluster where no injected pod still runs a proxy of it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio
+
+STAGES = ("primaries", "remotes", "namespaces", "gateways", "old_revision")
+STAGE_TITLES = {
+    "primaries": "1. the target control plane on every primary, Ready",
+    "remotes": "2. the target control plane on every remote",
+    "namespaces": "3. namespaces moved to the target revision",
+    "gateways": "4. east-west gateways on the target revision",
+    "old_revision": "5. the old revision removed, remotes first",
+}
+INJECTOR = "istio-sidecar-injector"
+TAG_WEBHOOK_PREFIX = "istio-revision-tag-"
+DEFAULT_TAG = "default"
+_VERSION = re.compile(r"\A(\d+)\.(\d+)(?:[.-].*)?\Z")
+_IMAGE_TAG = re.compile(r":([^:/]+)\Z")
+
+
+class UpgradeError(Exception):
+    """The upgrade refuses to start, or a stage cannot finish."""
+
+
+def minor(version: str) -> tuple[int, int] | None:
+    """(major, minor) of 1.31.0, 1.31-dev, 1.30.1-distroless; None when it is no Istio version."""
+    match = _VERSION.match(version or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def image_version(image: str) -> str:
+    """The tag of an image reference (docker.io/istio/pilot:1.31.0 -> 1.31.0), '' without one."""
+    match = _IMAGE_TAG.search((image or "").split("@", 1)[0])
+    return match.group(1) if match else ""
+
+
+def _labels(item: dict) -> dict:
+    return (item.get("metadata") or {}).get("labels") or {}
+
+
+def _name(item: dict) -> str:
+    return (item.get("metadata") or {}).get("name") or ""
+
+
+def _ready(deployment: dict) -> bool:
+    """A Deployment whose current generation has every wanted replica (at least one) ready."""
+    meta, spec, status = deployment.get("metadata") or {}, deployment.get("spec") or {}, deployment.get("status") or {}
+    wanted = spec.get("replicas", 1) or 1
+    current = (status.get("observedGeneration") or 0) >= (meta.get("generation") or 0)
+    return current and (status.get("readyReplicas") or 0) >= wanted and (status.get("updatedReplicas") or 0) >= wanted
+
+
+def _revision_of(item: dict) -> str:
+    return _labels(item).get(_istio.REVISION_LABEL) or _istio.DEFAULT_REVISION
+
+
+def observe(raw: dict) -> dict:
+    """One cluster's revisions, from the reads of _upgrade_run.fetch (untrusted data: only names and labels are kept).
+
+    revisions: revision -> istiod (a Deployment), ready, version (its image tag), multiroot (the rotation flag in its
+    env), owner (the IstioOperator it was installed from), injector (its webhook), service (its istiod Service), record
+    (this collection installed its control plane).
+    tags: tag -> revision. namespaces: namespace -> the revision its pods are injected from (tags resolved), for the
+    namespaces that inject. gateway: the east-west gateway's revision ('' without one). pods: revision -> injected
+    pods still carrying it (a sample). cacerts: the plugged-in CA is complete.
+    """
+    revisions: dict[str, dict] = {}
+
+    def revision(name: str) -> dict:
+        return revisions.setdefault(name, new_revision())
+
+    for item in raw.get("deployments") or []:
+        if _labels(item).get("app") == "istiod":
+            facts = revision(_revision_of(item))
+            containers = (((item.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
+            env = {entry.get("name"): entry.get("value") for entry in containers[0].get("env") or [] if isinstance(entry, dict)}
+            version = image_version(containers[0].get("image", ""))
+            multiroot = _istio.flag_on(env.get(_istio.MULTIROOT_ENV))
+            facts.update(istiod=True, ready=_ready(item), version=version, multiroot=multiroot, owner=_labels(item).get(_istio.OWNER_LABEL, ""))
+    tags: dict[str, str] = {}
+    for item in raw.get("webhooks") or []:
+        labels = _labels(item)
+        if labels.get(_istio.TAG_LABEL):
+            tags[labels[_istio.TAG_LABEL]] = _revision_of(item)
+        elif _name(item) == _istio.suffixed(INJECTOR, _revision_of(item)):
+            revision(_revision_of(item))["injector"] = True
+    for item in raw.get("services") or []:
+        labels = _labels(item)
+        if _istio.TAG_LABEL not in labels and _istio.REVISION_LABEL in labels and _name(item) == _istio.suffixed("istiod", _revision_of(item)):
+            revision(_revision_of(item))["service"] = True
+    records = set(raw.get("records") or [])
+    for rev, facts in revisions.items():
+        facts["record"] = _istio.control_plane_name(rev) in records
+    namespaces = {}
+    for item in raw.get("namespaces") or []:
+        rev = injects_from(_labels(item), tags)
+        if rev:
+            namespaces[_name(item)] = rev
+    gateway = next((item for item in raw.get("deployments") or [] if _name(item) == _istio.EASTWEST_GATEWAY), None)
+    pods: dict[str, int] = {}
+    for item in raw.get("pods") or []:
+        rev = _labels(item).get(_istio.REVISION_LABEL)
+        if rev:
+            pods[rev] = pods.get(rev, 0) + 1
+    cacerts = raw.get("cacerts")
+    return {
+        "revisions": revisions,
+        "tags": tags,
+        "namespaces": namespaces,
+        "gateway": _revision_of(gateway) if gateway is not None else "",
+        "gateway_ready": gateway is not None and _ready(gateway),
+        "pods": pods,
+        "cacerts": cacerts is not None and all(key in cacerts for key in _istio.BUNDLE_KEYS),
+        "gateway_addresses": _istio.gateway_address_problem(raw.get("gateway_service"))[0],
+        "routes": {_name(item): route_destination(item) for item in raw.get("routes") or []},
+    }
+
+
+def route_destination(virtual_service: dict) -> str:
+    """The host a VirtualService's first TLS route sends to ('' for none)."""
+    for route in (virtual_service.get("spec") or {}).get("tls") or []:
+        for destination in route.get("route") or []:
+            return ((destination or {}).get("destination") or {}).get("host") or ""
+    return ""
+
+
+def new_revision() -> dict:
+    return {"istiod": False, "ready": False, "version": "", "multiroot": False, "injector": False, "service": False, "record": False, "owner": ""}
+
+
+def injects_from(labels: dict, tags: dict[str, str]) -> str:
+    """The revision a namespace's new pods are injected from ('' for none): istio-injection=enabled (which wins) is the
+    default tag's, istio.io/rev a revision or a tag."""
+    injection = labels.get(_istio.INJECTION_LABEL)
+    if injection is not None:
+        return tags.get(DEFAULT_TAG, _istio.DEFAULT_REVISION) if injection == "enabled" else ""
+    rev = labels.get(_istio.REVISION_LABEL)
+    return tags.get(rev, rev) if rev else ""
+
+
+def moved_labels(labels: dict, target: str) -> dict:
+    """A namespace's labels once it injects from the target: istio.io/rev=<target>, istio-injection gone."""
+    moved = {key: value for key, value in labels.items() if key != _istio.INJECTION_LABEL}
+    moved[_istio.REVISION_LABEL] = target
+    return moved
+
+
+def control_plane_done(view: dict, role: str, target: str, exposes_istiod: bool) -> bool:
+    """The target's control plane is installed (a primary: its istiod Ready; a remote: its Service and injector)."""
+    facts = view["revisions"].get(target)
+    if facts is None:
+        return False
+    if role == "remote":
+        return facts["service"] and facts["injector"]
+    return facts["istiod"] and facts["ready"] and (not exposes_istiod or route_name(target) in view["routes"])
+
+
+def route_name(target: str) -> str:
+    return f"{_istio.ISTIOD_VIRTUAL_SERVICE}-{target}"
+
+
+def old_revisions(view: dict, target: str) -> list[str]:
+    return sorted(rev for rev in view["revisions"] if rev != target)
+
+
+def progress(view: dict, cluster: dict, target: str) -> dict:
+    """Which stages are finished in one cluster (cluster: the mesh plan's cluster - role, remotes)."""
+    control_plane = control_plane_done(view, cluster["role"], target, bool(cluster.get("remotes")))
+    return {
+        "primaries": cluster["role"] != "primary" or control_plane,
+        "remotes": cluster["role"] != "remote" or control_plane,
+        "namespaces": all(rev == target for rev in view["namespaces"].values()),
+        "gateways": view["gateway"] in ("", target),
+        "old_revision": not old_revisions(view, target)
+        and view["tags"].get(DEFAULT_TAG, target) == target
+        and (not cluster.get("remotes") or catch_all_on(view, target)),
+    }
+
+
+def catch_all_on(view: dict, target: str) -> bool:
+    """The east-west gateway's istiod route for every other SNI (istiod-vs) goes to the target's istiod."""
+    return view["routes"].get(_istio.ISTIOD_VIRTUAL_SERVICE, "").startswith(f"{_istio.suffixed('istiod', target)}.")
+
+
+def mesh_stage(progresses: dict[str, dict]) -> str:
+    """The first stage not finished in every cluster ('done' when none is left)."""
+    return next((stage for stage in STAGES if not all(item[stage] for item in progresses.values())), "done")
+
+
+def refusals(views: dict[str, dict], clusters: dict[str, dict], target: str, target_version: str, max_minor_ahead: int = 1) -> list[str]:
+    """Why the upgrade must not start (nothing has been written yet). views and clusters by cluster name."""
+    found = []
+    if not target or target == _istio.DEFAULT_REVISION:
+        found.append("set meshfed_istio_target_revision to the new revision's name (for example 1-31-0; 'default' is the revision without a name)")
+    wanted = minor(target_version)
+    if wanted is None:
+        found.append(f"the target istioctl reports {target_version!r}, not an Istio version: set meshfed_istio_target_istioctl to the target's istioctl")
+    for name, view in sorted(views.items()):
+        if not view["cacerts"]:
+            found.append(f"cluster {name}: cacerts is missing or incomplete, so the new istiod would start on a self-signed root; run the site playbook first")
+        if not view["revisions"]:
+            found.append(f"cluster {name}: no Istio control plane is installed; run the site playbook first")
+        for rev, facts in sorted(view["revisions"].items()):
+            if rev != target and not facts["record"]:
+                found.append(
+                    f"cluster {name}: revision {rev} was not installed by meshfed.istio (no install record), so this upgrade would not remove it; "
+                    f"remove it with istioctl uninstall --revision {rev}, or install it with the site playbook"
+                )
+            if not facts["istiod"] or wanted is None:
+                continue
+            have = minor(facts["version"])
+            if have is None:
+                found.append(f"cluster {name}: the istiod of revision {rev} runs image tag {facts['version']!r}, no Istio version; the skew cannot be checked")
+            elif wanted < have:
+                found.append(f"cluster {name}: revision {rev} runs Istio {facts['version']}, newer than the target {target_version} (no downgrades)")
+            elif wanted[0] != have[0] or wanted[1] - have[1] > max_minor_ahead:
+                ahead = f"more than {max_minor_ahead} minor ahead of {rev} (Istio {facts['version']})"
+                found.append(f"cluster {name}: the target {target_version} is {ahead}; upgrade in steps")
+        # the target's istiod from another IstioOperator (an install of ours that failed has no record, but our name)
+        mine = view["revisions"].get(target)
+        if mine is not None and mine["istiod"] and mine["owner"] != _istio.control_plane_name(target):
+            found.append(f"cluster {name}: revision {target} is installed already, but not by meshfed.istio; choose another meshfed_istio_target_revision")
+    return found
+
+
+def gate(stage: str, progresses: dict[str, dict]) -> list[str]:
+    """What keeps a stage from starting: every earlier stage must be finished in every cluster."""
+    waiting = []
+    for earlier in STAGES[: STAGES.index(stage)]:
+        behind = sorted(name for name, item in progresses.items() if not item[earlier])
+        if behind:
+            waiting.append(f"stage {earlier} is not finished in {', '.join(behind)}")
+    return waiting
+
+
+def _order(clusters: dict[str, dict], role: str) -> list[str]:
+    return sorted(name for name, cluster in clusters.items() if cluster["role"] == role)
+
+
+def actions(stage: str, views: dict[str, dict], clusters: dict[str, dict], target: str) -> list[dict]:
+    """The writes of one stage, in order, from the views (by cluster name); [] when the stage is finished."""
+    planned: list[dict] = []
+
+    def add(name: str, action: str, **detail) -> None:
+        planned.append({"stage": stage, "cluster": name, "action": action, **detail})
+
+    if stage in ("primaries", "remotes"):
+        role = "primary" if stage == "primaries" else "remote"
+        for name in _order(clusters, role):
+            if progress(views[name], clusters[name], target)[stage]:
+                continue
+            add(name, "install_control_plane", revision=target)
+            if role == "primary" and clusters[name].get("remotes") and route_name(target) not in views[name]["routes"]:
+                add(name, "expose_istiod", revision=target)
+            if role == "primary":
+                add(name, "wait_ready", revision=target)
+    elif stage == "namespaces":
+        for name in sorted(clusters):
+            for namespace, rev in sorted(views[name]["namespaces"].items()):
+                if rev != target:
+                    add(name, "move_namespace", namespace=namespace, revision=target, previous=rev)
+    elif stage == "gateways":
+        for name in sorted(clusters):
+            if views[name]["gateway"] not in ("", target):
+                add(name, "install_gateway", revision=target, previous=views[name]["gateway"])
+    elif stage == "old_revision":
+        for name in _order(clusters, "remote") + _order(clusters, "primary"):
+            view = views[name]
+            if view["tags"].get(DEFAULT_TAG, target) != target:
+                add(name, "move_default_tag", revision=target, previous=view["tags"][DEFAULT_TAG])
+            for rev in old_revisions(view, target):
+                add(name, "uninstall", revision=rev)
+            if clusters[name]["role"] == "primary" and clusters[name].get("remotes") and not catch_all_on(view, target):
+                add(name, "expose_istiod_catch_all", revision=target)
+    return planned
+
+
+def plan(views: dict[str, dict], clusters: dict[str, dict], target: str, last_stage: str = STAGES[-1]) -> list[dict]:
+    """Every remaining write up to last_stage, in order, as if each stage finishes (check mode's plan)."""
+    planned = []
+    for index, stage in enumerate(STAGES[: STAGES.index(last_stage) + 1]):
+        planned += actions(stage, views if index == 0 else projected_views(views, clusters, target, stage), clusters, target)
+    return planned
+
+
+def projected_views(views: dict[str, dict], clusters: dict[str, dict], target: str, stage: str) -> dict[str, dict]:
+    """The views once every stage before this one has finished."""
+    return {name: project(view, clusters[name], target, upto=STAGES[STAGES.index(stage) - 1]) for name, view in views.items()}
+
+
+def project(view: dict, cluster: dict, target: str, upto: str) -> dict:
+    """A view as it will be once the stages up to `upto` (a stage name; '' for none) have finished."""
+    if not upto:
+        return view
+    done = STAGES[: STAGES.index(upto) + 1]
+    projected = {**view, "revisions": {rev: dict(facts) for rev, facts in view["revisions"].items()}, "routes": dict(view["routes"])}
+    if ("primaries" in done and cluster["role"] == "primary") or ("remotes" in done and cluster["role"] == "remote"):
+        facts = projected["revisions"].setdefault(target, new_revision())
+        facts.update(record=True, injector=True, service=True, istiod=cluster["role"] == "primary", ready=cluster["role"] == "primary")
+        if cluster.get("remotes"):
+            projected["routes"].setdefault(route_name(target), "")
+    if "namespaces" in done:
+        projected["namespaces"] = {namespace: target for namespace in view["namespaces"]}
+    if "gateways" in done and view["gateway"]:
+        projected["gateway"] = target
+    return projected
+
+
+def summary(plan_actions: list[dict]) -> dict[str, dict[str, list[str]]]:
+    """The plan per stage and cluster, as lines a person reads (check mode's output)."""
+    lines: dict[str, dict[str, list[str]]] = {}
+    for item in plan_actions:
+        detail = {
+            "install_control_plane": f"install control plane {_istio.control_plane_name(item['revision'])} (istioctl)",
+            "expose_istiod": f"route SNI istiod-{item['revision']} through the east-west gateway ({route_name(item['revision'])})",
+            "wait_ready": f"wait until istiod-{item['revision']} is Ready",
+            "move_namespace": f"namespace {item.get('namespace')}: {item.get('previous')} -> istio.io/rev={item['revision']}",
+            "install_gateway": f"reinstall the east-west gateway on revision {item['revision']} (from {item.get('previous')})",
+            "move_default_tag": f"move the default tag to {item['revision']} (from {item.get('previous')})",
+            "uninstall": f"uninstall revision {item['revision']} ({_istio.control_plane_name(item['revision'])})",
+            "expose_istiod_catch_all": f"route every other SNI to istiod-{item['revision']} ({_istio.ISTIOD_VIRTUAL_SERVICE})",
+        }[item["action"]]
+        lines.setdefault(STAGE_TITLES[item["stage"]], {}).setdefault(item["cluster"], []).append(detail)
+    return lines

@@ -1,0 +1,273 @@
+# -*- coding: utf-8 -*-
+# Copyright: meshfed.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to meshfed.istio: the canary-revision upgrade against the clusters (the decisions are _upgrade's).
+
+Run once on the control node: read every cluster, refuse before any write, then stage by stage - each stage's writes in
+every cluster, then a bounded wait until the clusters show it finished, read back - before the next stage starts. Every
+write is recorded with its time, so the order can be checked afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _istioctl, _k8s, _render, _upgrade
+from ansible_collections.meshfed.istio.plugins.module_utils._cluster_state import INJECTED_POD_SELECTOR
+
+
+@dataclass
+class Member:
+    """One cluster: its mesh plan entry (name, role, remotes, primary_host...) and its API."""
+
+    host: str
+    cluster: dict
+    api: _k8s.Cluster
+
+    @property
+    def name(self) -> str:
+        return self.cluster["name"]
+
+
+@dataclass
+class Options:
+    target: str
+    istioctl: str
+    settings: dict
+    last_stage: str = _upgrade.STAGES[-1]
+    readiness_timeout: int = 300
+    settle_timeout: int = 300
+    control_plane_overlay: dict = field(default_factory=dict)
+    eastwest_overlay: dict = field(default_factory=dict)
+    max_minor_ahead: int = 1
+    pod_sample: int = 500
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.get("namespace") or "istio-system"
+
+
+def fetch(api: _k8s.Cluster, namespace: str, pod_sample: int) -> dict:
+    """The reads behind one cluster's view (about nine list calls); cacerts is reduced to its key names at once."""
+    cacerts = api.secret_data(namespace, _istio.CACERTS_SECRET)
+    services = api.items(f"listing services in {namespace}", _k8s.namespaced(namespace, "services"))
+    return {
+        "deployments": api.items(f"listing deployments in {namespace}", _k8s.namespaced(namespace, "deployments", group="apps")),
+        "services": services,
+        "gateway_service": next((item for item in services if item["metadata"]["name"] == _istio.EASTWEST_GATEWAY), None),
+        "webhooks": api.items(
+            "listing mutating webhooks", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", labelSelector="app=sidecar-injector"
+        ),
+        "namespaces": api.items("listing namespaces", "/api/v1/namespaces"),
+        "cacerts": None if cacerts is None else sorted(cacerts),
+        "records": [
+            item["metadata"]["name"][len(_istioctl.STATE_PREFIX) :]
+            for item in api.items(
+                f"listing install records in {namespace}",
+                _k8s.namespaced(namespace, "configmaps"),
+                labelSelector=f"{_istio.MANAGED_BY_LABEL}={_istio.MANAGED_BY}",
+            )
+            if item["metadata"]["name"].startswith(_istioctl.STATE_PREFIX)
+        ],
+        "pods": api.items("listing injected pods", "/api/v1/pods", labelSelector=INJECTED_POD_SELECTOR, limit=pod_sample),
+        "routes": api.items(
+            f"listing virtualservices in {namespace}", _k8s.namespaced(namespace, "virtualservices", group="networking.istio.io"), missing_ok=True
+        ),
+    }
+
+
+def observe_all(members: list[Member], options: Options) -> dict[str, dict]:
+    return {member.name: _upgrade.observe(fetch(member.api, options.namespace, options.pod_sample)) for member in members}
+
+
+def _apply(api: _k8s.Cluster, obj: dict, plural: str) -> bool:
+    """Create the object, or replace its spec when it differs; whether anything was written."""
+    meta = obj["metadata"]
+    group, version = obj["apiVersion"].split("/") if "/" in obj["apiVersion"] else ("", obj["apiVersion"])
+    path = _k8s.namespaced(meta["namespace"], plural, meta["name"], group=group, version=version)
+    current = api.get(f"reading {plural} {meta['name']}", path, missing_ok=True)
+    if current is None:
+        api.request(f"creating {plural} {meta['name']}", "POST", _k8s.namespaced(meta["namespace"], plural, group=group, version=version), body=obj)
+        return True
+    if current.get("spec") == obj["spec"]:
+        return False
+    body = {**obj, "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]}}
+    api.request(f"replacing {plural} {meta['name']}", "PUT", path, body=body)
+    return True
+
+
+class Runner:
+    def __init__(self, options: Options, members: list[Member], sleep=time.sleep, clock=time.monotonic, now=time.time) -> None:
+        self.options, self.members = options, members
+        self.by_name = {member.name: member for member in members}
+        self.clusters = {member.name: member.cluster for member in members}
+        self.sleep, self.clock, self.now = sleep, clock, now
+        self.events: list[dict] = []
+
+    def observe(self) -> dict[str, dict]:
+        return observe_all(self.members, self.options)
+
+    def progresses(self, views: dict[str, dict]) -> dict[str, dict]:
+        return {name: _upgrade.progress(view, self.clusters[name], self.options.target) for name, view in views.items()}
+
+    def record(self, action: dict, changed: bool, **extra) -> None:
+        self.events.append({**action, "changed": changed, "at": round(self.now(), 3), **extra})
+
+    def _istioctl(self, member: Member, argv: list[str], what: str) -> None:
+        auth = member.cluster.get("auth") or {}
+        with _istioctl.KubeconfigFile(auth.get("kubeconfig")) as path:
+            result = _istioctl.run([self.options.istioctl, *argv, *_istioctl.connection_args(path, auth.get("context"))], self.options.readiness_timeout + 120)
+        if result.returncode != 0:
+            raise _upgrade.UpgradeError(f"cluster {member.name}: {what} failed: {(result.stderr or result.stdout).strip()[-2000:]}")
+
+    def _install(self, member: Member, operator: dict) -> bool:
+        auth = member.cluster.get("auth") or {}
+        try:
+            result = _istioctl.ensure(
+                self.options.istioctl, operator, member.api, auth.get("kubeconfig"), auth.get("context"), self.options.readiness_timeout, False
+            )
+        except _istioctl.IstioctlError as exc:
+            raise _upgrade.UpgradeError(f"cluster {member.name}: {exc}; the old revision keeps serving, no namespace was moved") from exc
+        return result["changed"]
+
+    def _settings(self) -> dict:
+        return {**self.options.settings, "revision": self.options.target}
+
+    def execute(self, action: dict, views: dict[str, dict]) -> None:
+        member, target, namespace = self.by_name[action["cluster"]], self.options.target, self.options.namespace
+        view = views[member.name]
+        kind = action["action"]
+        if kind == "install_control_plane":
+            pilot = ""
+            if member.cluster["role"] == "remote":
+                primary = member.cluster["primary_name"]
+                pilot = (views[primary]["gateway_addresses"] or [""])[0]
+                if not pilot:
+                    raise _upgrade.UpgradeError(f"cluster {member.name}: its primary {primary} has no east-west gateway address; run the site playbook")
+            multiroot = any(facts["multiroot"] for facts in view["revisions"].values())
+            operator = _render.control_plane(member.cluster, self._settings(), pilot, self.options.control_plane_overlay or None, multiroot)
+            self.record(action, self._install(member, operator))
+        elif kind == "expose_istiod":
+            self.record(action, _apply(member.api, _istio.istiod_revision_route(namespace, target), "virtualservices"))
+        elif kind == "expose_istiod_catch_all":
+            changed = False
+            for obj in _render.eastwest_objects(member.cluster, self._settings()):
+                changed = _apply(member.api, obj, "gateways" if obj["kind"] == "Gateway" else "virtualservices") or changed
+            self.record(action, changed)
+        elif kind == "wait_ready":
+            self.wait(
+                lambda: _upgrade.observe(fetch(member.api, namespace, self.options.pod_sample))["revisions"].get(target, {}).get("ready"),
+                f"cluster {member.name}: istiod-{target} did not become Ready within {self.options.settle_timeout} s; the old revision keeps serving",
+            )
+            self.record(action, False)
+        elif kind == "move_namespace":
+            self.record(action, self._move_namespace(member, action["namespace"]))
+        elif kind == "install_gateway":
+            operator = _render.eastwest_operator(member.cluster, self._settings(), self.options.eastwest_overlay or None)
+            self.record(action, self._install(member, operator))
+        elif kind == "move_default_tag":
+            argv = ["tag", "set", _upgrade.DEFAULT_TAG, "--revision", target, "--overwrite", "--istioNamespace", namespace]
+            self._istioctl(member, argv, "istioctl tag set default")
+            self.record(action, True)
+        elif kind == "uninstall":
+            self._uninstall(member, action, view)
+
+    def _move_namespace(self, member: Member, name: str) -> bool:
+        path = _k8s.cluster_scoped("namespaces", name)
+        current = member.api.get(f"reading namespace {name}", path)
+        labels = (current.get("metadata") or {}).get("labels") or {}
+        moved = _upgrade.moved_labels(labels, self.options.target)
+        if moved == labels:
+            return False
+        current["metadata"]["labels"] = moved
+        member.api.request(f"relabelling namespace {name}", "PUT", path, body=current)
+        return True
+
+    def _uninstall(self, member: Member, action: dict, view: dict) -> None:
+        revision, namespace = action["revision"], self.options.namespace
+        users = view["pods"].get(revision, 0)
+        if users:
+            raise _upgrade.UpgradeError(
+                f"cluster {member.name}: {users} injected pod(s) still run proxies of revision {revision}; restart their workloads "
+                f"(their namespaces inject from {self.options.target} now) and run the upgrade again"
+            )
+        name = _istio.control_plane_name(revision)
+        # only what istioctl installed from this IstioOperator: istioctl selects on its owning-resource label
+        handle, path = tempfile.mkstemp(prefix="meshfed-uninstall-", suffix=".json")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump({"apiVersion": _istio.OPERATOR_API, "kind": "IstioOperator", "metadata": {"name": name, "namespace": namespace}}, stream)
+            self._istioctl(member, ["uninstall", "-y", "-f", path], f"istioctl uninstall of {name}")
+        finally:
+            os.unlink(path)
+        member.api.request(
+            f"deleting install record {_istioctl.STATE_PREFIX}{name}",
+            "DELETE",
+            _k8s.namespaced(namespace, "configmaps", _istioctl.STATE_PREFIX + name),
+            missing_ok=True,
+        )
+        self.record(action, True)
+
+    def wait(self, done, message: str) -> None:
+        deadline = self.clock() + self.options.settle_timeout
+        while not done():
+            if self.clock() >= deadline:
+                raise _upgrade.UpgradeError(message)
+            self.sleep(2)
+
+    def settle(self, stage: str) -> dict[str, dict]:
+        """Read every cluster until the stage shows finished everywhere (bounded); the last views."""
+        views: dict[str, dict] = {}
+
+        def behind() -> list[str]:
+            views.update(self.observe())
+            return sorted(name for name, item in self.progresses(views).items() if not item[stage])
+
+        deadline = self.clock() + self.options.settle_timeout
+        while left := behind():
+            if self.clock() >= deadline:
+                raise _upgrade.UpgradeError(f"stage {stage} is not finished in {', '.join(left)} after {self.options.settle_timeout} s")
+            self.sleep(2)
+        return views
+
+    def run(self, check_mode: bool) -> dict:
+        options = self.options
+        target_version = _istioctl.version(options.istioctl)
+        views = self.observe()
+        problems = _upgrade.refusals(views, self.clusters, options.target, target_version, options.max_minor_ahead)
+        if problems:
+            raise _upgrade.UpgradeError("the upgrade does not start: " + "; ".join(problems))
+        planned = _upgrade.plan(views, self.clusters, options.target, options.last_stage)
+        result = {
+            "target": options.target,
+            "target_version": target_version,
+            "plan": _upgrade.summary(planned),
+            "actions": planned,
+            "stage_before": _upgrade.mesh_stage(self.progresses(views)),
+        }
+        if check_mode:
+            return {**result, "changed": bool(planned), "events": [], "done": {}, "stage": result["stage_before"], "clusters": self.progresses(views)}
+        for stage in _upgrade.STAGES[: _upgrade.STAGES.index(options.last_stage) + 1]:
+            progresses = self.progresses(views)
+            if all(item[stage] for item in progresses.values()):
+                continue
+            waiting = _upgrade.gate(stage, progresses)
+            if waiting:
+                raise _upgrade.UpgradeError(f"stage {stage} cannot start: {'; '.join(waiting)}")
+            for action in _upgrade.actions(stage, views, self.clusters, options.target):
+                self.execute(action, views)
+            views = self.settle(stage)
+            self.events.append({"stage": stage, "cluster": "", "action": "stage_finished", "changed": False, "at": round(self.now(), 3)})
+        progresses = self.progresses(views)
+        return {
+            **result,
+            "changed": any(event["changed"] for event in self.events),
+            "events": self.events,
+            "done": _upgrade.summary([event for event in self.events if event["changed"]]),
+            "stage": _upgrade.mesh_stage(progresses),
+            "clusters": progresses,
+        }

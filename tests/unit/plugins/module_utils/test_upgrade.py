@@ -1,0 +1,350 @@
+"""The canary-revision upgrade as pure functions: what a cluster runs, how far the upgrade is, what comes next, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.meshfed.istio.plugins.module_utils import _upgrade
+from ansible_collections.meshfed.istio.plugins.module_utils._istio import BUNDLE_KEYS
+from ansible_collections.meshfed.istio.plugins.module_utils._istio import OWNER_LABEL as OWNER
+
+T = "1-31-x"
+NS = "istio-system"
+CLUSTERS = {
+    "east": {"name": "east", "role": "primary", "remotes": ["edge"], "primary_name": None},
+    "west": {"name": "west", "role": "primary", "remotes": [], "primary_name": None},
+    "edge": {"name": "edge", "role": "remote", "remotes": [], "primary_name": "east"},
+}
+
+
+def meta(name: str, labels: dict, namespace: str | None = NS) -> dict:
+    return {"name": name, "labels": labels, **({"namespace": namespace} if namespace else {})}
+
+
+def deployment(
+    name: str, rev: str, *, ready: bool = True, image: str = "docker.io/istio/pilot:1.30.2", multiroot: str = "true", app: str = "istiod", owner: str = ""
+) -> dict:
+    return {
+        "metadata": {**meta(name, {"app": app, "istio.io/rev": rev, OWNER: owner}), "generation": 2},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"image": image, "env": [{"name": "ISTIO_MULTIROOT_MESH", "value": multiroot}]}]}}},
+        "status": {"observedGeneration": 2, "readyReplicas": 1 if ready else 0, "updatedReplicas": 1},
+    }
+
+
+def tagged(name: str, rev: str, tag: str | None = None) -> dict:
+    return {"metadata": meta(name, {"istio.io/rev": rev, **({"istio.io/tag": tag} if tag else {})}, None)}
+
+
+def control_plane(role: str, rev: str, *, ready: bool = True, image: str = "docker.io/istio/pilot:1.30.2", record: bool = True, owner: str = "") -> dict:
+    """What istioctl installs for one revision (as the test bed shows it), and this collection's install record."""
+    suffix = "" if rev == "default" else f"-{rev}"
+    owner = owner or f"control-plane{suffix}"
+    raw = {
+        "deployments": [deployment(f"istiod{suffix}", rev, ready=ready, image=image, owner=owner)] if role == "primary" else [],
+        "services": [tagged(f"istiod{suffix}", rev)],
+        "webhooks": [tagged(f"istio-sidecar-injector{suffix}", rev)],
+        "records": [f"control-plane{suffix}"] if record else [],
+    }
+    return raw
+
+
+def cluster(role: str, revisions: list[str], *, namespaces: dict | None = None, gateway: str = "default", default_tag: str | None = "default", **extra) -> dict:
+    raw: dict = {
+        "deployments": [],
+        "services": [],
+        "webhooks": [],
+        "records": ["eastwest"],
+        "cacerts": sorted(BUNDLE_KEYS),
+    }
+    for rev in revisions:
+        for key, items in control_plane(role, rev, **extra.get(rev, {})).items():
+            raw[key] += items
+    if default_tag:
+        raw["webhooks"].append(tagged("istio-revision-tag-default", default_tag, "default"))
+        raw["services"].append(tagged("istiod-revision-tag-default", default_tag, "default"))
+    if gateway:
+        raw["deployments"].append(deployment("istio-eastwestgateway", gateway, app="istio-eastwestgateway"))
+    raw["namespaces"] = [{"metadata": meta(name, labels, None)} for name, labels in (namespaces or {}).items()]
+    raw["pods"] = extra.get("pods", [])
+    raw["routes"] = extra.get("routes", [])
+    return raw
+
+
+def route(name: str, host: str) -> dict:
+    return {"metadata": meta(name, {}), "spec": {"tls": [{"route": [{"destination": {"host": host}}]}]}}
+
+
+APPS = {"shop": {"istio-injection": "enabled"}, "pay": {"istio.io/rev": "default"}, "plain": {}}
+OLD_ROUTE = route("istiod-vs", "istiod.istio-system.svc.cluster.local")
+
+
+def views(point: str) -> dict[str, dict]:
+    """The mesh (east with remote edge, west) at a point of the upgrade from the default revision to T."""
+    order = ["fresh", "east", "primaries", "remotes", "namespaces", "gateways", "edge_removed", "done"]
+    at = order.index(point)
+    result = {}
+    for name, facts in CLUSTERS.items():
+        role = facts["role"]
+        installed = at >= order.index("primaries") or (at >= order.index("east") and name == "east") or False
+        if role == "remote":
+            installed = at >= order.index("remotes")
+        removed = at >= order.index("done") or (at >= order.index("edge_removed") and role == "remote")
+        revisions = ([] if removed else ["default"]) + ([T] if installed else [])
+        moved = at >= order.index("namespaces")
+        namespaces = {"shop": {"istio.io/rev": T}, "pay": {"istio.io/rev": T}, "plain": {}} if moved else APPS
+        routes = []
+        if name == "east":
+            routes = [route(f"istiod-vs-{T}", f"istiod-{T}.istio-system.svc.cluster.local")] if installed else []
+            routes.append(route("istiod-vs", f"istiod-{T}.istio-system.svc.cluster.local") if removed else OLD_ROUTE)
+        raw = cluster(
+            role,
+            revisions,
+            namespaces=namespaces,
+            gateway=T if at >= order.index("gateways") else "default",
+            default_tag=T if removed else "default",
+            routes=routes,
+        )
+        result[name] = _upgrade.observe(raw)
+    return result
+
+
+def progresses(current: dict[str, dict]) -> dict[str, dict]:
+    return {name: _upgrade.progress(view, CLUSTERS[name], T) for name, view in current.items()}
+
+
+def test_observe_reads_a_default_install_as_the_test_bed_shows_it():
+    view = _upgrade.observe(cluster("primary", ["default"], namespaces=APPS, routes=[OLD_ROUTE]))
+    assert view["revisions"] == {
+        "default": {
+            "istiod": True,
+            "ready": True,
+            "version": "1.30.2",
+            "multiroot": True,
+            "injector": True,
+            "service": True,
+            "record": True,
+            "owner": "control-plane",
+        }
+    }
+    assert view["tags"] == {"default": "default"}
+    assert view["namespaces"] == {"shop": "default", "pay": "default"}
+    assert view["gateway"] == "default"
+    assert view["cacerts"] is True
+    assert view["routes"] == {"istiod-vs": "istiod.istio-system.svc.cluster.local"}
+
+
+def test_observe_a_remote_has_revisions_without_istiod():
+    view = _upgrade.observe(cluster("remote", ["default", T]))
+    assert set(view["revisions"]) == {"default", T}
+    assert not view["revisions"][T]["istiod"] and view["revisions"][T]["service"] and view["revisions"][T]["injector"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "tags", "expected"),
+    [
+        ({"istio-injection": "enabled"}, {"default": "default"}, "default"),
+        ({"istio-injection": "enabled"}, {"default": T}, T),
+        ({"istio-injection": "enabled"}, {}, "default"),
+        ({"istio-injection": "disabled", "istio.io/rev": T}, {}, ""),  # istio-injection wins
+        ({"istio-injection": "enabled", "istio.io/rev": T}, {"default": "default"}, "default"),
+        ({"istio.io/rev": "canary"}, {"canary": T}, T),  # a tag
+        ({"istio.io/rev": "1-30-2"}, {}, "1-30-2"),
+        ({}, {"default": "default"}, ""),
+    ],
+)
+def test_injects_from(labels, tags, expected):
+    assert _upgrade.injects_from(labels, tags) == expected
+
+
+def test_moved_labels_drop_istio_injection_and_keep_the_rest():
+    assert _upgrade.moved_labels({"istio-injection": "enabled", "team": "a"}, T) == {"team": "a", "istio.io/rev": T}
+
+
+@pytest.mark.parametrize(
+    ("point", "stage"),
+    [
+        ("fresh", "primaries"),
+        ("east", "primaries"),
+        ("primaries", "remotes"),
+        ("remotes", "namespaces"),
+        ("namespaces", "gateways"),
+        ("gateways", "old_revision"),
+        ("edge_removed", "old_revision"),
+        ("done", "done"),
+    ],
+)
+def test_mesh_stage_at_every_point(point, stage):
+    assert _upgrade.mesh_stage(progresses(views(point))) == stage
+
+
+def kinds(planned: list[dict]) -> list[tuple[str, str, str]]:
+    return [(item["stage"], item["cluster"], item["action"]) for item in planned]
+
+
+FULL = [
+    ("primaries", "east", "install_control_plane"),
+    ("primaries", "east", "expose_istiod"),
+    ("primaries", "east", "wait_ready"),
+    ("primaries", "west", "install_control_plane"),
+    ("primaries", "west", "wait_ready"),
+    ("remotes", "edge", "install_control_plane"),
+    ("namespaces", "east", "move_namespace"),
+    ("namespaces", "east", "move_namespace"),
+    ("namespaces", "edge", "move_namespace"),
+    ("namespaces", "edge", "move_namespace"),
+    ("namespaces", "west", "move_namespace"),
+    ("namespaces", "west", "move_namespace"),
+    ("gateways", "east", "install_gateway"),
+    ("gateways", "edge", "install_gateway"),
+    ("gateways", "west", "install_gateway"),
+    ("old_revision", "edge", "move_default_tag"),
+    ("old_revision", "edge", "uninstall"),
+    ("old_revision", "east", "move_default_tag"),
+    ("old_revision", "east", "uninstall"),
+    ("old_revision", "east", "expose_istiod_catch_all"),
+    ("old_revision", "west", "move_default_tag"),
+    ("old_revision", "west", "uninstall"),
+]
+
+
+@pytest.mark.parametrize(
+    ("point", "skip"),
+    [("fresh", 0), ("east", 3), ("primaries", 5), ("remotes", 6), ("namespaces", 12), ("gateways", 15), ("edge_removed", 17), ("done", 22)],
+)
+def test_the_plan_resumes_from_any_point_with_what_is_left_in_order(point, skip):
+    assert kinds(_upgrade.plan(views(point), CLUSTERS, T)) == FULL[skip:]
+
+
+def test_the_plan_stops_at_the_last_stage_asked_for():
+    assert kinds(_upgrade.plan(views("fresh"), CLUSTERS, T, "remotes")) == FULL[:6]
+
+
+def test_the_plan_moves_every_injecting_namespace_and_leaves_the_others():
+    moves = [item for item in _upgrade.plan(views("remotes"), CLUSTERS, T) if item["action"] == "move_namespace" and item["cluster"] == "west"]
+    assert [(item["namespace"], item["previous"], item["revision"]) for item in moves] == [("pay", "default", T), ("shop", "default", T)]
+
+
+def test_old_revisions_go_remotes_first_then_primaries():
+    order = [item["cluster"] for item in _upgrade.plan(views("gateways"), CLUSTERS, T) if item["action"] == "uninstall"]
+    assert order == ["edge", "east", "west"]
+
+
+@pytest.mark.parametrize(
+    ("point", "stage", "waiting"),
+    [
+        ("east", "remotes", ["stage primaries is not finished in west"]),
+        ("primaries", "namespaces", ["stage remotes is not finished in edge"]),
+        ("remotes", "namespaces", []),
+        (
+            "fresh",
+            "old_revision",
+            [
+                "stage primaries is not finished in east, west",
+                "stage remotes is not finished in edge",
+                "stage namespaces is not finished in east, edge, west",
+                "stage gateways is not finished in east, edge, west",
+            ],
+        ),
+    ],
+)
+def test_a_stage_waits_for_every_earlier_stage_everywhere(point, stage, waiting):
+    assert _upgrade.gate(stage, progresses(views(point))) == waiting
+
+
+def test_no_namespace_moves_while_a_new_istiod_is_not_ready():
+    current = views("remotes")
+    raw = cluster("primary", ["default", T], namespaces=APPS, **{T: {"ready": False}})
+    current["west"] = _upgrade.observe(raw)
+    assert _upgrade.mesh_stage(progresses(current)) == "primaries"
+    assert _upgrade.gate("namespaces", progresses(current)) == ["stage primaries is not finished in west"]
+    assert [item["action"] for item in _upgrade.actions("primaries", current, CLUSTERS, T)] == ["install_control_plane", "wait_ready"]
+
+
+def test_a_primary_with_remotes_is_not_done_before_its_istiod_is_exposed_per_revision():
+    current = views("primaries")
+    current["east"]["routes"].pop(f"istiod-vs-{T}")
+    assert not _upgrade.progress(current["east"], CLUSTERS["east"], T)["primaries"]
+    assert [item["action"] for item in _upgrade.actions("primaries", current, CLUSTERS, T)] == ["install_control_plane", "expose_istiod", "wait_ready"]
+
+
+def test_pods_still_on_the_old_revision_are_counted():
+    view = _upgrade.observe(cluster("primary", ["default", T], pods=[{"metadata": meta("a", {"istio.io/rev": "default"}, "shop")}] * 2))
+    assert view["pods"] == {"default": 2}
+
+
+def refused(current: dict[str, dict], version: str = "1.31-dev", target: str = T, ahead: int = 1) -> list[str]:
+    return _upgrade.refusals(current, CLUSTERS, target, version, ahead)
+
+
+def test_no_refusal_for_a_mesh_site_installed_nor_for_the_same_release_in_another_revision():
+    assert refused(views("fresh")) == []
+    assert refused(views("fresh"), version="1.30.2") == []
+
+
+@pytest.mark.parametrize(
+    ("version", "ahead", "expected"),
+    [
+        ("1.32.0", 1, "cluster east: the target 1.32.0 is more than 1 minor ahead of default (Istio 1.30.2); upgrade in steps"),
+        ("1.32.0", 2, None),
+        ("1.29.0", 1, "cluster east: revision default runs Istio 1.30.2, newer than the target 1.29.0 (no downgrades)"),
+        ("2.0.0", 1, "cluster east: the target 2.0.0 is more than 1 minor ahead of default (Istio 1.30.2); upgrade in steps"),
+        ("nightly", 1, "the target istioctl reports 'nightly', not an Istio version: set meshfed_istio_target_istioctl to the target's istioctl"),
+    ],
+)
+def test_skew_refusals(version, ahead, expected):
+    found = refused(views("fresh"), version=version, ahead=ahead)
+    if expected is None:
+        assert found == []
+    else:
+        assert found[0] == expected
+
+
+def test_refusals_before_any_write():
+    current = views("fresh")
+    current["west"] = _upgrade.observe({**cluster("primary", ["default", "1-30-2"], **{"1-30-2": {"record": False}}), "cacerts": ["ca-cert.pem"]})
+    current["edge"] = _upgrade.observe(cluster("remote", []))
+    raw = cluster("primary", ["default", T], **{"default": {"image": "istio/pilot@sha256:abc"}, T: {"record": False, "owner": "installed-by-hand"}})
+    current["east"] = _upgrade.observe(raw)
+    assert refused(current) == [
+        "cluster east: the istiod of revision default runs image tag '', no Istio version; the skew cannot be checked",
+        "cluster east: revision 1-31-x is installed already, but not by meshfed.istio; choose another meshfed_istio_target_revision",
+        "cluster edge: no Istio control plane is installed; run the site playbook first",
+        "cluster west: cacerts is missing or incomplete, so the new istiod would start on a self-signed root; run the site playbook first",
+        "cluster west: revision 1-30-2 was not installed by meshfed.istio (no install record), so this upgrade would not remove it; "
+        "remove it with istioctl uninstall --revision 1-30-2, or install it with the site playbook",
+    ]
+
+
+def test_a_failed_install_of_the_target_is_resumed_not_refused():
+    current = views("fresh")
+    current["east"] = _upgrade.observe(cluster("primary", ["default", T], **{T: {"record": False, "ready": False}}))
+    assert refused(current) == []
+    assert [item["action"] for item in _upgrade.actions("primaries", current, CLUSTERS, T)][:1] == ["install_control_plane"]
+
+
+@pytest.mark.parametrize("target", ["", "default"])
+def test_the_target_must_name_a_revision(target):
+    assert refused(views("fresh"), target=target)[0].startswith("set meshfed_istio_target_revision")
+
+
+def test_the_summary_reads_per_stage_and_cluster():
+    lines = _upgrade.summary(_upgrade.plan(views("gateways"), CLUSTERS, T))
+    assert lines == {
+        "5. the old revision removed, remotes first": {
+            "edge": ["move the default tag to 1-31-x (from default)", "uninstall revision default (control-plane)"],
+            "east": [
+                "move the default tag to 1-31-x (from default)",
+                "uninstall revision default (control-plane)",
+                "route every other SNI to istiod-1-31-x (istiod-vs)",
+            ],
+            "west": ["move the default tag to 1-31-x (from default)", "uninstall revision default (control-plane)"],
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("image", "version"),
+    [("docker.io/istio/pilot:1.31.0", "1.31.0"), ("localhost:5000/pilot:1.30-dev", "1.30-dev"), ("pilot@sha256:ab", ""), ("pilot", "")],
+)
+def test_image_version(image, version):
+    assert _upgrade.image_version(image) == version

@@ -65,7 +65,7 @@ def main() -> None:
     print("| run | wall | waited (istiod's copies read back) | wall without the waits |")
     print("|---|---|---|---|")
     for name, values in samples.items():
-        wall, waited = statistics.median(w for w, _ in values), statistics.median(x for _, x in values)
+        wall, waited = statistics.median(pair[0] for pair in values), statistics.median(pair[1] for pair in values)
         rest = statistics.median(w - x for w, x in values)
         print(f"| {name} | {wall:.1f} | {waited:.1f} | {rest:.1f} |")
 

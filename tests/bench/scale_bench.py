@@ -90,7 +90,7 @@ def main() -> None:
     print("| run | wall | tool CPU | tool CPU per cluster |")
     print("|---|---|---|---|")
     for name, values in samples.items():
-        wall, cpu = statistics.median(w for w, _ in values), statistics.median(c for _, c in values)
+        wall, cpu = statistics.median(pair[0] for pair in values), statistics.median(pair[1] for pair in values)
         size = int(name.split()[-1]) if not name.startswith("join") else 1
         print(f"| {name} | {wall:.1f} | {cpu:.1f} | {cpu / size:.1f} |")
 

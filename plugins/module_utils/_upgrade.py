@@ -13,8 +13,11 @@ the mesh, each stage finished in every cluster before the next starts:
 2. remotes: the target's control plane on every remote (profile remote: Service istiod-<target> at the primary's
    gateway, injector istio-sidecar-injector-<target>);
 3. namespaces: every namespace that injects from another revision is moved to istio.io/rev=<target>;
-4. gateways: the east-west gateway reinstalled on the target revision;
-5. old_revision: the default tag moved to the target, then every other revision uninstalled - remotes before
+4. workloads: while an old revision is installed, the workloads of every injecting namespace restarted in bounded
+   batches (the restart itself is _workloads', run through the runner's hook), each namespace then marked with the
+   restart's token, so that the old proxies are gone before the old revision is removed;
+5. gateways: the east-west gateway reinstalled on the target revision;
+6. old_revision: the default tag moved to the target, then every other revision uninstalled - remotes before
    primaries, and only in a cluster where no injected pod still runs a proxy of it.
 """
 
@@ -23,14 +26,16 @@ from __future__ import annotations
 import re
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _istio
+from ansible_collections.meshfed.istio.plugins.module_utils._workloads import RESTARTED_FOR
 
-STAGES = ("primaries", "remotes", "namespaces", "gateways", "old_revision")
+STAGES = ("primaries", "remotes", "namespaces", "workloads", "gateways", "old_revision")
 STAGE_TITLES = {
     "primaries": "1. the target control plane on every primary, Ready",
     "remotes": "2. the target control plane on every remote",
     "namespaces": "3. namespaces moved to the target revision",
-    "gateways": "4. east-west gateways on the target revision",
-    "old_revision": "5. the old revision removed, remotes first",
+    "workloads": "4. workloads of the injecting namespaces restarted, in batches",
+    "gateways": "5. east-west gateways on the target revision",
+    "old_revision": "6. the old revision removed, remotes first",
 }
 INJECTOR = "istio-sidecar-injector"
 TAG_WEBHOOK_PREFIX = "istio-revision-tag-"
@@ -82,8 +87,10 @@ def observe(raw: dict) -> dict:
     env), owner (the IstioOperator it was installed from), injector (its webhook), service (its istiod Service), record
     (this collection installed its control plane).
     tags: tag -> revision. namespaces: namespace -> the revision its pods are injected from (tags resolved), for the
-    namespaces that inject. gateway: the east-west gateway's revision ('' without one). pods: revision -> injected
-    pods still carrying it (a sample). cacerts: the plugged-in CA is complete.
+    namespaces that inject. restarted: namespace -> the token of the last workload restart of an upgrade finished
+    there (the namespace annotation meshfed.istio/restarted-for; '' for none), for the same namespaces. gateway: the
+    east-west gateway's revision ('' without one). pods: revision -> injected pods still carrying it (a sample).
+    cacerts: the plugged-in CA is complete.
     """
     revisions: dict[str, dict] = {}
 
@@ -112,11 +119,12 @@ def observe(raw: dict) -> dict:
     records = set(raw.get("records") or [])
     for rev, facts in revisions.items():
         facts["record"] = _istio.control_plane_name(rev) in records
-    namespaces = {}
+    namespaces, restarted = {}, {}
     for item in raw.get("namespaces") or []:
         rev = injects_from(_labels(item), tags)
         if rev:
             namespaces[_name(item)] = rev
+            restarted[_name(item)] = str(((item.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_FOR) or "")
     gateway = next((item for item in raw.get("deployments") or [] if _name(item) == _istio.EASTWEST_GATEWAY), None)
     pods: dict[str, int] = {}
     for item in raw.get("pods") or []:
@@ -128,6 +136,7 @@ def observe(raw: dict) -> dict:
         "revisions": revisions,
         "tags": tags,
         "namespaces": namespaces,
+        "restarted": restarted,
         "gateway": _revision_of(gateway) if gateway is not None else "",
         "gateway_ready": gateway is not None and _ready(gateway),
         "pods": pods,
@@ -184,13 +193,31 @@ def old_revisions(view: dict, target: str) -> list[str]:
     return sorted(rev for rev in view["revisions"] if rev != target)
 
 
-def progress(view: dict, cluster: dict, target: str) -> dict:
+def restart_token(target: str) -> str:
+    """The token of the workload restart of an upgrade to target (the marker on the workloads and namespaces)."""
+    return f"upgrade/{target}"
+
+
+def restart_due(view: dict, target: str, restart: bool = True) -> list[str]:
+    """The namespaces whose workloads the workloads stage restarts in one cluster ([] - none): while an old revision is
+    installed there, every injecting namespace (kube-system and kube-public aside, where Istio does not inject) not yet
+    marked with the restart's token. Without restart (the user's opt-out) none."""
+    if not restart or not old_revisions(view, target):
+        return []
+    token = restart_token(target)
+    return sorted(
+        namespace for namespace in view["namespaces"] if namespace not in _istio.INJECTION_IGNORED_NAMESPACES and view["restarted"].get(namespace) != token
+    )
+
+
+def progress(view: dict, cluster: dict, target: str, restart: bool = True) -> dict:
     """Which stages are finished in one cluster (cluster: the mesh plan's cluster - role, remotes)."""
     control_plane = control_plane_done(view, cluster["role"], target, bool(cluster.get("remotes")))
     return {
         "primaries": cluster["role"] != "primary" or control_plane,
         "remotes": cluster["role"] != "remote" or control_plane,
         "namespaces": all(rev == target for rev in view["namespaces"].values()),
+        "workloads": not restart_due(view, target, restart),
         "gateways": view["gateway"] in ("", target),
         "old_revision": not old_revisions(view, target)
         and view["tags"].get(DEFAULT_TAG, target) == target
@@ -258,7 +285,7 @@ def _order(clusters: dict[str, dict], role: str) -> list[str]:
     return sorted(name for name, cluster in clusters.items() if cluster["role"] == role)
 
 
-def actions(stage: str, views: dict[str, dict], clusters: dict[str, dict], target: str) -> list[dict]:
+def actions(stage: str, views: dict[str, dict], clusters: dict[str, dict], target: str, restart: bool = True) -> list[dict]:
     """The writes of one stage, in order, from the views (by cluster name); [] when the stage is finished."""
     planned: list[dict] = []
 
@@ -280,6 +307,11 @@ def actions(stage: str, views: dict[str, dict], clusters: dict[str, dict], targe
             for namespace, rev in sorted(views[name]["namespaces"].items()):
                 if rev != target:
                     add(name, "move_namespace", namespace=namespace, revision=target, previous=rev)
+    elif stage == "workloads":
+        for name in sorted(clusters):
+            due = restart_due(views[name], target, restart)
+            if due:
+                add(name, "restart_workloads", revision=target, namespaces=due, token=restart_token(target))
     elif stage == "gateways":
         for name in sorted(clusters):
             if views[name]["gateway"] not in ("", target):
@@ -296,11 +328,11 @@ def actions(stage: str, views: dict[str, dict], clusters: dict[str, dict], targe
     return planned
 
 
-def plan(views: dict[str, dict], clusters: dict[str, dict], target: str, last_stage: str = STAGES[-1]) -> list[dict]:
+def plan(views: dict[str, dict], clusters: dict[str, dict], target: str, last_stage: str = STAGES[-1], restart: bool = True) -> list[dict]:
     """Every remaining write up to last_stage, in order, as if each stage finishes (check mode's plan)."""
     planned = []
     for index, stage in enumerate(STAGES[: STAGES.index(last_stage) + 1]):
-        planned += actions(stage, views if index == 0 else projected_views(views, clusters, target, stage), clusters, target)
+        planned += actions(stage, views if index == 0 else projected_views(views, clusters, target, stage), clusters, target, restart)
     return planned
 
 
@@ -322,6 +354,8 @@ def project(view: dict, cluster: dict, target: str, upto: str) -> dict:
             projected["routes"].setdefault(route_name(target), "")
     if "namespaces" in done:
         projected["namespaces"] = {namespace: target for namespace in view["namespaces"]}
+    if "workloads" in done:
+        projected["restarted"] = dict.fromkeys(view["namespaces"], restart_token(target))
     if "gateways" in done and view["gateway"]:
         projected["gateway"] = target
     return projected
@@ -331,6 +365,9 @@ def summary(plan_actions: list[dict]) -> dict[str, dict[str, list[str]]]:
     """The plan per stage and cluster, as lines a person reads (check mode's output)."""
     lines: dict[str, dict[str, list[str]]] = {}
     for item in plan_actions:
+        if item["action"] == "restart_workloads":
+            lines.setdefault(STAGE_TITLES[item["stage"]], {}).setdefault(item["cluster"], []).extend(restart_lines(item))
+            continue
         detail = {
             "install_control_plane": f"install control plane {_istio.control_plane_name(item['revision'])} (istioctl)",
             "expose_istiod": f"route SNI istiod-{item['revision']} through the east-west gateway ({route_name(item['revision'])})",
@@ -342,4 +379,14 @@ def summary(plan_actions: list[dict]) -> dict[str, dict[str, list[str]]]:
             "expose_istiod_catch_all": f"route every other SNI to istiod-{item['revision']} ({_istio.ISTIOD_VIRTUAL_SERVICE})",
         }[item["action"]]
         lines.setdefault(STAGE_TITLES[item["stage"]], {}).setdefault(item["cluster"], []).append(detail)
+    return lines
+
+
+def restart_lines(item: dict) -> list[str]:
+    """A restart of the workloads stage as lines: the namespaces, then, once the runner has listed them, the batches."""
+    lines = [f"restart the workloads of {', '.join(item['namespaces'])} in batches, marked {RESTARTED_FOR}={item['token']}"]
+    if "batches" in item:
+        lines += [f"batch {index}: {', '.join(batch)}" for index, batch in enumerate(item["batches"], 1)] or ["no workload to restart"]
+        lines += [f"resume (in flight): {ref}" for ref in item.get("resumed") or []]
+        lines += [f"not restartable: {entry['workload']} ({entry['reason']})" for entry in item.get("skipped") or []]
     return lines

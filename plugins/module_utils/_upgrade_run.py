@@ -5,7 +5,8 @@
 
 Run once on the control node: read every cluster, refuse before any write, then stage by stage - each stage's writes in
 every cluster, then a bounded wait until the clusters show it finished, read back - before the next stage starts. Every
-write is recorded with its time, so the order can be checked afterwards.
+write is recorded with its time, so the order can be checked afterwards. The workloads stage restarts through a hook
+(Options.restart, restarter() below: _workloads' bounded rolling restart), so that it can be replaced in tests.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _istioctl, _k8s, _render, _upgrade
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _istioctl, _k8s, _render, _upgrade, _workloads
 from ansible_collections.meshfed.istio.plugins.module_utils._cluster_state import INJECTED_POD_SELECTOR
 
 
@@ -45,10 +46,30 @@ class Options:
     eastwest_overlay: dict = field(default_factory=dict)
     max_minor_ahead: int = 1
     pod_sample: int = 500
+    # The workloads stage's restart: callable(cluster name, namespaces, token, check_mode, deadline) -> the result of
+    # _workloads.restart there (restarter() below), or None - the user's opt-out: no workload is restarted.
+    restart: object = None
+    restart_timeout: float = 600.0  # the whole workloads stage, every cluster
 
     @property
     def namespace(self) -> str:
         return self.settings.get("namespace") or "istio-system"
+
+    @property
+    def restarting(self) -> bool:
+        return self.restart is not None
+
+
+def restarter(members: list[Member], batch_size: int, timeout: float, sleep=time.sleep, clock=time.monotonic):
+    """The restart of Options.restart, on the members' own API clients (timeout: only when no deadline is given; the
+    deadline is one of clock's, the Runner's)."""
+    clusters = {member.name: member.api for member in members}
+
+    def restart(name: str, namespaces: list[str], token: str, check_mode: bool, deadline: float | None) -> dict:
+        settings = _workloads.Settings(tuple(namespaces), batch_size, timeout)
+        return _workloads.restart(clusters[name], token, settings, check_mode, deadline=deadline, sleep=sleep, clock=clock)
+
+    return restart
 
 
 def fetch(api: _k8s.Cluster, namespace: str, pod_sample: int) -> dict:
@@ -107,12 +128,13 @@ class Runner:
         self.clusters = {member.name: member.cluster for member in members}
         self.sleep, self.clock, self.now = sleep, clock, now
         self.events: list[dict] = []
+        self.restart_deadline: float | None = None
 
     def observe(self) -> dict[str, dict]:
         return observe_all(self.members, self.options)
 
     def progresses(self, views: dict[str, dict]) -> dict[str, dict]:
-        return {name: _upgrade.progress(view, self.clusters[name], self.options.target) for name, view in views.items()}
+        return {name: _upgrade.progress(view, self.clusters[name], self.options.target, self.options.restarting) for name, view in views.items()}
 
     def record(self, action: dict, changed: bool, **extra) -> None:
         self.events.append({**action, "changed": changed, "at": round(self.now(), 3), **extra})
@@ -166,6 +188,8 @@ class Runner:
             self.record(action, False)
         elif kind == "move_namespace":
             self.record(action, self._move_namespace(member, action["namespace"]))
+        elif kind == "restart_workloads":
+            self._restart(member, action)
         elif kind == "install_gateway":
             operator = _render.eastwest_operator(member.cluster, self._settings(), self.options.eastwest_overlay or None)
             self.record(action, self._install(member, operator))
@@ -187,12 +211,48 @@ class Runner:
         member.api.request(f"relabelling namespace {name}", "PUT", path, body=current)
         return True
 
+    def _restart(self, member: Member, action: dict) -> None:
+        """The workloads of the action's namespaces restarted (or resumed) within the stage's one deadline, then each
+        namespace marked with the token: the mark is what tells a rerun that this cluster's restart finished."""
+        try:
+            done = self.options.restart(member.name, action["namespaces"], action["token"], False, self.restart_deadline)
+        except (_workloads.RestartError, _k8s.K8sError) as exc:
+            raise _upgrade.UpgradeError(
+                f"cluster {member.name}: restarting the workloads of {', '.join(action['namespaces'])}: {exc}. The upgrade stops "
+                "before the gateways stage: the old revision keeps serving; a rerun resumes the restart"
+            ) from exc
+        marked = [namespace for namespace in action["namespaces"] if self._mark(member, namespace, action["token"])]
+        detail = {key: done.get(key) or [] for key in ("batches", "resumed", "skipped")}
+        self.record(action, bool(done.get("changed")) or bool(marked), **detail, marked=marked)
+
+    def _mark(self, member: Member, name: str, token: str) -> bool:
+        path = _k8s.cluster_scoped("namespaces", name)
+        current = member.api.get(f"reading namespace {name}", path, missing_ok=True)
+        if current is None or ((current.get("metadata") or {}).get("annotations") or {}).get(_workloads.RESTARTED_FOR) == token:
+            return False
+        body = {"metadata": {"annotations": {_workloads.RESTARTED_FOR: token}}}
+        member.api.request(f"marking namespace {name} restarted", "PATCH", path, body=body, content_type=_workloads.MERGE_PATCH, missing_ok=True)
+        return True
+
+    def list_restarts(self, planned: list[dict]) -> None:
+        """Check mode: each planned restart with the batches it would run, listed from the clusters (reads only)."""
+        for action in planned:
+            if action["action"] != "restart_workloads":
+                continue
+            try:
+                found = self.options.restart(action["cluster"], action["namespaces"], action["token"], True, None)
+            except (_workloads.RestartError, _k8s.K8sError) as exc:
+                raise _upgrade.UpgradeError(f"cluster {action['cluster']}: listing the workloads to restart: {exc}") from exc
+            action.update({key: found.get(key) or [] for key in ("batches", "resumed", "skipped")})
+
     def _uninstall(self, member: Member, action: dict, view: dict) -> None:
         revision, namespace = action["revision"], self.options.namespace
         users = view["pods"].get(revision, 0)
         if users:
+            restarted = "the workloads stage did not restart them (pods without a Deployment, StatefulSet or DaemonSet, paused or OnDelete workloads)"
             raise _upgrade.UpgradeError(
-                f"cluster {member.name}: {users} injected pod(s) still run proxies of revision {revision}; restart their workloads "
+                f"cluster {member.name}: {users} injected pod(s) still run proxies of revision {revision}; "
+                f"{restarted if self.options.restarting else 'workload restarts are off'}: restart or delete them "
                 f"(their namespaces inject from {self.options.target} now) and run the upgrade again"
             )
         name = _istio.control_plane_name(revision)
@@ -241,7 +301,9 @@ class Runner:
         problems = _upgrade.refusals(views, self.clusters, options.target, target_version, options.max_minor_ahead)
         if problems:
             raise _upgrade.UpgradeError("the upgrade does not start: " + "; ".join(problems))
-        planned = _upgrade.plan(views, self.clusters, options.target, options.last_stage)
+        planned = _upgrade.plan(views, self.clusters, options.target, options.last_stage, options.restarting)
+        if check_mode:
+            self.list_restarts(planned)
         result = {
             "target": options.target,
             "target_version": target_version,
@@ -258,7 +320,9 @@ class Runner:
             waiting = _upgrade.gate(stage, progresses)
             if waiting:
                 raise _upgrade.UpgradeError(f"stage {stage} cannot start: {'; '.join(waiting)}")
-            for action in _upgrade.actions(stage, views, self.clusters, options.target):
+            if stage == "workloads":
+                self.restart_deadline = self.clock() + options.restart_timeout
+            for action in _upgrade.actions(stage, views, self.clusters, options.target, options.restarting):
                 self.execute(action, views)
             views = self.settle(stage)
             self.events.append({"stage": stage, "cluster": "", "action": "stage_finished", "changed": False, "at": round(self.now(), 3)})

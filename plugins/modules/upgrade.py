@@ -21,22 +21,32 @@ description:
     (2) C(remotes) - the same revision on every remote (C(profile=remote); Service C(istiod-<revision>) at the primary's
     gateway address, injector C(istio-sidecar-injector-<revision>));
     (3) C(namespaces) - every namespace that injects from another revision (C(istio-injection=enabled) or C(istio.io/rev),
-    tags resolved) relabelled C(istio.io/rev=<revision>), C(istio-injection) removed. Workloads are not restarted here;
-    (4) C(gateways) - the east-west gateway (IstioOperator C(eastwest)) reinstalled on the revision;
-    (5) C(old_revision) - remotes first, then primaries - the default tag moved to the revision
+    tags resolved) relabelled C(istio.io/rev=<revision>), C(istio-injection) removed;
+    (4) C(workloads) - while an old revision is installed in a cluster, the workloads (Deployments, StatefulSets,
+    DaemonSets) of its injecting namespaces restarted in batches of O(restart_batch_size), each batch rolled out before
+    the next, as M(meshfed.istio.restart_workloads) does with token C(upgrade/<revision>) (the pod template annotations
+    C(kubectl.kubernetes.io/restartedAt) and C(meshfed.istio/restarted-for)); then each namespace annotated
+    C(meshfed.istio/restarted-for=upgrade/<revision>), which tells a rerun that its restart finished;
+    (5) C(gateways) - the east-west gateway (IstioOperator C(eastwest)) reinstalled on the revision;
+    (6) C(old_revision) - remotes first, then primaries - the default tag moved to the revision
     (C(istioctl tag set default --overwrite)), then every other revision's control plane uninstalled
     (C(istioctl uninstall -f) of its IstioOperator name - only what that install created) and its install record deleted;
     on a primary with remotes the catch-all route C(istiod-vs) is pointed at istiod-<revision>."
   - Refused before any write - a cluster without a complete C(cacerts) (the new istiod would start on a self-signed root),
     without Istio, or running a revision this collection did not install; an istiod older than the target by more than
     O(max_minor_ahead) minor versions, or newer than it.
+  - The workload restart is bounded by O(restart_timeout) for the whole stage, every cluster; past it the run stops
+    before the gateways stage, naming the workloads that did not roll out and those not restarted yet, with the old
+    revision still serving. A rerun resumes it - workloads already carrying the token are not restarted again, a batch
+    left in flight is waited for first. With O(restart_workloads=false) nothing is restarted (the stage is skipped).
   - An old revision is not removed from a cluster while injected pods (C(security.istio.io/tlsMode=istio)) still carry
-    its C(istio.io/rev) label - restart those workloads first; the run fails naming the count.
+    its C(istio.io/rev) label - pods the restart cannot reach (no Deployment, StatefulSet or DaemonSet; paused or
+    C(OnDelete) workloads); the run fails naming the count.
   - The rotation flag C(ISTIO_MULTIROOT_MESH) is carried into the new revision from the old one on each primary.
   - Where the upgrade stands is read from the clusters, so a run interrupted anywhere resumes, and a run after the
     upgrade finished writes nothing (C(changed=false)). A failed install (the new istiod not Ready within
     O(readiness_timeout)) stops the run - the old revision keeps serving and no namespace has moved.
-  - Check mode returns the plan per stage and cluster and writes nothing.
+  - Check mode returns the plan per stage and cluster, the restart batches listed from the clusters, and writes nothing.
 author:
   - meshfed.istio developers (@meshfed)
 requirements:
@@ -66,7 +76,7 @@ options:
   stage:
     description: Stop once every cluster has finished this stage; a later run goes on from there.
     type: str
-    choices: [primaries, remotes, namespaces, gateways, old_revision]
+    choices: [primaries, remotes, namespaces, workloads, gateways, old_revision]
     default: old_revision
   readiness_timeout:
     description: Seconds istioctl waits for what it installs to become ready.
@@ -92,12 +102,27 @@ options:
     description: At most this many injected pods are read per cluster to find users of an old revision.
     type: int
     default: 500
+  restart_workloads:
+    description:
+      - Restart the workloads of the injecting namespaces after they moved (stage C(workloads)). Without it the old
+        revision stays wherever an old proxy still runs, until the workloads are restarted by hand.
+    type: bool
+    default: true
+  restart_batch_size:
+    description: How many workloads of a cluster restart at once (at least 1).
+    type: int
+    default: 2
+  restart_timeout:
+    description: Seconds the whole workload restart (every cluster, every rollout) may take (at least 1).
+    type: int
+    default: 600
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - meshfed.istio.request_timeout
 seealso:
   - module: meshfed.istio.mesh_plan
   - module: meshfed.istio.istioctl_install
+  - module: meshfed.istio.restart_workloads
   - name: Istio canary upgrades
     description: The single-cluster procedure this stretches over the mesh.
     link: https://istio.io/latest/docs/setup/upgrade/canary/
@@ -131,7 +156,8 @@ plan:
   returned: success
   type: dict
 actions:
-  description: The same as records - C(stage), C(cluster), C(action), C(revision) and details.
+  description: The same as records - C(stage), C(cluster), C(action), C(revision) and details (a C(restart_workloads)
+    action - C(namespaces), C(token), and in check mode the C(batches) of workload references, C(resumed), C(skipped)).
   returned: success
   type: list
   elements: dict
@@ -171,6 +197,9 @@ def main() -> None:
             eastwest_overlay=dict(type="dict", default={}),
             max_minor_ahead=dict(type="int", default=1),
             pod_sample=dict(type="int", default=500),
+            restart_workloads=dict(type="bool", default=True),
+            restart_batch_size=dict(type="int", default=2),
+            restart_timeout=dict(type="int", default=600),
             **_k8s.REQUEST_TIMEOUT_SPEC,
         ),
         supports_check_mode=True,
@@ -190,6 +219,7 @@ def main() -> None:
         eastwest_overlay=params["eastwest_overlay"],
         max_minor_ahead=params["max_minor_ahead"],
         pod_sample=params["pod_sample"],
+        restart_timeout=params["restart_timeout"],
     )
     runner = None
     try:
@@ -199,6 +229,10 @@ def main() -> None:
         ]
         if not members:
             raise _upgrade.UpgradeError("the plan holds no cluster: pass the result of meshfed.istio.mesh_plan")
+        if params["restart_workloads"]:
+            if params["restart_batch_size"] < 1 or params["restart_timeout"] < 1:
+                raise _upgrade.UpgradeError("restart_batch_size and restart_timeout must be at least 1")
+            options.restart = _upgrade_run.restarter(members, params["restart_batch_size"], params["restart_timeout"])
         for member in members:
             refusal = _istioctl.auth_refusal(member.cluster.get("auth") or {}, f"the upgrade of {member.name}")
             if refusal:

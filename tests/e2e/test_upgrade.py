@@ -3,7 +3,12 @@
 One Istio build exists on the test bed, so the upgrade goes from the default revision (what site installs) to a second
 revision of the same build, 1-31-x: the mechanics (ordering, gates, resume, removal) are the same as between releases.
 The tests run in order on one bed: check mode, an injected failure, a stop after one stage, a removal held back by a pod
-still on the old revision, the finish, the order from the timestamps, a rerun, and site and verify on the new revision.
+still on the old revision, the Deployments on the old revision restarted in that same run, the finish, the order from
+the timestamps, a rerun, and site and verify on the new revision.
+
+The bed's injector webhooks fail open (no webhook backend answers on kwok), so a Deployment's pods are labelled as the old
+revision's injector labels them (security.istio.io/tlsMode=istio, istio.io/rev=default) by the test; the pods its
+restart creates carry no such label, as pods injected by the new revision would not carry the old one.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 
 import pytest
 import yaml
+from test_istiod import wait_for
 
 from conftest import ENV, PLAYBOOK_TIMEOUT, REPO, Bed, in_bed, kubectl_json
 
@@ -22,12 +28,18 @@ STAGE_TITLES = {
     "1. the target control plane on every primary, Ready",
     "2. the target control plane on every remote",
     "3. namespaces moved to the target revision",
-    "4. east-west gateways on the target revision",
-    "5. the old revision removed, remotes first",
+    "4. workloads of the injecting namespaces restarted, in batches",
+    "5. east-west gateways on the target revision",
+    "6. the old revision removed, remotes first",
 }
 # namespaces that inject from the old (default) revision, and one that does not inject
 APPS = {("cluster2", "shop"): {"istio-injection": "enabled"}, ("cluster3", "pay"): {"istio.io/rev": "default"}, ("cluster1", "plain"): {}}
 EVENTS: list[dict] = []
+# a Deployment in a namespace that moves, its pods on the old revision: a primary's and the remote's
+WEB = {"cluster2": "shop", "cluster3": "pay"}
+OLD_PROXY = {"security.istio.io/tlsMode": "istio", "istio.io/rev": "default"}
+MARKER, RESTARTED_AT = "meshfed.istio/restarted-for", "kubectl.kubernetes.io/restartedAt"
+HELD_BACK: dict = {}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +52,13 @@ def bed():
             in_bed("kubectl", "--request-timeout=10s", "--context", context, "label", "namespace", namespace, *(f"{k}={v}" for k, v in labels.items()))
     converged = bed.playbook("site")
     assert converged.rc == 0, converged.output[-6000:]
+    for context, namespace in WEB.items():
+        create = ("create", "deployment", "web", "--image=example.invalid/web", "--replicas=2")
+        in_bed("kubectl", "--request-timeout=10s", "--context", context, "-n", namespace, *create)
+    wait_for("the web Deployments rolled out", lambda: all(rolled_out(web(context)) for context in WEB), timeout=120)
+    for context, namespace in WEB.items():
+        pods = [f"pod/{name}" for name in web_pods(context)]
+        in_bed("kubectl", "--request-timeout=10s", "--context", context, "-n", namespace, "label", *pods, *(f"{k}={v}" for k, v in OLD_PROXY.items()))
     bed.target = bed.write_settings({"meshfed_istio_target_revision": TARGET}, os.path.join(bed.work, "target.yml"))
     yield bed
     bed.down()
@@ -72,6 +91,30 @@ def ready(item: dict | None) -> bool:
     return item is not None and (item.get("status") or {}).get("readyReplicas", 0) >= 1
 
 
+def web(context: str) -> dict:
+    return kubectl_json(context, "-n", WEB[context], "get", "deployment", "web")
+
+
+def web_pods(context: str) -> dict[str, dict]:
+    """The web Deployment's pods by name: their labels (pods being deleted left out)."""
+    pods = kubectl_json(context, "-n", WEB[context], "get", "pods", "-l", "app=web")["items"]
+    return {pod["metadata"]["name"]: pod["metadata"].get("labels") or {} for pod in pods if not pod["metadata"].get("deletionTimestamp")}
+
+
+def rolled_out(item: dict) -> bool:
+    status, replicas = item.get("status") or {}, item["spec"].get("replicas", 1)
+    return (
+        status.get("observedGeneration", 0) >= item["metadata"]["generation"]
+        and status.get("updatedReplicas", 0) == replicas
+        and status.get("availableReplicas", 0) == replicas
+        and status.get("replicas", 0) == replicas
+    )
+
+
+def template_annotations(item: dict) -> dict:
+    return item["spec"]["template"]["metadata"].get("annotations") or {}
+
+
 def exists(context: str, kind: str, name: str, namespaced: bool = True) -> bool:
     args = ["-n", "istio-system"] if namespaced else []
     return in_bed("kubectl", "--request-timeout=10s", "--context", context, *args, "get", kind, name, check=False).returncode == 0
@@ -86,7 +129,12 @@ def test_check_mode_plans_every_stage_and_writes_nothing(bed):
     rc, changed, result = upgrade(bed, "--check")
     assert rc == 0, result
     assert set(result["plan"]) == STAGE_TITLES
-    assert result["plan"]["5. the old revision removed, remotes first"]["cluster3"] == [
+    # the restart batches, listed from the clusters: cluster1's only namespace does not inject
+    assert result["plan"]["4. workloads of the injecting namespaces restarted, in batches"] == {
+        context: [f"restart the workloads of {namespace} in batches, marked {MARKER}=upgrade/{TARGET}", f"batch 1: Deployment {namespace}/web"]
+        for context, namespace in WEB.items()
+    }
+    assert result["plan"]["6. the old revision removed, remotes first"]["cluster3"] == [
         f"move the default tag to {TARGET} (from default)",
         "uninstall revision default (control-plane)",
     ]
@@ -124,17 +172,45 @@ def test_a_run_stops_after_the_stage_asked_for_once_the_fault_is_gone(bed):
 
 
 def test_the_old_revision_stays_where_a_pod_still_runs_its_proxy(bed):
-    pod_labels = "security.istio.io/tlsMode=istio,istio.io/rev=default"
+    pod_labels = ",".join(f"{k}={v}" for k, v in OLD_PROXY.items())
     in_bed("kubectl", "--context", "cluster2", "-n", "shop", "run", "old-proxy", "--image=app", "--restart=Never", f"--labels={pod_labels}")
+    HELD_BACK["before"] = {context: web(context) for context in WEB}
+    HELD_BACK["pods"] = {context: set(web_pods(context)) for context in WEB}
     try:
         rc, _changed, result = upgrade(bed)
     finally:
         in_bed("kubectl", "--context", "cluster2", "-n", "shop", "delete", "pod", "old-proxy", "--timeout=60s")
+    HELD_BACK["events"] = result.get("events") or []
     assert rc != 0
+    # the bare pod only: the web Deployment's two pods there were restarted off the old revision in this run
     assert result["msg"].startswith("cluster cluster2: 1 injected pod(s) still run proxies of revision default"), result["msg"]
     # remotes first: the remote and the first primary are done, the primary with the pod still serves the old revision
     assert not exists("cluster3", "service", "istiod") and not exists("cluster1", "deployment", "istiod")
     assert ready(deployment("cluster2", "istiod")) and default_tag("cluster2") == TARGET
+
+
+def test_the_deployments_on_the_old_revision_were_restarted_so_that_their_old_revision_went_in_the_same_run(bed):
+    token = f"upgrade/{TARGET}"
+    for context, namespace in WEB.items():
+        before, after = HELD_BACK["before"][context], web(context)
+        annotations = template_annotations(after)
+        assert annotations.get(MARKER) == token, context
+        assert RESTARTED_AT in annotations and annotations[RESTARTED_AT] != template_annotations(before).get(RESTARTED_AT), context
+        assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1, context  # restarted once
+        assert rolled_out(after), context
+        pods = web_pods(context)
+        assert len(pods) == 2 and not set(pods) & HELD_BACK["pods"][context], context  # every old pod replaced
+        assert all(pod_labels.get("istio.io/rev") != "default" for pod_labels in pods.values()), pods
+        assert kubectl_json(context, "get", "namespace", namespace)["metadata"]["annotations"][MARKER] == token, context
+    # in the run held back in cluster2: the restart after the last namespace moved and before the first gateway, then
+    # the remote's old revision removed (its Deployment's old proxies gone) without another run
+    order = [(event["action"], event["cluster"]) for event in HELD_BACK["events"] if event["action"] != "stage_finished"]
+    restarts = [index for index, item in enumerate(order) if item[0] == "restart_workloads"]
+    assert [order[index][1] for index in restarts] == ["cluster2", "cluster3"]
+    assert max(i for i, item in enumerate(order) if item[0] == "move_namespace") < min(restarts)
+    assert max(restarts) < min(i for i, item in enumerate(order) if item[0] == "install_gateway")
+    assert ("uninstall", "cluster3") in order[max(restarts) :]
+    assert not exists("cluster3", "mutatingwebhookconfiguration", "istio-sidecar-injector", namespaced=False)
 
 
 def test_the_next_run_finishes_the_upgrade(bed):
@@ -166,7 +242,7 @@ def test_the_order_from_the_timestamps(bed):
     assert sorted({event["cluster"] for event in EVENTS if event["action"] == "wait_ready"}) == ["cluster1", "cluster2"]
     assert primaries_ready < min(times("install_control_plane", "cluster3"))
     assert max(times("install_control_plane")) < min(times("move_namespace"))
-    assert max(times("move_namespace")) < min(times("install_gateway"))
+    assert max(times("move_namespace")) < min(times("restart_workloads")) <= max(times("restart_workloads")) < min(times("install_gateway"))
     assert max(times("install_gateway")) < min(times("uninstall"))
     assert max(times("uninstall", "cluster3")) < min(times("uninstall", "cluster1")) < min(times("uninstall", "cluster2"))
     # and from the clusters' own clocks: each new istiod was Available before the namespace moved (seconds)

@@ -7,6 +7,7 @@ import pytest
 from ansible_collections.meshfed.istio.plugins.module_utils import _upgrade
 from ansible_collections.meshfed.istio.plugins.module_utils._istio import BUNDLE_KEYS
 from ansible_collections.meshfed.istio.plugins.module_utils._istio import OWNER_LABEL as OWNER
+from ansible_collections.meshfed.istio.plugins.module_utils._workloads import RESTARTED_FOR as MARKER
 
 T = "1-31-x"
 NS = "istio-system"
@@ -64,7 +65,11 @@ def cluster(role: str, revisions: list[str], *, namespaces: dict | None = None, 
         raw["services"].append(tagged("istiod-revision-tag-default", default_tag, "default"))
     if gateway:
         raw["deployments"].append(deployment("istio-eastwestgateway", gateway, app="istio-eastwestgateway"))
-    raw["namespaces"] = [{"metadata": meta(name, labels, None)} for name, labels in (namespaces or {}).items()]
+    marked = extra.get("restarted", {})
+    raw["namespaces"] = [
+        {"metadata": {**meta(name, labels, None), **({"annotations": {MARKER: marked[name]}} if name in marked else {})}}
+        for name, labels in (namespaces or {}).items()
+    ]
     raw["pods"] = extra.get("pods", [])
     raw["routes"] = extra.get("routes", [])
     return raw
@@ -75,12 +80,13 @@ def route(name: str, host: str) -> dict:
 
 
 APPS = {"shop": {"istio-injection": "enabled"}, "pay": {"istio.io/rev": "default"}, "plain": {}}
+TOKEN = f"upgrade/{T}"
 OLD_ROUTE = route("istiod-vs", "istiod.istio-system.svc.cluster.local")
 
 
 def views(point: str) -> dict[str, dict]:
     """The mesh (east with remote edge, west) at a point of the upgrade from the default revision to T."""
-    order = ["fresh", "east", "primaries", "remotes", "namespaces", "gateways", "edge_removed", "done"]
+    order = ["fresh", "east", "primaries", "remotes", "namespaces", "workloads", "gateways", "edge_removed", "done"]
     at = order.index(point)
     result = {}
     for name, facts in CLUSTERS.items():
@@ -103,6 +109,7 @@ def views(point: str) -> dict[str, dict]:
             gateway=T if at >= order.index("gateways") else "default",
             default_tag=T if removed else "default",
             routes=routes,
+            restarted={"shop": TOKEN, "pay": TOKEN} if at >= order.index("workloads") else {},
         )
         result[name] = _upgrade.observe(raw)
     return result
@@ -167,7 +174,8 @@ def test_moved_labels_drop_istio_injection_and_keep_the_rest():
         ("east", "primaries"),
         ("primaries", "remotes"),
         ("remotes", "namespaces"),
-        ("namespaces", "gateways"),
+        ("namespaces", "workloads"),
+        ("workloads", "gateways"),
         ("gateways", "old_revision"),
         ("edge_removed", "old_revision"),
         ("done", "done"),
@@ -194,6 +202,9 @@ FULL = [
     ("namespaces", "edge", "move_namespace"),
     ("namespaces", "west", "move_namespace"),
     ("namespaces", "west", "move_namespace"),
+    ("workloads", "east", "restart_workloads"),
+    ("workloads", "edge", "restart_workloads"),
+    ("workloads", "west", "restart_workloads"),
     ("gateways", "east", "install_gateway"),
     ("gateways", "edge", "install_gateway"),
     ("gateways", "west", "install_gateway"),
@@ -209,7 +220,17 @@ FULL = [
 
 @pytest.mark.parametrize(
     ("point", "skip"),
-    [("fresh", 0), ("east", 3), ("primaries", 5), ("remotes", 6), ("namespaces", 12), ("gateways", 15), ("edge_removed", 17), ("done", 22)],
+    [
+        ("fresh", 0),
+        ("east", 3),
+        ("primaries", 5),
+        ("remotes", 6),
+        ("namespaces", 12),
+        ("workloads", 15),
+        ("gateways", 18),
+        ("edge_removed", 20),
+        ("done", 25),
+    ],
 )
 def test_the_plan_resumes_from_any_point_with_what_is_left_in_order(point, skip):
     assert kinds(_upgrade.plan(views(point), CLUSTERS, T)) == FULL[skip:]
@@ -242,6 +263,7 @@ def test_old_revisions_go_remotes_first_then_primaries():
                 "stage primaries is not finished in east, west",
                 "stage remotes is not finished in edge",
                 "stage namespaces is not finished in east, edge, west",
+                "stage workloads is not finished in east, edge, west",
                 "stage gateways is not finished in east, edge, west",
             ],
         ),
@@ -330,7 +352,7 @@ def test_the_target_must_name_a_revision(target):
 def test_the_summary_reads_per_stage_and_cluster():
     lines = _upgrade.summary(_upgrade.plan(views("gateways"), CLUSTERS, T))
     assert lines == {
-        "5. the old revision removed, remotes first": {
+        "6. the old revision removed, remotes first": {
             "edge": ["move the default tag to 1-31-x (from default)", "uninstall revision default (control-plane)"],
             "east": [
                 "move the default tag to 1-31-x (from default)",
@@ -348,3 +370,72 @@ def test_the_summary_reads_per_stage_and_cluster():
 )
 def test_image_version(image, version):
     assert _upgrade.image_version(image) == version
+
+
+def test_observe_reads_the_restart_mark_of_each_injecting_namespace():
+    view = _upgrade.observe(cluster("primary", ["default"], namespaces=APPS, restarted={"shop": TOKEN, "plain": TOKEN}))
+    assert view["restarted"] == {"shop": TOKEN, "pay": ""}
+
+
+@pytest.mark.parametrize(
+    ("point", "restarted", "restart", "due"),
+    [
+        ("namespaces", {}, True, ["pay", "shop"]),
+        ("namespaces", {"pay": TOKEN}, True, ["shop"]),  # an interrupted restart: what is left
+        ("namespaces", {"pay": "upgrade/1-30-x", "shop": "rotate_ca/r1"}, True, ["pay", "shop"]),  # another restart's token
+        ("namespaces", {}, False, []),  # the user's opt-out
+        ("workloads", None, True, []),
+        ("done", {}, True, []),  # no old revision left: no proxy of one either
+    ],
+)
+def test_a_restart_is_due_while_an_old_revision_is_installed_in_every_unmarked_injecting_namespace(point, restarted, restart, due):
+    view = views(point)["west"]
+    if restarted is not None:
+        view["restarted"] = {namespace: restarted.get(namespace, "") for namespace in view["namespaces"]}
+    assert _upgrade.restart_due(view, T, restart) == due
+    assert _upgrade.progress(view, CLUSTERS["west"], T, restart)["workloads"] is (due == [])
+
+
+def test_namespaces_istio_never_injects_into_are_not_restarted():
+    namespaces = {**APPS, "kube-system": {"istio.io/rev": T}, "kube-public": {"istio-injection": "enabled"}}
+    view = _upgrade.observe(cluster("primary", ["default", T], namespaces=namespaces))
+    assert _upgrade.restart_due(view, T) == ["pay", "shop"]
+
+
+def test_the_restart_comes_after_every_namespace_moved_and_before_any_gateway():
+    current = views("namespaces")
+    assert _upgrade.gate("gateways", progresses(current)) == ["stage workloads is not finished in east, edge, west"]
+    restarts = _upgrade.actions("workloads", current, CLUSTERS, T)
+    assert [(item["cluster"], item["namespaces"], item["token"]) for item in restarts] == [
+        ("east", ["pay", "shop"], TOKEN),
+        ("edge", ["pay", "shop"], TOKEN),
+        ("west", ["pay", "shop"], TOKEN),
+    ]
+    assert _upgrade.gate("workloads", progresses(views("remotes"))) == ["stage namespaces is not finished in east, edge, west"]
+
+
+def test_without_restarts_the_stage_is_finished_and_planned_nowhere():
+    assert _upgrade.mesh_stage({name: _upgrade.progress(view, CLUSTERS[name], T, False) for name, view in views("namespaces").items()}) == "gateways"
+    planned = _upgrade.plan(views("fresh"), CLUSTERS, T, restart=False)
+    assert kinds(planned) == [item for item in FULL if item[0] != "workloads"]
+
+
+def test_the_summary_lists_the_restart_batches_once_the_runner_has_listed_them():
+    action = _upgrade.actions("workloads", views("namespaces"), CLUSTERS, T)[0]
+    title = "4. workloads of the injecting namespaces restarted, in batches"
+    header = f"restart the workloads of pay, shop in batches, marked meshfed.istio/restarted-for={TOKEN}"
+    assert _upgrade.summary([action]) == {title: {"east": [header]}}
+    listed = {
+        **action,
+        "batches": [["Deployment pay/api", "Deployment shop/web"], ["StatefulSet shop/db"]],
+        "resumed": ["Deployment pay/old"],
+        "skipped": [{"workload": "Deployment shop/held", "reason": "paused"}],
+    }
+    assert _upgrade.summary([listed])[title]["east"] == [
+        header,
+        "batch 1: Deployment pay/api, Deployment shop/web",
+        "batch 2: StatefulSet shop/db",
+        "resume (in flight): Deployment pay/old",
+        "not restartable: Deployment shop/held (paused)",
+    ]
+    assert _upgrade.summary([{**action, "batches": []}])[title]["east"] == [header, "no workload to restart"]

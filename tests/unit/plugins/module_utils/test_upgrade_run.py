@@ -1,0 +1,167 @@
+"""The upgrade runner's workloads stage against fakes: the restart hook called per cluster within one deadline, the
+namespaces marked afterwards, a rerun that calls and writes nothing, check mode listing the batches, a timeout that stops
+the run before the gateways, the opt-out; and restarter() on _workloads' restart."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from test_upgrade import CLUSTERS, MARKER, TOKEN, T, views
+from test_workloads import FakeCluster
+
+from ansible_collections.meshfed.istio.plugins.module_utils import _upgrade, _upgrade_run, _workloads
+
+BATCHES = {"east": [["Deployment pay/api", "Deployment shop/web"]], "edge": [["Deployment pay/api"]], "west": []}
+
+
+class FakeApi:
+    """A cluster's namespaces: GET one, merge-PATCH its annotations; every write recorded."""
+
+    def __init__(self, name: str, writes: list) -> None:
+        self.name, self.writes, self.namespaces = name, writes, {}
+
+    def get(self, what, path, missing_ok=False, **query):
+        found = self.namespaces.get(path.rsplit("/", 1)[-1])
+        assert found is not None or missing_ok
+        return copy.deepcopy(found)
+
+    def request(self, what, method, path, body=None, content_type="", missing_ok=False, query=None):
+        assert (method, content_type) == ("PATCH", _workloads.MERGE_PATCH) and set(body) == {"metadata"}
+        name = path.rsplit("/", 1)[-1]
+        self.namespaces[name]["metadata"].setdefault("annotations", {}).update(body["metadata"]["annotations"])
+        self.writes.append((self.name, name, body["metadata"]["annotations"]))
+
+
+class Mesh:
+    """The three clusters of test_upgrade at one point of the upgrade; the views are read from the fake APIs' namespaces."""
+
+    def __init__(self, point: str) -> None:
+        self.writes: list = []
+        self.views = views(point)
+        self.apis = {name: FakeApi(name, self.writes) for name in CLUSTERS}
+        for name, view in self.views.items():
+            for namespace in view["namespaces"]:
+                annotations = {MARKER: view["restarted"][namespace]} if view["restarted"][namespace] else {}
+                self.apis[name].namespaces[namespace] = {"metadata": {"name": namespace, "annotations": annotations}}
+
+    def observe(self) -> dict[str, dict]:
+        for name, view in self.views.items():
+            view["restarted"] = {ns: (self.apis[name].namespaces[ns]["metadata"].get("annotations") or {}).get(MARKER, "") for ns in view["namespaces"]}
+        return copy.deepcopy(self.views)
+
+
+class Hook:
+    """The restart hook: each call recorded; a cluster in `fail` times out."""
+
+    def __init__(self, fail: str = "") -> None:
+        self.calls: list = []
+        self.fail = fail
+
+    def __call__(self, name, namespaces, token, check_mode, deadline):
+        self.calls.append((name, namespaces, token, check_mode, deadline))
+        if name == self.fail:
+            raise _workloads.RestartError(f"context {name!r}: the restart did not finish within 50 s: Deployment pay/api (0 of 1 replicas updated)")
+        return {"changed": bool(BATCHES[name]), "batches": BATCHES[name], "resumed": [], "skipped": []}
+
+
+def runner(mesh: Mesh, hook, monkeypatch, last_stage: str = "workloads") -> _upgrade_run.Runner:
+    monkeypatch.setattr(_upgrade_run._istioctl, "version", lambda _path: "1.31-dev")
+    options = _upgrade_run.Options(target=T, istioctl="istioctl", settings={}, last_stage=last_stage, restart=hook, restart_timeout=50)
+    members = [_upgrade_run.Member(host=name, cluster=cluster, api=mesh.apis[name]) for name, cluster in CLUSTERS.items()]
+    run = _upgrade_run.Runner(options, members, sleep=lambda _s: None, clock=lambda: 100.0, now=lambda: 1700000000.0)
+    run.observe = mesh.observe
+    return run
+
+
+def test_the_workloads_stage_restarts_every_cluster_within_one_deadline_then_marks_its_namespaces(monkeypatch):
+    mesh, hook = Mesh("namespaces"), Hook()
+    result = runner(mesh, hook, monkeypatch).run(check_mode=False)
+    assert hook.calls == [(name, ["pay", "shop"], TOKEN, False, 150.0) for name in ("east", "edge", "west")]
+    assert mesh.writes == [(name, namespace, {MARKER: TOKEN}) for name in ("east", "edge", "west") for namespace in ("pay", "shop")]
+    assert result["changed"] and result["stage_before"] == "workloads" and result["stage"] == "gateways"
+    restarts = [event for event in result["events"] if event["action"] == "restart_workloads"]
+    assert [(event["cluster"], event["batches"], event["marked"]) for event in restarts] == [
+        ("east", BATCHES["east"], ["pay", "shop"]),
+        ("edge", BATCHES["edge"], ["pay", "shop"]),
+        ("west", [], ["pay", "shop"]),
+    ]
+    assert result["done"]["4. workloads of the injecting namespaces restarted, in batches"]["east"][1:] == ["batch 1: Deployment pay/api, Deployment shop/web"]
+
+
+def test_a_rerun_after_the_restart_calls_no_restart_and_writes_nothing(monkeypatch):
+    mesh, hook = Mesh("namespaces"), Hook()
+    runner(mesh, hook, monkeypatch).run(check_mode=False)
+    hook.calls.clear()
+    mesh.writes.clear()
+    for last_stage in ("workloads", "old_revision"):
+        result = runner(mesh, hook, monkeypatch, last_stage).run(check_mode=True)
+        assert result["stage_before"] == "gateways"
+        assert all(item["action"] != "restart_workloads" for item in result["actions"])
+    result = runner(mesh, hook, monkeypatch).run(check_mode=False)
+    assert not result["changed"] and hook.calls == [] and mesh.writes == []
+
+
+def test_check_mode_lists_the_batches_of_every_planned_restart_and_writes_nothing(monkeypatch):
+    for point in ("fresh", "namespaces"):
+        mesh, hook = Mesh(point), Hook()
+        result = runner(mesh, hook, monkeypatch, "old_revision").run(check_mode=True)
+        assert hook.calls == [(name, ["pay", "shop"], TOKEN, True, None) for name in ("east", "edge", "west")], point
+        assert mesh.writes == [] and result["events"] == []
+        lines = result["plan"]["4. workloads of the injecting namespaces restarted, in batches"]
+        assert lines["east"][1:] == ["batch 1: Deployment pay/api, Deployment shop/web"]
+        assert lines["west"][1:] == ["no workload to restart"]
+
+
+def test_a_restart_timeout_stops_the_run_before_the_gateways_and_a_rerun_resumes(monkeypatch):
+    mesh = Mesh("namespaces")
+    with pytest.raises(_upgrade.UpgradeError) as error:
+        runner(mesh, Hook(fail="edge"), monkeypatch, "old_revision").run(check_mode=False)
+    message = str(error.value)
+    assert message.startswith("cluster edge: restarting the workloads of pay, shop: context 'edge': the restart did not finish within 50 s")
+    assert "Deployment pay/api (0 of 1 replicas updated)" in message
+    assert message.endswith("The upgrade stops before the gateways stage: the old revision keeps serving; a rerun resumes the restart")
+    assert [name for name, _namespace, _marks in mesh.writes] == ["east", "east"]  # edge unmarked, west not started
+    assert mesh.views["east"]["gateway"] == "default"
+    hook = Hook()
+    result = runner(mesh, hook, monkeypatch).run(check_mode=False)
+    assert [call[0] for call in hook.calls] == ["edge", "west"]
+    assert result["stage"] == "gateways"
+
+
+def test_without_restarts_the_stage_passes_without_a_call_or_a_write(monkeypatch):
+    mesh = Mesh("namespaces")
+    result = runner(mesh, None, monkeypatch).run(check_mode=False)
+    assert result["stage"] == "gateways" and not result["changed"] and mesh.writes == []
+
+
+@pytest.mark.parametrize(
+    ("hook", "why"),
+    [
+        (Hook(), "the workloads stage did not restart them (pods without a Deployment, StatefulSet or DaemonSet"),
+        (None, "workload restarts are off"),
+    ],
+)
+def test_an_old_revision_with_pods_left_says_why_they_are_left(monkeypatch, hook, why):
+    mesh = Mesh("gateways")
+    mesh.views["west"]["pods"] = {"default": 2}
+    run = runner(mesh, hook, monkeypatch, "old_revision")
+    with pytest.raises(_upgrade.UpgradeError) as error:
+        run.execute({"stage": "old_revision", "cluster": "west", "action": "uninstall", "revision": "default"}, mesh.views)
+    assert str(error.value).startswith(f"cluster west: 2 injected pod(s) still run proxies of revision default; {why}")
+
+
+def test_restarter_runs_the_bounded_restart_of_the_named_namespaces_on_the_members_api():
+    api = FakeCluster({}, ["shop/a", "shop/b", "pay/c", "plain/d"])
+    members = [_upgrade_run.Member(host="east", cluster=CLUSTERS["east"], api=api)]
+    clock = iter(range(10**6)).__next__
+    restart = _upgrade_run.restarter(members, batch_size=1, timeout=30, sleep=lambda _s: None, clock=clock)
+    listed = restart("east", ["pay", "shop"], TOKEN, True, None)
+    assert listed["batches"] == [["Deployment pay/c"], ["Deployment shop/a"], ["Deployment shop/b"]] and api.patches == []
+    done = restart("east", ["pay", "shop"], TOKEN, False, 1000)
+    assert done["restarted"] == ["Deployment pay/c", "Deployment shop/a", "Deployment shop/b"]
+    assert [key for key, _stamp in api.patches] == ["pay/c", "shop/a", "shop/b"]
+    assert MARKER not in (api.objects["plain/d"]["spec"]["template"]["metadata"].get("annotations") or {})
+    with pytest.raises(_workloads.RestartError, match="did not finish within 30 s"):
+        restart("east", ["plain"], TOKEN, False, 0.0)  # a deadline already passed: no batch starts
+    assert len(api.patches) == 3

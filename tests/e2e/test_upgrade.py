@@ -20,6 +20,7 @@ import os
 import pytest
 import yaml
 from test_istiod import wait_for
+from test_restart_workloads import rolled_out, template_annotations
 
 from conftest import ENV, PLAYBOOK_TIMEOUT, REPO, Bed, in_bed, kubectl_json
 
@@ -99,20 +100,6 @@ def web_pods(context: str) -> dict[str, dict]:
     """The web Deployment's pods by name: their labels (pods being deleted left out)."""
     pods = kubectl_json(context, "-n", WEB[context], "get", "pods", "-l", "app=web")["items"]
     return {pod["metadata"]["name"]: pod["metadata"].get("labels") or {} for pod in pods if not pod["metadata"].get("deletionTimestamp")}
-
-
-def rolled_out(item: dict) -> bool:
-    status, replicas = item.get("status") or {}, item["spec"].get("replicas", 1)
-    return (
-        status.get("observedGeneration", 0) >= item["metadata"]["generation"]
-        and status.get("updatedReplicas", 0) == replicas
-        and status.get("availableReplicas", 0) == replicas
-        and status.get("replicas", 0) == replicas
-    )
-
-
-def template_annotations(item: dict) -> dict:
-    return item["spec"]["template"]["metadata"].get("annotations") or {}
 
 
 def exists(context: str, kind: str, name: str, namespaced: bool = True) -> bool:

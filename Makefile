@@ -15,8 +15,8 @@ API_TARGETS ?= cacerts_info_api remote_secret_api restart_workloads_api
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help tools venv collection dist ee sanity lint unit ruff docs check integration testbin clusters clusters-down clusters-status \
-        smoke integration-api e2e molecule molecule-syntax demo demo-first-run demo-down test bench bench-site bench-scale bench-rotate clean
+.PHONY: help tools venv collection dist ee sanity lint unit ruff docs check integration testbin testbin-upgrade clusters clusters-down clusters-status \
+        smoke integration-api e2e molecule molecule-syntax demo demo-first-run demo-down test bench bench-site bench-scale bench-rotate bench-upgrade clean
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ integration: collection ## ansible-test integration targets that need no cluster
 testbin: ## Build or find the pinned test binaries (cached outside the repo)
 	tests/testbed/testbin.sh
 
+testbin-upgrade: ## The same, and the older Istio release the upgrade test starts from
+	tests/testbed/testbin.sh upgrade
+
 clusters: testbin ## Bring up N kwok clusters (N=2 by default)
 	tests/testbed/clusters.sh up $(N)
 
@@ -136,7 +139,7 @@ tools: ## System tools the tests use: Graphviz (the doctor's picture), rsvg-conv
 	      || { echo "make tools: apt-get install$$missing failed (root and Debian's package mirror needed)" >&2; exit 1; }; \
 	  fi
 
-e2e: collection testbin tools ## The site playbook on three kwok topologies, preflight refusals, the doctor, the real istiod, membership (pytest)
+e2e: collection testbin-upgrade tools ## The site playbook on three kwok topologies, preflight refusals, the doctor, the real istiod, membership (pytest)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
 
 MOLECULE_RUN := $(MESHFED_CACHE)/molecule-run

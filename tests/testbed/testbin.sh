@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build or find the pinned test-bed binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, kwok, kwokctl, istioctl, pilot-discovery).
+# kube-scheduler, kubectl, etcd, kwok, kwokctl, istioctl, pilot-discovery, and the older Istio
+# release's istioctl-old and pilot-discovery-old that the upgrade test starts from).
 #
 # Everything is built from Go modules (the Go module proxy); nothing is downloaded from
 # anywhere else. Binaries are cached outside the repo:
@@ -8,12 +9,13 @@
 # A warm run only checks that the files exist (seconds); a cold run builds everything.
 #
 # Usage:
-#   testbin.sh [all]            build what is missing (default)
-#   testbin.sh kube|etcd|kwok|istio   build one component group if missing
+#   testbin.sh [all]            build what is missing of the test bed (default; not istio_old)
+#   testbin.sh upgrade          the same, and the older Istio release the upgrade test starts from
+#   testbin.sh kube|etcd|kwok|istio|istio_old   build one component group if missing
 #   testbin.sh path NAME        print the cached path of NAME (exit 1 when not built)
 #   testbin.sh env             print NAME_BIN=path lines for all binaries (for eval)
-#   testbin.sh check           exit 0 when every binary is present, else list the missing
-#   testbin.sh plan            say what a build would do and about how long it takes
+#   testbin.sh check [upgrade] exit 0 when every binary is present, else list the missing
+#   testbin.sh plan [upgrade]  say what a build would do and about how long it takes
 #   testbin.sh clean-build     remove the temporary build modules (keeps bin/ and logs/)
 # Env: MESHFED_CACHE, MESHFED_BUILD_JOBS (go build -p, default: nproc).
 set -euo pipefail
@@ -43,13 +45,16 @@ version_of() {
     etcd) echo "$ETCD_VERSION" ;;
     kwok|kwokctl) echo "$KWOK_VERSION" ;;
     istioctl|pilot-discovery) echo "$ISTIO_LABEL-$ISTIO_REVISION" ;;
+    istioctl-old|pilot-discovery-old) echo "$ISTIO_OLD_LABEL-$ISTIO_OLD_REVISION" ;;
     *) die "unknown binary '$1'" ;;
   esac
 }
-bin_path() { echo "$BIN_ROOT/$1-$(version_of "$1")/$1"; }
+# The older release's binaries keep their own names, in a directory keyed by their version.
+bin_path() { local file="${1%-old}"; echo "$BIN_ROOT/$file-$(version_of "$1")/$file"; }
 
 KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-ALL_BINS=("${KUBE_BINS[@]}" etcd kwok kwokctl istioctl pilot-discovery)
+BED_BINS=("${KUBE_BINS[@]}" etcd kwok kwokctl istioctl pilot-discovery)
+ALL_BINS=("${BED_BINS[@]}" istioctl-old pilot-discovery-old)
 
 have_all() { local b; for b in "$@"; do [ -x "$(bin_path "$b")" ] || return 1; done; }
 
@@ -97,11 +102,15 @@ run_build() {
 
 # What each group is, and its cold build time on 2 cores (tests/testbed/README.md, measured figures).
 COMPONENTS=(etcd kwok kube istio)
+[ "${1:-}" = upgrade ] || [ "${2:-}" = upgrade ] && COMPONENTS+=(istio_old)
 label_of() {
-  case "$1" in etcd) echo etcd ;; kwok) echo "kwok" ;; kube) echo Kubernetes ;; istio) echo Istio ;; esac
+  case "$1" in
+    etcd) echo etcd ;; kwok) echo "kwok" ;; kube) echo Kubernetes ;; istio) echo "Istio $ISTIO_LABEL" ;;
+    istio_old) echo "Istio $ISTIO_OLD_LABEL (where the upgrade test starts)" ;;
+  esac
 }
 cold_seconds() {
-  case "$1" in etcd) echo 60 ;; kwok) echo 105 ;; kube) echo 275 ;; istio) echo 265 ;; esac
+  case "$1" in etcd) echo 60 ;; kwok) echo 105 ;; kube) echo 275 ;; istio) echo 265 ;; istio_old) echo 300 ;; esac
 }
 group_present() {
   case "$1" in
@@ -109,7 +118,8 @@ group_present() {
     etcd)  have_all etcd ;;
     kwok)  have_all kwok kwokctl ;;
     istio) have_all istioctl pilot-discovery ;;
-    *) die "unknown component group '$1' (kube|etcd|kwok|istio)" ;;
+    istio_old) have_all istioctl-old pilot-discovery-old ;;
+    *) die "unknown component group '$1' (kube|etcd|kwok|istio|istio_old)" ;;
   esac
 }
 missing_groups() { local g; for g in "${COMPONENTS[@]}"; do group_present "$g" || echo "$g"; done; }
@@ -238,6 +248,47 @@ build_istio() {
   install_into pilot-discovery "$dir/pilot-discovery"
 }
 
+# The release-1.30 commit the proxy serves names istio.io/api, istio.io/client-go, two envoy go-control-plane modules
+# and agentgateway's api at pseudo-versions the proxy refuses (403 on every try). A wrapper module replaces them with
+# served versions (ISTIO_OLD_REPLACES in versions.env), as build_kube does for the staging modules: `go install
+# pkg@version` refuses replace directives.
+build_istio_old() {
+  local dir="$BUILD_ROOT/istio-$ISTIO_OLD_MODULE_VERSION" logf="$LOG_DIR/istio-$ISTIO_OLD_MODULE_VERSION.log" r
+  mkdir -p "$dir/out" "$LOG_DIR"; : >"$logf"
+  log "${STEP_TAG}building istioctl, pilot-discovery $ISTIO_OLD_LABEL ($ISTIO_OLD_MODULE_VERSION) (${STEP_HINT}log: $logf)"
+  {
+    echo "module meshfed.test/istiobuildold"
+    echo
+    echo "go $ISTIO_OLD_GO"
+    echo
+    echo "require istio.io/istio $ISTIO_OLD_MODULE_VERSION"
+    echo
+    echo "replace ("
+    for r in $ISTIO_OLD_REPLACES; do echo "	${r%@*} => ${r%@*} ${r#*@}"; done
+    echo ")"
+  } >"$dir/go.mod"
+  cat >"$dir/tools.go" <<EOF
+//go:build tools
+
+// Generated by tests/testbed/testbin.sh: pins the commands built from istio.io/istio.
+package tools
+
+import (
+	_ "istio.io/istio/istioctl/cmd/istioctl"
+	_ "istio.io/istio/pilot/cmd/pilot-discovery"
+)
+EOF
+  rm -f "$dir/go.sum"
+  (cd "$dir" && run_build istio_old "$logf" go mod tidy)
+  local pkg="istio.io/istio/pkg/version"
+  local ld="-s -w -X $pkg.buildVersion=$ISTIO_OLD_LABEL -X $pkg.buildTag=$ISTIO_OLD_LABEL"
+  ld="$ld -X $pkg.buildGitRevision=$ISTIO_OLD_REVISION -X $pkg.buildStatus=Clean -X $pkg.buildHub=docker.io/istio"
+  (cd "$dir" && run_build istio_old "$logf" env CGO_ENABLED=0 go build -p "$JOBS" -trimpath -ldflags "$ld" -o out/ \
+      istio.io/istio/istioctl/cmd/istioctl istio.io/istio/pilot/cmd/pilot-discovery)
+  install_into istioctl-old "$dir/out/istioctl"
+  install_into pilot-discovery-old "$dir/out/pilot-discovery"
+}
+
 ensure() { # ensure GROUP
   local group="$1"
   group_present "$group" && return 0
@@ -248,15 +299,15 @@ ensure() { # ensure GROUP
 
 cmd="${1:-all}"
 case "$cmd" in
-  all)
+  all|upgrade)
     t0=$(date +%s)
-    if have_all "${ALL_BINS[@]}"; then log "all binaries present in $BIN_ROOT"; exit 0; fi
+    if [ -z "$(missing_groups)" ]; then log "all binaries present in $BIN_ROOT"; exit 0; fi
     plan
     STEPS=$(missing_groups | wc -l)
     for g in "${COMPONENTS[@]}"; do ensure "$g"; done
     log "done in $(( $(date +%s) - t0 ))s; timings appended to $TIMES"
     ;;
-  kube|etcd|kwok|istio) STEPS=1; ensure "$cmd" ;;
+  kube|etcd|kwok|istio|istio_old) STEPS=1; ensure "$cmd" ;;
   plan) plan ;;
   path)
     [ $# -ge 2 ] || die "usage: testbin.sh path NAME"
@@ -265,8 +316,9 @@ case "$cmd" in
   env)
     for b in "${ALL_BINS[@]}"; do v="$(echo "$b" | tr 'a-z-' 'A-Z_')_BIN"; echo "$v=$(bin_path "$b")"; done ;;
   check)
-    miss=0
-    for b in "${ALL_BINS[@]}"; do [ -x "$(bin_path "$b")" ] || { echo "missing: $(bin_path "$b")"; miss=1; }; done
+    miss=0 wanted=("${BED_BINS[@]}")
+    [ "${2:-}" = upgrade ] && wanted=("${ALL_BINS[@]}")
+    for b in "${wanted[@]}"; do [ -x "$(bin_path "$b")" ] || { echo "missing: $(bin_path "$b")"; miss=1; }; done
     [ "$miss" = 0 ] && echo "all test-bed binaries present in $BIN_ROOT"
     exit "$miss" ;;
   clean-build) rm -rf "$BUILD_ROOT"; log "removed $BUILD_ROOT" ;;

@@ -401,3 +401,24 @@ class TestCoreTls:
     def test_host_with_its_own_credential_loads_no_kubeconfig(self, monkeypatch, tmp_path):
         self.setenv("KUBECONFIG", _yaml_file(tmp_path / "bad", kubeconfig({"token": "t"}, STRING_FALSE)))
         assert _k8s.Cluster(auth(host="https://10.0.0.2:6443", api_key="t")).host == "https://10.0.0.2:6443"
+
+
+class _HeaderRefusingTransport:
+    """A transport whose HTTP library refuses a header value, quoting it as http.client does."""
+
+    host = "https://10.0.0.1:6443"
+
+    def send(self, method, path, headers, body):
+        raise ValueError("Invalid header value b'Bearer planted-token-77aa\\r\\nX-Leak: planted-token-77aa'")
+
+
+def test_a_refused_header_value_is_withheld_from_the_message():
+    cluster = _k8s.Cluster.__new__(_k8s.Cluster)
+    cluster.name, cluster.timeout, cluster.calls = "east", 5, 0
+    cluster.retries, cluster.max_wait = 0, 1
+    cluster.transport, cluster.host = _HeaderRefusingTransport(), _HeaderRefusingTransport.host
+    with pytest.raises(_k8s.K8sError) as failure:
+        cluster.get("reading secret istio-system/cacerts", "/api/v1/namespaces/istio-system/secrets/cacerts")
+    message = str(failure.value)
+    assert message == "reading secret istio-system/cacerts on east: a request header holds characters HTTP does not allow (value withheld)"
+    assert "planted-token-77aa" not in message and "Bearer" not in message

@@ -13,7 +13,9 @@ description:
   - Reads C(ca-cert.pem), C(ca-key.pem), C(root-cert.pem) and C(cert-chain.pem) of one cluster from the PKI directory
     on the control node (the layout M(meshfed.istio.pki) writes), once, and checks them as istiod does before it
     signs - complete, the key matches the certificate, a CA certificate, no SHA-1, the chain verifies - and that the
-    intermediate chains to the PKI directory's own C(root-cert.pem).
+    intermediate chains to the PKI directory's own C(root-cert.pem). A directory with a write of
+    M(meshfed.istio.pki) not yet moved into place (a C(.commit-*) journal a crash left; its files may be half old, half
+    new) is a problem too, until the pki role runs again and finishes it.
   - Returns C(data), the Secret's data (base64), and C(problems); C(data) is empty when there is a problem, so a bundle
     istiod would refuse is never pushed. The result holds the intermediate's private key - use it under C(no_log).
 options:

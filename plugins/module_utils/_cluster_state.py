@@ -117,7 +117,7 @@ def mesh_config(configmap: dict | None) -> dict:
     }
 
 
-_FLAG_TEXT = re.compile(r"^[A-Za-z0-9._+-]{1,32}$")
+_FLAG_TEXT = re.compile(r"[A-Za-z0-9._+-]{1,32}")
 
 
 def _flag(value: object) -> str:
@@ -131,7 +131,7 @@ def _flag(value: object) -> str:
     if not isinstance(value, (str, int, float)):
         return "<not a string>"
     text = str(value)
-    return text if _FLAG_TEXT.match(text) else f"<a value of {len(text)} characters, not shown>"
+    return text if _FLAG_TEXT.fullmatch(text) else f"<a value of {len(text)} characters, not shown>"
 
 
 def proxy_env(pod: dict) -> dict:

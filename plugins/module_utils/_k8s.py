@@ -36,7 +36,13 @@ from urllib.parse import quote, urlencode, urlsplit
 from ansible.module_utils.common.yaml import HAS_YAML, yaml_load
 
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-from ansible_collections.meshfed.istio.plugins.module_utils._kubeconfig import KubeconfigError, header_safe, kubeconfig_source, lean_connection
+from ansible_collections.meshfed.istio.plugins.module_utils._kubeconfig import (
+    KubeconfigError,
+    core_tls_problem,
+    header_safe,
+    kubeconfig_source,
+    lean_connection,
+)
 
 HAS_KUBERNETES = importlib.util.find_spec("kubernetes") is not None
 
@@ -213,6 +219,14 @@ class _Unreachable(OSError):
     """The kubernetes client's own words for a connection that failed."""
 
 
+def _read_kubeconfig(path: str):
+    """A kubeconfig file as kubernetes.core's loader would find it; None when there is none (it skips missing files)."""
+    if not HAS_YAML or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return yaml_load(handle)
+
+
 class _CoreTransport:
     """kubernetes.core's option handling and the kubernetes client's REST layer, as plain JSON."""
 
@@ -232,7 +246,11 @@ class _CoreTransport:
         self.api_exception, self.http_error = ApiException, urllib3.exceptions.HTTPError
         # kubernetes.core's own option handling (K8S_AUTH_* environment, kubeconfig dicts, proxies),
         # without its dynamic client, which would run API discovery before the first call.
-        self.configuration = _create_configuration(_create_auth_spec(None, **auth))
+        spec = _create_auth_spec(None, **auth)
+        problem = core_tls_problem(spec, os.environ, _read_kubeconfig)
+        if problem:
+            raise KubeconfigError(problem)
+        self.configuration = _create_configuration(spec)
         self.configuration.retries = 1
         self.host = self.configuration.host
         self.api_client = k8s_client.ApiClient(self.configuration)

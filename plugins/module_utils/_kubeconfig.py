@@ -106,6 +106,42 @@ def tls_problem(cluster: dict) -> str:
     return ""
 
 
+def merge_kubeconfigs(configs: list) -> dict:
+    """One kubeconfig from a KUBECONFIG list, as the kubernetes client merges it: the first entry to name a cluster,
+    user or context wins; the last file that sets current-context wins."""
+    merged: dict = {"clusters": [], "users": [], "contexts": []}
+    for config in configs:
+        if not isinstance(config, dict):
+            continue
+        for section in ("clusters", "users", "contexts"):
+            items = config.get(section)
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and item.get("name") not in {entry.get("name") for entry in merged[section]}:
+                    merged[section].append(item)
+        if "current-context" in config:
+            merged["current-context"] = config["current-context"]
+    return merged
+
+
+def core_tls_problem(spec: dict, environ, read) -> str:
+    """tls_problem() of the context kubernetes.core's loader would use for these options (spec: after its K8S_AUTH_*
+    handling, _create_auth_spec); '' when the context is sound or no kubeconfig is loaded (host with a credential of its
+    own; in a pod without kubeconfig or context, the in-cluster config it tries first). read(path) gives a parsed
+    kubeconfig file, None when there is none (the loader skips those)."""
+    if any(all(spec.get(name) for name in names) for names in (("username", "password", "host"), ("api_key", "host"), ("cert_file", "key_file", "host"))):
+        return ""
+    source = spec.get("kubeconfig")
+    if not source and not spec.get("context") and environ.get("KUBERNETES_SERVICE_HOST"):
+        return ""
+    if isinstance(source, dict):
+        config = source
+    else:
+        paths = str(source or environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep)
+        config = merge_kubeconfigs([read(os.path.expanduser(path)) for path in paths if path])
+    found, cluster, _user = kubeconfig_context(config, spec.get("context"))
+    return tls_problem(cluster) if found else ""
+
+
 def header_safe(token: object) -> bool:
     """Whether a bearer token can go into an HTTP header as it is: printable ASCII, no spaces, no line breaks."""
     return isinstance(token, str) and bool(token) and all(0x21 <= ord(char) <= 0x7E for char in token)

@@ -34,7 +34,7 @@ from ansible_collections.meshfed.istio.plugins.module_utils._pki_store import Pk
 ROTATIONS = "rotations"
 STATE = "state.json"
 LOCK = ".rotate-ca.lock"  # one run at a time per PKI directory (flock; released when the run ends, even killed)
-ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+ID_PATTERN = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
 KEY_MODE, CERT_MODE = 0o600, 0o644
 KILL_AFTER_WRITES = "MESHFED_TEST_KILL_AFTER_WRITES"  # test-only (see above): inert unless a test sets it
 FLAGS_FIX = (
@@ -782,7 +782,7 @@ def _lock(pki_dir: str, check_mode: bool):
 
 
 def run(options: Options, members: list[Member], check_mode: bool, **kwargs) -> dict:
-    if not ID_PATTERN.match(options.rotation_id or ""):
+    if not ID_PATTERN.fullmatch(options.rotation_id or ""):
         raise RotateError(
             f"rotate_ca_id {options.rotation_id!r} is not a name for a rotation: lower-case letters, digits, '.', '_' and '-', at most 63, for example 2026-q4"
         )

@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import asdict
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _pki
+from ansible_collections.meshfed.istio.plugins.module_utils import _io, _istio, _pki
 from ansible_collections.meshfed.istio.plugins.module_utils._pki_store import read_optional
 
 
@@ -121,11 +121,25 @@ def root_rotations_in_progress(pki_dir: str) -> list[dict]:
     return found
 
 
+def unfinished_writes(pki_dir: str) -> list[str]:
+    """The commit journals (_io.write_tree) of the PKI directory still to be rolled forward."""
+    try:
+        return _io.leftovers(pki_dir).commits
+    except OSError as exc:
+        raise _pki.PkiError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+
+
 def bundle_for_push(pki_dir: str, cluster: str) -> tuple[dict[str, bytes], list[str]]:
     """A cluster's cacerts bundle as the PKI directory holds it, read once, and its problems: what is checked is what is
-    pushed. During a root rotation the clusters hold bundles the PKI directory's cluster files do not: none is pushed."""
+    pushed. During a root rotation the clusters hold bundles the PKI directory's cluster files do not: none is pushed;
+    nor while a committed write of the pki module is still being moved into place (the live files may be mixed)."""
+    problems = [
+        f"the PKI directory holds a write of the pki module that is not finished ({commit}): its files may be half old, "
+        "half new; run the pki role (the site playbook, or --tags pki) to finish it"
+        for commit in unfinished_writes(pki_dir)
+    ]
     files = {name: read_optional(os.path.join(pki_dir, cluster, name)) for name in _istio.BUNDLE_KEYS}
-    problems = bundle_problems(files, read_optional(os.path.join(pki_dir, _istio.ROOT_CERT)))
+    problems += bundle_problems(files, read_optional(os.path.join(pki_dir, _istio.ROOT_CERT)))
     problems += [
         f"root rotation {rotation} is in progress ({os.path.join(pki_dir, 'rotations', rotation)}): pushing the PKI "
         f"directory's bundle would undo its phases; finish it first (meshfed.istio.rotate_ca -e rotate_ca_id={rotation})"

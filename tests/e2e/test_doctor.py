@@ -367,7 +367,9 @@ def planted_secrets(canaries: str, marker: str, witness: str) -> dict[str, str]:
         "planted-ca-file": planted_kubeconfig(witness, {"token": PLANTED_TOKEN}, {"certificate-authority": files["ca"]}),
         "planted-proxy": planted_kubeconfig("https://192.0.2.7:6443", {"token": PLANTED_TOKEN}, {"proxy-url": witness.replace("https", "http")}),
         "planted-insecure": planted_kubeconfig(witness, {"token": PLANTED_TOKEN}, {"insecure-skip-tls-verify": "false"}),
+        "planted-insecure-true": planted_kubeconfig(witness, {"token": PLANTED_TOKEN}, {"insecure-skip-tls-verify": True}),
         "planted-token-newline": planted_kubeconfig(witness, {"token": f"{PLANTED_TOKEN}\r\nX-Leak: {PLANTED_TOKEN}"}),
+        "planted-token-non-ascii": planted_kubeconfig(witness, {"token": f"{PLANTED_TOKEN}\u00e9\u2028{PLANTED_TOKEN}"}),
     }
 
 

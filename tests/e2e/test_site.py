@@ -129,6 +129,50 @@ def test_drift_is_seen_and_repaired(bed, converged):
     # the repaired remote secret is checked by test_remote_secrets_authenticate_and_read_the_watched_cluster
 
 
+def other_ca(directory: str) -> tuple[bytes, bytes]:
+    """A key and a self-signed CA certificate of nobody's mesh, made with the openssl CLI: (key, certificate)."""
+    key, cert = os.path.join(directory, "other-key.pem"), os.path.join(directory, "other-cert.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert]
+        + ["-subj", "/O=elsewhere/CN=Other CA", "-days", "30", "-addext", "basicConstraints=critical,CA:true"]
+        + ["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        capture_output=True,
+        check=True,
+    )
+    with open(key, "rb") as k, open(cert, "rb") as c:
+        return k.read(), c.read()
+
+
+@pytest.mark.parametrize(
+    ("swapped", "refusal"),
+    [("ca-key.pem", "ca-key.pem does not match ca-cert.pem"), ("root-cert.pem", "ca-cert.pem does not chain to any root in root-cert.pem")],
+    ids=["key-not-matching", "chain-broken"],
+)
+def test_cacerts_refuses_a_bundle_istiod_would_refuse_and_writes_nothing(bed, converged, swapped, refusal):
+    """The cacerts role alone (its tag) on a PKI directory whose cluster bundle was corrupted by hand: a key of another
+    pair, or the root the intermediate was not issued by. The role fails naming the problem; no cluster is written."""
+    last = bed.names[-1]
+    path = os.path.join(bed.work, "pki", last, swapped)
+    with open(path, "rb") as handle:
+        original = handle.read()
+    before = bed.written_state()
+    with tempfile.TemporaryDirectory() as tmp:
+        key, cert = other_ca(tmp)
+    try:
+        with open(path, "wb") as handle:
+            handle.write(key if swapped == "ca-key.pem" else cert)
+        run = bed.playbook("site", "--tags", "cacerts")
+    finally:
+        with open(path, "wb") as handle:
+            handle.write(original)
+    assert run.rc != 0 and run.recap[last]["failed"] == 1, run.output[-4000:]
+    assert f"Not pushing cacerts to {last}: {refusal}" in run.output, run.output[-4000:]
+    assert "PRIVATE KEY" not in run.output
+    assert bed.written_state() == before
+    cacerts = kubectl_json(last, "-n", "istio-system", "get", "secret", "cacerts")
+    assert cacerts["metadata"]["resourceVersion"] == before[(last, "Secret", "istio-system", "cacerts")]
+
+
 def test_one_root_everywhere(bed, converged):
     with open(os.path.join(bed.work, "pki", "root-cert.pem"), "rb") as handle:
         mesh_root = openssl_fingerprint(handle.read())

@@ -9,10 +9,10 @@ import re
 
 HERE = pathlib.Path(__file__).parent
 README = HERE.parent.parent / "README.md"
-ROW = re.compile(r"^\| `(?P<id>[a-z0-9-]+)` \| (?P<area>[a-z_]+) \| `(?P<option>[^`]+)` \| (?P<was>crash|accepted|unclear|refused) \|")
+ROW = re.compile(r"^\| `(?P<id>[a-z0-9-]+)` \| (?P<area>[a-z_]+) \| `(?P<option>[^`]+)` \| (?P<was>crash|accepted|unclear|refused) \| (?P<refusal>.*) \|$")
 
 
-def _cases() -> dict[str, tuple[str, str, str]]:
+def _cases() -> dict[str, tuple[str, str, str, str]]:
     found = {}
     for path in sorted(HERE.glob("test_*.py")):
         if path.name == "test_table.py":
@@ -23,17 +23,18 @@ def _cases() -> dict[str, tuple[str, str, str]]:
         area = path.stem.removeprefix("test_")
         for case in module.CASES:
             assert case.id not in found, f"case id {case.id} used twice"
-            found[case.id] = (area, case.option, case.was)
+            found[case.id] = (area, case.option, case.was, case.refusal)
     return found
 
 
-def _table() -> dict[str, tuple[str, str, str]]:
+def _table() -> dict[str, tuple[str, str, str, str]]:
     text = README.read_text(encoding="utf-8")
     section = text.split("## Bad inputs", 1)[1].split("\n## ", 1)[0]
-    return {m["id"]: (m["area"], m["option"], m["was"]) for m in map(ROW.match, section.splitlines()) if m}
+    return {m["id"]: (m["area"], m["option"], m["was"], m["refusal"].replace("\\|", "|")) for m in map(ROW.match, section.splitlines()) if m}
 
 
 def test_table_lists_every_case():
+    """Every case once, with its area, option, before and the refusal fragment its test asserts (a '|' written '\\|')."""
     assert _table() == _cases()
 
 

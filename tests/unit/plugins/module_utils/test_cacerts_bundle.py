@@ -65,3 +65,20 @@ def test_lookup_refuses_to_hand_over_a_bundle_with_a_problem(ca, tmp_path, setup
     setup(tmp_path, ca)
     [result] = LookupModule().run(["east"], {}, pki_dir=str(tmp_path))
     assert result == {"data": {}, "problems": [problem]}
+
+
+def test_lookup_refuses_while_a_pki_write_is_still_being_moved_into_place(ca, other_ca, tmp_path):
+    """A crash after the pki module's commit leaves the live files half old, half new until the next pki run."""
+    _write(tmp_path, ca)
+    journal = tmp_path / ".commit-00000000000000000001-1" / "east"
+    journal.mkdir(parents=True)
+    (journal / "ca-cert.pem").write_bytes(other_ca.files()["ca-cert.pem"])
+    [result] = LookupModule().run(["east"], {}, pki_dir=str(tmp_path))
+    assert result["data"] == {}
+    assert result["problems"] == [
+        f"the PKI directory holds a write of the pki module that is not finished ({journal.parent}): its files may be half "
+        "old, half new; run the pki role (the site playbook, or --tags pki) to finish it"
+    ]
+    (tmp_path / ".staging-00000000000000000002-1").mkdir()  # never committed: the live files are whole
+    journal.parent.rename(tmp_path / "done")
+    assert LookupModule().run(["east"], {}, pki_dir=str(tmp_path))[0]["problems"] == []

@@ -199,6 +199,7 @@ BOMB = "".join(f"l{n}: &l{n} [{', '.join([f'*l{n - 1}' if n else '1'] * 9)}]\n" 
         (_mesh(BOMB + "defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: *l5\n"), "<not a string>"),
         (_mesh('defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: "\\e]0;x\\a\\e[2J"\n'), "<a value of 10 characters, not shown>"),
         (_mesh(f"defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: {'y' * 100000}\n"), "<a value of 100000 characters, not shown>"),
+        (_mesh('defaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: "true\\n"\n'), "<a value of 5 characters, not shown>"),  # '$' took it
     ],
 )
 def test_a_crafted_flag_value_is_described_not_copied(configmap, xds_agent):

@@ -330,3 +330,95 @@ class TestThrottling:
         finally:
             server.close()
         assert cluster.calls == 3
+
+
+def _yaml_file(path, config: dict) -> str:
+    path.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
+    return str(path)
+
+
+STRING_FALSE = {"insecure-skip-tls-verify": "false", "certificate-authority-data": None}  # the client reads "false" as true
+TRUE_BESIDE_CA = {"insecure-skip-tls-verify": True}
+
+
+class TestCoreTls:
+    """The TLS check of the lean way also holds where kubernetes.core's loader reads the kubeconfig."""
+
+    @pytest.fixture(autouse=True)
+    def _clean_environment(self, monkeypatch, tmp_path):
+        for name in [name for name in os.environ if name.startswith("K8S_AUTH_") or name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")]:
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        # the kubernetes client reads KUBECONFIG once, when imported (a module run starts with its environment set)
+        kube_config = pytest.importorskip("kubernetes.config.kube_config")
+        monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", "~/.kube/config")
+        self.setenv = lambda name, value: (
+            monkeypatch.setenv(name, value),
+            name == "KUBECONFIG" and monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", value),
+        )
+
+    @pytest.mark.parametrize(
+        ("route", "cluster", "message"),
+        [
+            ("K8S_AUTH_KUBECONFIG", STRING_FALSE, "insecure-skip-tls-verify is not a boolean"),
+            ("K8S_AUTH_KUBECONFIG", TRUE_BESIDE_CA, "insecure-skip-tls-verify is true beside a certificate authority"),
+            ("KUBECONFIG list", STRING_FALSE, "insecure-skip-tls-verify is not a boolean"),
+            ("KUBECONFIG list", TRUE_BESIDE_CA, "insecure-skip-tls-verify is true beside a certificate authority"),
+            ("host option", STRING_FALSE, "insecure-skip-tls-verify is not a boolean"),
+            ("kubeconfig and proxy options", TRUE_BESIDE_CA, "insecure-skip-tls-verify is true beside a certificate authority"),
+        ],
+    )
+    def test_a_misread_tls_setting_is_refused_on_the_core_way(self, monkeypatch, tmp_path, route, cluster, message):
+        bad = _yaml_file(tmp_path / "bad", kubeconfig({"token": "t"}, cluster))
+        params = auth()
+        if route == "K8S_AUTH_KUBECONFIG":
+            monkeypatch.setenv("K8S_AUTH_KUBECONFIG", bad)
+        elif route == "KUBECONFIG list":
+            # the loader selects the current-context of the last file that sets one: the second's, on its cluster w
+            first = _yaml_file(tmp_path / "first", kubeconfig({"token": "t"}))
+            second = kubeconfig({"token": "t"}, cluster, context="west")
+            second["clusters"][0]["name"] = "w"
+            second["contexts"] = [{"name": "west", "context": {"cluster": "w", "user": "u"}}]
+            self.setenv("KUBECONFIG", f"{first}{os.pathsep}{tmp_path / 'missing'}{os.pathsep}{_yaml_file(tmp_path / 'second', second)}")
+        elif route == "host option":
+            params = auth(kubeconfig=bad, host="https://10.0.0.2:6443")
+        else:
+            params = auth(kubeconfig=bad, proxy="http://proxy.example:3128")
+        assert _kubeconfig.kubeconfig_source(params, os.environ)[0] is None  # the core way indeed
+        with pytest.raises(_k8s.K8sError, match=f"cannot load the credentials for .*: {message}"):
+            _k8s.Cluster(params)
+
+    def test_the_context_the_loader_selects_is_checked_and_no_other(self, monkeypatch, tmp_path):
+        # the first file to name cluster c wins: the second's c (string "false") is never read by the loader
+        first = _yaml_file(tmp_path / "first", kubeconfig({"token": "t"}))
+        second = _yaml_file(tmp_path / "second", kubeconfig({"token": "t"}, STRING_FALSE))
+        self.setenv("KUBECONFIG", f"{first}{os.pathsep}{second}")
+        assert _k8s.Cluster(auth()).host == "https://10.0.0.1:6443"
+        self.setenv("KUBECONFIG", f"{second}{os.pathsep}{first}")
+        with pytest.raises(_k8s.K8sError, match="insecure-skip-tls-verify is not a boolean"):
+            _k8s.Cluster(auth())
+
+    def test_host_with_its_own_credential_loads_no_kubeconfig(self, monkeypatch, tmp_path):
+        self.setenv("KUBECONFIG", _yaml_file(tmp_path / "bad", kubeconfig({"token": "t"}, STRING_FALSE)))
+        assert _k8s.Cluster(auth(host="https://10.0.0.2:6443", api_key="t")).host == "https://10.0.0.2:6443"
+
+
+class _HeaderRefusingTransport:
+    """A transport whose HTTP library refuses a header value, quoting it as http.client does."""
+
+    host = "https://10.0.0.1:6443"
+
+    def send(self, method, path, headers, body):
+        raise ValueError("Invalid header value b'Bearer planted-token-77aa\\r\\nX-Leak: planted-token-77aa'")
+
+
+def test_a_refused_header_value_is_withheld_from_the_message():
+    cluster = _k8s.Cluster.__new__(_k8s.Cluster)
+    cluster.name, cluster.timeout, cluster.calls = "east", 5, 0
+    cluster.retries, cluster.max_wait = 0, 1
+    cluster.transport, cluster.host = _HeaderRefusingTransport(), _HeaderRefusingTransport.host
+    with pytest.raises(_k8s.K8sError) as failure:
+        cluster.get("reading secret istio-system/cacerts", "/api/v1/namespaces/istio-system/secrets/cacerts")
+    message = str(failure.value)
+    assert message == "reading secret istio-system/cacerts on east: a request header holds characters HTTP does not allow (value withheld)"
+    assert "planted-token-77aa" not in message and "Bearer" not in message

@@ -223,3 +223,79 @@ def test_a_staged_directory_that_fails_its_check_is_never_swapped_in(tmp_path):
     with pytest.raises(_pki.PkiError, match="failed their check, nothing was changed.*east: ca-key.pem does not match ca-cert.pem"):
         _pki_store.apply(plan)
     assert snapshot(dest) == before
+
+
+class Durability:
+    """The file-system calls of a run in order: fsync (of the file or directory its descriptor names), rename,
+    replace and rmdir, with absolute paths."""
+
+    def __init__(self, monkeypatch):
+        self.events: list[tuple] = []
+        for name in ("rename", "replace", "rmdir"):
+            monkeypatch.setattr(os, name, self._recording(name, getattr(os, name)))
+        monkeypatch.setattr(os, "fsync", lambda fd: self.events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))))
+
+    def _recording(self, name, original):
+        def call(*args, **kwargs):
+            self.events.append((name, *(os.path.abspath(arg) for arg in args[:2])))
+            return original(*args, **kwargs)
+
+        return call
+
+    def index(self, *event) -> int:
+        assert event in self.events, f"{event} never happened: {self.events}"
+        return self.events.index(event)
+
+    def fsyncs(self, path: str, start: int = 0, end: int | None = None) -> list[int]:
+        return [i for i, event in enumerate(self.events[start:end], start) if event == ("fsync", path)]
+
+
+def assert_rolled_forward_durably(calls: Durability, dest: str, commit: str, rels: list[str]) -> None:
+    """Each file moved out of the journal, each directory it went to fsynced after its last move and before the journal
+    is removed (a crash then finds the files either still in the journal or durably in place, never lost)."""
+    removed = calls.index("rmdir", commit)
+    for rel in rels:
+        moved = calls.index("replace", os.path.join(commit, rel), os.path.join(dest, rel))
+        assert moved < removed
+        last_into_directory = max(
+            i for i, event in enumerate(calls.events) if event[0] == "replace" and os.path.dirname(event[2]) == os.path.dirname(os.path.join(dest, rel))
+        )
+        assert calls.fsyncs(os.path.dirname(os.path.join(dest, rel)), last_into_directory, removed), f"{rel}: its directory is not fsynced"
+    assert calls.fsyncs(dest, removed), "the journal's removal is not made durable"
+
+
+def test_every_file_is_fsynced_before_the_commit_and_every_directory_after(tmp_path, monkeypatch):
+    dest = os.path.realpath(tmp_path / "pki")
+    plan = _pki_store.decide(options(dest), NOW)
+    calls = Durability(monkeypatch)
+    _pki_store.apply(plan)
+    [(_rename, staging, commit)] = [event for event in calls.events if event[0] == "rename"]
+    assert os.path.basename(staging).startswith(_io.STAGING) and os.path.basename(commit).startswith(_io.COMMIT)
+    committed = calls.events.index(("rename", staging, commit))
+    rels = sorted(os.path.relpath(path, dest) for path in plan.writes)
+    assert len(rels) == 2 + 4 * 2
+    for rel in rels:  # the data of each staged file is on disk before the commit makes it the new state
+        assert calls.fsyncs(os.path.join(staging, rel), 0, committed), f"{rel} is not fsynced before the commit"
+    for directory in {os.path.dirname(os.path.join(staging, rel)) for rel in rels}:  # and the staged entries
+        assert calls.fsyncs(directory, 0, committed), f"{directory} is not fsynced before the commit"
+    first_move = min(i for i, event in enumerate(calls.events) if event[0] == "replace")
+    assert calls.fsyncs(dest, committed, first_move), "the commit rename is not made durable before the files move"
+    assert_rolled_forward_durably(calls, dest, commit, rels)
+
+
+def test_the_roll_forward_of_an_interrupted_write_is_durable(tmp_path, monkeypatch):
+    dest = os.path.realpath(tmp_path / "pki")
+    _pki_store.apply(_pki_store.decide(options(dest), NOW))
+    plan = _pki_store.decide(options(dest, force_root=True), NOW)
+    with monkeypatch.context() as interrupted:
+        interrupted.setattr(_io, "roll_forward", lambda dest, commit: None)  # the run dies right after its commit
+        _pki_store.apply(plan)
+    [commit] = _io.leftovers(dest).commits
+    rels = sorted(os.path.relpath(path, dest) for path in plan.writes)
+    assert sorted(_io.Leftovers(commits=[commit]).pending()) == rels
+    calls = Durability(monkeypatch)
+    rerun = _pki_store.decide(options(dest), NOW)
+    assert not rerun.writes and rerun.leftovers.commits == [commit]
+    _pki_store.apply(rerun)
+    assert_rolled_forward_durably(calls, dest, commit, rels)
+    assert_consistent(tmp_path / "pki", options(dest))

@@ -150,7 +150,10 @@ def other_ca(directory: str) -> tuple[bytes, bytes]:
 )
 def test_cacerts_refuses_a_bundle_istiod_would_refuse_and_writes_nothing(bed, converged, swapped, refusal):
     """The cacerts role alone (its tag) on a PKI directory whose cluster bundle was corrupted by hand: a key of another
-    pair, or the root the intermediate was not issued by. The role fails naming the problem; no cluster is written."""
+    pair, or the root the intermediate was not issued by. The role fails naming the problem; no cluster is written.
+    The role's check is the same for every role of cluster, so one layout runs it (two site runs fewer per layout)."""
+    if (bed.clusters, bed.remote) != TOPOLOGIES["two-primaries-two-networks"]:
+        pytest.skip("run on the two-primaries layout")
     last = bed.names[-1]
     path = os.path.join(bed.work, "pki", last, swapped)
     with open(path, "rb") as handle:

@@ -190,7 +190,7 @@ class EgressProxy:
     def target(self, authority: str) -> tuple[str, int] | None:
         """Where a CONNECT authority goes: a loopback address as it is (kwok's kubelet stand-in), an istiod Service to
         the local istiod of its revision; None for anything else."""
-        host, _, port = authority.rpartition(":")
+        host, port = authority.rpartition(":")[::2]
         if host in ("localhost", "127.0.0.1", "[::1]") and port.isdigit():
             return ("127.0.0.1" if host != "[::1]" else "::1", int(port))
         revision = self.table.get(authority)
@@ -200,7 +200,7 @@ class EgressProxy:
     def serve(self, running: threading.Event) -> None:
         while running.is_set():
             try:
-                conn, _ = self.listener.accept()
+                conn = self.listener.accept()[0]
             except TimeoutError:
                 continue
             except OSError:
@@ -249,7 +249,7 @@ def pump(one: socket.socket, other: socket.socket) -> None:
     end = time.monotonic() + CONNECTION_LIFETIME
     peers = {one: other, other: one}
     while time.monotonic() < end:
-        readable, _, _ = select.select(list(peers), [], [], 60.0)
+        readable = select.select(list(peers), [], [], 60.0)[0]
         if not readable:
             return
         for sock in readable:

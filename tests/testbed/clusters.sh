@@ -43,6 +43,8 @@ STATE="$RUN/state"                  # "clusters=N" "netns=NAME" lines
 LB_PID="$RUN/lb-filler.pid"
 LB_LOG="$RUN/logs/lb-filler.log"
 LB_PENDING="$RUN/lb-pending.list"   # lines CLUSTER/NS/SVC
+ISTIOD_ROUTES="$RUN/istiod/routes"  # CLUSTER REVISION HTTPS-PORT lines, kept by istiod.sh
+EGRESS_DIR="$RUN/egress"            # <cluster>.sock: the filler's HTTP CONNECT proxy for that API server
 
 die() { echo "clusters: ERROR: $*" >&2; exit 1; }
 say() { echo "clusters: $*" >&2; }
@@ -158,6 +160,7 @@ do_down() {
     done
     ip netns delete "$NS" 2>/dev/null || say "could not delete netns $NS"
   fi
+  rm -rf "$EGRESS_DIR"
   rm -f "$KCFG" "$INVENTORY" "$LB_PENDING"
   [ -n "$quiet" ] || say "down: netns $NS removed, clusters deleted, no harness process left"
 }
@@ -182,6 +185,27 @@ options:
   etcdBinary: "$ETCD"
   kwokControllerBinary: "$KWOK"
 EOF
+}
+
+# The API server's traffic to Services of its cluster (webhooks given by clientConfig.service) goes
+# through an HTTP CONNECT proxy on a unix socket: the filler (lb-filler.py) serves it, and connects a
+# Service of a locally running istiod (istiod.sh) to that istiod's https listener; anything else it
+# refuses, as the ClusterIP would have been unreachable. Prints the file's path.
+write_egress_config() {  # CLUSTER
+  local file="$KWOK_DIR/egress-$1.yaml"
+  mkdir -p "$EGRESS_DIR"
+  cat >"$file" <<EOF
+apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: HTTPConnect
+    transport:
+      uds:
+        udsName: $EGRESS_DIR/$1.sock
+EOF
+  echo "$file"
 }
 
 node_manifest() {
@@ -310,7 +334,7 @@ do_up() {
   ip netns add "$NS" 2>"$RUN/logs/netns.err" || die "cannot create netns $NS: $(cat "$RUN/logs/netns.err") (needs root and a writable /run/netns)"
   nsx ip link set lo up
   if nsx ip -o link show | awk -F': ' '{print $2}' | grep -vqx lo; then die "netns $NS has interfaces other than lo"; fi
-  printf 'clusters=%s\nnetns=%s\nstarted=%s\n' "$n" "$NS" "$(date -u +%FT%TZ)" >"$STATE.tmp"
+  printf 'clusters=%s\nnetns=%s\nremote=%s\nstarted=%s\n' "$n" "$NS" "${MESHFED_REMOTE:-0}" "$(date -u +%FT%TZ)" >"$STATE.tmp"
   write_kwok_config
   for i in $(seq 1 "$n"); do
     name="cluster$i"; port=$((PORT_BASE + i))
@@ -321,6 +345,7 @@ do_up() {
         --kube-apiserver-binary "$KUBE_APISERVER" --kube-controller-manager-binary "$KCM" \
         --kube-scheduler-binary "$KSCHED" --etcd-binary "$ETCD" --kwok-controller-binary "$KWOK" \
         --extra-args kube-apiserver=advertise-address=127.0.0.1 \
+        --extra-args "kube-apiserver=egress-selector-config-file=$(write_egress_config "$name")" \
         --wait 90s --timeout 180s >"$RUN/logs/kwokctl-create-$name.log" 2>&1; then
       tail -n 20 "$RUN/logs/kwokctl-create-$name.log" >&2
       die "kwokctl create cluster $name failed (log: $RUN/logs/kwokctl-create-$name.log; component logs: $RUN/logs/last-$name/)"
@@ -378,7 +403,15 @@ lb_filler() {
   # disappears (down), when no API server answered for 60 s, or after LB_MAX_LIFETIME seconds.
   exec python3 "$HERE/lb-filler.py" --kwok-dir "$KWOK_DIR" --clusters "$(state_get clusters)" \
     --port-base "$PORT_BASE" --state "$STATE" --pending "$LB_PENDING" \
-    --webhook-policy "$WEBHOOK_POLICY" --max-lifetime "$LB_MAX_LIFETIME"
+    --webhook-policy "$WEBHOOK_POLICY" --max-lifetime "$LB_MAX_LIFETIME" \
+    --routes "$ISTIOD_ROUTES" --egress-dir "$EGRESS_DIR" $(remote_of_args)
+}
+
+# The remote and its primary, as write_inventory puts them (MESHFED_REMOTE=1: the last cluster, cluster1).
+remote_of_args() {
+  local n; n="$(state_get clusters)"
+  [ "$(state_get remote)" = 1 ] && [ "$n" -gt 1 ] && echo "--remote-of cluster$n=cluster1"
+  return 0
 }
 
 do_lb_mark() { # pending|ready C/NS/SVC

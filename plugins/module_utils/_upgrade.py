@@ -23,6 +23,7 @@ the mesh, each stage finished in every cluster before the next starts:
 
 from __future__ import annotations
 
+import json
 import re
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _istio
@@ -42,6 +43,10 @@ TAG_WEBHOOK_PREFIX = "istio-revision-tag-"
 DEFAULT_TAG = "default"
 _VERSION = re.compile(r"\A(\d+)\.(\d+)(?:[.-].*)?\Z")
 _IMAGE_TAG = re.compile(r":([^:/]+)\Z")
+# istioctl x precheck -o json: a list of analysis messages (code IST0nnn, level Error/Warning/Info, message, origin)
+PRECHECK_CODE = re.compile(r"\AIST\d{4}\Z")
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+PRECHECK_TEXT_MAX = 300
 
 
 class UpgradeError(Exception):
@@ -268,6 +273,53 @@ def refusals(views: dict[str, dict], clusters: dict[str, dict], target: str, tar
         mine = view["revisions"].get(target)
         if mine is not None and mine["istiod"] and mine["owner"] != _istio.control_plane_name(target):
             found.append(f"cluster {name}: revision {target} is installed already, but not by meshfed.istio; choose another meshfed_istio_target_revision")
+    return found
+
+
+def precheck_due(view: dict, cluster: dict, target: str) -> bool:
+    """istioctl x precheck applies to a cluster until the target's control plane is installed there."""
+    return not control_plane_done(view, cluster["role"], target, bool(cluster.get("remotes")))
+
+
+def _printable(text: object) -> str:
+    """Text of the precheck's output (it names the cluster's objects: untrusted) as one bounded printable line."""
+    line = _UNPRINTABLE.sub("?", str(text or ""))
+    return line if len(line) <= PRECHECK_TEXT_MAX else line[: PRECHECK_TEXT_MAX - 3] + "..."
+
+
+def precheck_result(returncode: int, stdout: str, stderr: str) -> dict:
+    """What the target's istioctl x precheck -o json found in one cluster: errors (they refuse the upgrade) and warnings,
+    each one line "IST0156 (CustomResourceDefinition gateways...): message". istioctl exits non-zero on any warning and
+    prints nothing on stdout when it found nothing; a non-zero exit without messages is the precheck failing (an error)."""
+    try:
+        messages = json.loads(stdout) if (stdout or "").strip() else []
+    except ValueError:
+        messages = None
+    if not isinstance(messages, list):
+        return {"errors": [f"istioctl x precheck gave no readable result: {_printable((stderr or stdout or '').strip()[-PRECHECK_TEXT_MAX:])}"], "warnings": []}
+    found: dict[str, list[str]] = {"errors": [], "warnings": []}
+    for item in messages:
+        if not isinstance(item, dict):
+            continue
+        code = str(item.get("code") or "")
+        code = code if PRECHECK_CODE.match(code) else "IST????"
+        origin = f" ({_printable(item['origin'])})" if item.get("origin") else ""
+        line = f"{code}{origin}: {_printable(item.get('message'))}"
+        level = str(item.get("level") or "")
+        if level == "Error":
+            found["errors"].append(line)
+        elif level == "Warning":
+            found["warnings"].append(line)
+    if returncode != 0 and not found["errors"] and not found["warnings"]:
+        found["errors"].append(f"istioctl x precheck failed: {_printable((stderr or '').strip()[-PRECHECK_TEXT_MAX:])}")
+    return found
+
+
+def precheck_refusals(results: dict[str, dict]) -> list[str]:
+    """The precheck errors by cluster name, as refusals that name the cluster and the check, then how to go on."""
+    found = [f"cluster {name}: istioctl x precheck of the target: {error}" for name, result in sorted(results.items()) for error in result["errors"]]
+    if found:
+        found.append("fix what the precheck found (https://istio.io/latest/docs/reference/config/analysis/), or skip it with upgrade_precheck=false")
     return found
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.parsing.convert_bool import BOOLEANS_FALSE, BOOLEANS_TRUE
 
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio
 from ansible_collections.meshfed.istio.plugins.module_utils._istio import DEFAULT_CLUSTER_NAME
 from ansible_collections.meshfed.istio.plugins.module_utils._names import is_dns1123_label
 
@@ -39,7 +40,7 @@ MESH_SETTINGS = {
     "istioctl": "istioctl",
     "istio_version": "",
     "revision": "",
-    "namespace": "istio-system",
+    "namespace": _istio.DEFAULT_NAMESPACE,
     "pki_dir": "",
     "allow_migration": False,
     # the upgrade playbook's target: a revision name and the istioctl of the target release
@@ -503,6 +504,7 @@ def topology(clusters: list[Member], settings: dict | None = None) -> dict:
     edges = watch_edges(clusters)
     return {
         "settings": settings or dict(MESH_SETTINGS),
+        "names": _istio.role_names(),
         "clusters": {cluster.host: _cluster_facts(cluster, clusters) for cluster in clusters},
         "primaries": [cluster.host for cluster in clusters if cluster.role == "primary"],
         "remotes": [cluster.host for cluster in clusters if cluster.role == "remote"],

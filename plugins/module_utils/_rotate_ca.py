@@ -63,7 +63,7 @@ class Options:
     pki_dir: str
     rotation_id: str
     mode: str = "root"  # root | intermediate
-    namespace: str = "istio-system"
+    namespace: str = _istio.DEFAULT_NAMESPACE
     subset: tuple[str, ...] = ()
     target_phase: int = _rotation.NEW_ROOT_ONLY
     new_root_cert_src: str | None = None
@@ -117,7 +117,8 @@ class ClusterApi:
 
     def _missing_flags(self) -> list[str]:
         cluster, namespace = self.cluster, self.namespace
-        deployments = cluster.items(f"listing deployments in {namespace}", _k8s.namespaced(namespace, "deployments", group="apps"), labelSelector="app=istiod")
+        where = _k8s.namespaced(namespace, "deployments", group="apps")
+        deployments = cluster.items(f"listing deployments in {namespace}", where, labelSelector=_istio.ISTIOD_SELECTOR)
         missing = []
         for deployment in deployments:
             facts = _cluster_state.istiod_facts(deployment)
@@ -130,7 +131,7 @@ class ClusterApi:
             if not _istio.flag_on(mesh["xds_agent"]):
                 missing.append(f"mesh config {name} has defaultConfig.proxyMetadata.{_istio.XDS_AGENT_METADATA}={mesh['xds_agent'] or '<unset>'}")
         if not deployments:
-            missing.append("no istiod Deployment (label app=istiod)")
+            missing.append(f"no istiod Deployment (label {_istio.ISTIOD_SELECTOR})")
         return missing
 
     def replace(self, data: dict, resource_version: str) -> dict:

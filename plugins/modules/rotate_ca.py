@@ -231,7 +231,7 @@ def main() -> None:
     params = module.params
     settings = params["plan"].get("settings") or {}
     namespace = settings.get("namespace") or _istio.DEFAULT_NAMESPACE
-    options = _rotate_ca.Options(
+    options = _rotate_ca.RotationOptions(
         pki_dir=params["pki_dir"] or settings.get("pki_dir") or "",
         rotation_id=params["rotation_id"],
         mode=params["mode"],
@@ -249,7 +249,7 @@ def main() -> None:
         if not options.pki_dir:
             raise _rotate_ca.RotateError("the plan names no pki_dir: pass the result of meshfed.istio.mesh_plan, or set pki_dir")
         members = [
-            _rotate_ca.Member(
+            _rotate_ca.RotationTarget(
                 name=item["name"],
                 host=host,
                 primary=item.get("primary_name") or "",

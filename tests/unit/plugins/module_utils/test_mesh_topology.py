@@ -6,7 +6,7 @@ from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _mesh
 
 
 def cluster(host, role="primary", network="net1", mesh_id="mesh1", primary=None, name=None):
-    return _mesh.Member(host=host, name=name or host, role=role, network=network, mesh_id=mesh_id, primary=primary, context=host)
+    return _mesh.InventoryCluster(host=host, name=name or host, role=role, network=network, mesh_id=mesh_id, primary=primary, context=host)
 
 
 def inventory(**hosts):

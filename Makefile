@@ -49,7 +49,7 @@ dist: venv ## Galaxy tarball, installed into an empty collections path with its 
 	@# --offline: no server is asked, and each declared bound must accept the copy given.
 	deps="$$($(BIN)/python tests/dist/dependencies.py $(TARBALL))" && \
 	  $(FROM_DIST) $(BIN)/ansible-galaxy collection install --offline -p $(DIST_COLLECTIONS) $(TARBALL) $$deps
-	$(FROM_DIST) $(BIN)/ansible-playbook --syntax-check -i localhost, meshfed.istio.site meshfed.istio.verify
+	$(FROM_DIST) $(BIN)/ansible-playbook --syntax-check -i localhost, $(patsubst playbooks/%.yml,meshfed.istio.%,$(wildcard playbooks/*.yml))
 
 ANSIBLE_BUILDER := 3.2.0
 BUILDER_VENV := $(MESHFED_CACHE)/venv-builder-$(ANSIBLE_BUILDER)

@@ -59,6 +59,7 @@ def _missing(named: set[str]) -> dict[str, list[str]]:
     need("filters", _filters())
     need("roles", _entries(ROOT / "roles"))
     need("playbooks", [f"playbooks/{path.name}" for path in _files("playbooks", ".yml")])
+
     def under(folder: str) -> bool:  # a folder is shown by its own name or by a path inside it
         return any(name == folder or name.startswith(folder.rstrip("/") + "/") for name in named)
 
@@ -83,5 +84,3 @@ def test_the_table_names_everything_in_the_tree():
 )
 def test_a_name_left_out_of_the_table_is_reported(left_out, reported):
     assert _missing(_named() - {left_out}) == reported
-
-

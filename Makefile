@@ -15,7 +15,7 @@ API_TARGETS ?= cacerts_info_api remote_secret_api restart_workloads_api
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help tools venv collection dist ee sanity lint unit ruff docs check integration testbin testbin-upgrade clusters clusters-down clusters-status \
+.PHONY: help tools venv collection dist ee sanity lint unit ruff docs commits check integration testbin testbin-upgrade clusters clusters-down clusters-status \
         smoke integration-api e2e molecule molecule-syntax demo demo-first-run demo-down test bench bench-site bench-scale bench-rotate bench-upgrade clean
 
 help: ## This list
@@ -92,7 +92,10 @@ docs: collection ## Every plugin renders with ansible-doc; the changelog fragmen
 	  echo "ansible-doc: $$(echo $$plugins | wc -w) $$type plugins render"; done
 	$(BIN)/antsibull-changelog lint
 
-check: ruff docs unit ## The fast loop (under a minute on an idle 2-core machine): ruff, ansible-doc of every plugin, unit tests
+commits: ## Every commit since the habit's base: a subject of at most 72 characters and a body (skips without that history)
+	.ci/commits.sh
+
+check: ruff docs unit commits ## The fast loop (under a minute on an idle 2-core machine): ruff, ansible-doc of every plugin, unit tests, commit habits
 
 integration: collection ## ansible-test integration targets that need no cluster
 	cd $(COLLECTION) && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test integration --local --color no pki_module cacerts_info mesh_plan

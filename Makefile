@@ -151,15 +151,15 @@ MOLECULE_BED := MESHFED_RUN=$(MOLECULE_RUN) MESHFED_NETNS=meshfed-molecule $(CUR
 molecule: dist testbin ## molecule kwok scenario (converge, idempotence, verify) from the installed tarball, in the test bed
 	$(MOLECULE_BED) down >/dev/null 2>&1 || true
 	$(MOLECULE_BED) up 2
-	cd $(INSTALLED) && $(MOLECULE_BED) exec -- env PATH=$(CURDIR)/$(BIN):$$PATH MESHFED_REPO=$(CURDIR) $(FROM_DIST) \
+	cd $(INSTALLED) && $(MOLECULE_BED) exec -- env PATH=$(CURDIR)/$(BIN):$$PATH MESHFED_REPO=$(CURDIR) $(FROM_DIST) MESHFED_DIST_COLLECTIONS=$(DIST_COLLECTIONS) \
 	  MOLECULE_GLOB='extensions/molecule/*/molecule.yml' MESHFED_ISTIOCTL=$$($(CURDIR)/tests/testbed/testbin.sh path istioctl) \
 	  $(CURDIR)/$(BIN)/molecule test -s kwok; \
 	  status=$$?; $(MOLECULE_BED) down >/dev/null 2>&1; exit $$status
 
-molecule-syntax: collection ## Syntax check of the kind scenario (it needs Docker to run)
+molecule-syntax: collection ## Syntax check of both scenarios' playbooks (kind needs Docker to run, kwok the test bed)
 	MOLECULE_EPHEMERAL_DIRECTORY=/tmp $(BIN)/ansible-playbook --syntax-check -i localhost, \
 	  extensions/molecule/kind/create.yml extensions/molecule/kind/destroy.yml extensions/molecule/shared/converge.yml \
-	  extensions/molecule/shared/verify.yml
+	  extensions/molecule/shared/verify.yml extensions/molecule/kwok/create.yml extensions/molecule/kwok/destroy.yml
 
 demo: demo-first-run collection testbin ## Local kwok clusters, the site playbook, the verify result (N=2)
 	-@$(MAKE) --no-print-directory tools TOOLS=graphviz

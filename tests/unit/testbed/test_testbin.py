@@ -34,11 +34,18 @@ def run(cache: pathlib.Path, *args: str, path: str | None = None) -> subprocess.
     return subprocess.run(["bash", str(TESTBIN), *args], env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
+_LAYOUT: dict[str, str] = {}
+
+
 def plant(cache: pathlib.Path, *names: str) -> None:
-    """Binaries in the cache's layout, bin/<name>-<version>/<name>, as testbin.sh env names them."""
-    paths = dict(line.split("=", 1) for line in run(cache, "env").stdout.split())
+    """Binaries in the cache's layout, bin/<name>-<version>/<name>, as testbin.sh env names them (asked once)."""
+    if not _LAYOUT:
+        anywhere = pathlib.Path("/nonexistent/meshfed-cache")
+        for line in run(anywhere, "env").stdout.split():
+            variable, path = line.split("=", 1)
+            _LAYOUT[variable] = str(pathlib.Path(path).relative_to(anywhere))
     for name in names:
-        path = pathlib.Path(paths[name.upper().replace("-", "_") + "_BIN"])
+        path = cache / _LAYOUT[name.upper().replace("-", "_") + "_BIN"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")
         path.chmod(0o755)

@@ -59,7 +59,7 @@ class RotationTarget:
 
 
 @dataclass
-class RotationOptions:
+class Options:
     pki_dir: str
     rotation_id: str
     mode: str = "root"  # root | intermediate
@@ -157,7 +157,7 @@ class ClusterApi:
 
 
 class Pki:
-    def __init__(self, options: RotationOptions, check_mode: bool) -> None:
+    def __init__(self, options: Options, check_mode: bool) -> None:
         """Finish what an interrupted write left first (in check mode: read as if finished), so nothing is read half moved."""
         self.dest = options.pki_dir
         self.rotation_rel = os.path.join(ROTATIONS, options.rotation_id)
@@ -337,7 +337,7 @@ def _test_kill_point(writes: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _settle(members: list[RotationTarget], expect: dict[str, bytes], options: RotationOptions, sleep, clock) -> dict[str, Observed]:
+def _settle(members: list[RotationTarget], expect: dict[str, bytes], options: Options, sleep, clock) -> dict[str, Observed]:
     """Read every cluster back until its cacerts holds what was written and its istio-ca-root-cert ConfigMaps caught up
     (bounded by settle_timeout)."""
     deadline = clock() + options.settle_timeout
@@ -375,12 +375,12 @@ def _lagging(trust: _rotation.ClusterTrust, by_name: dict[str, _rotation.Cluster
 
 
 def restarter(members: list[RotationTarget], settings: _workloads.Settings):
-    """The restart of RotationOptions.restart, on the members' own API clients."""
+    """The restart of Options.restart, on the members' own API clients."""
     clusters = {member.name: member.api.cluster for member in members}
     return lambda names, token, check_mode: _workloads.restart_clusters({name: clusters[name] for name in names}, token, settings, check_mode)
 
 
-def _restart(options: RotationOptions, names: list[str], check_mode: bool, result: dict, stop: str, clock) -> None:
+def _restart(options: Options, names: list[str], check_mode: bool, result: dict, stop: str, clock) -> None:
     started = clock()
     try:
         restarts = options.restart(names, f"rotate_ca/{options.rotation_id}", check_mode)
@@ -395,7 +395,7 @@ def _restart(options: RotationOptions, names: list[str], check_mode: bool, resul
 # Root rotation
 
 
-def _new_root(options: RotationOptions, pki: Pki, old_cert, now) -> tuple[bytes, bytes, bool]:
+def _new_root(options: Options, pki: Pki, old_cert, now) -> tuple[bytes, bytes, bool]:
     """The new root's PEM and key PEM: staged in the rotation directory, else imported, else generated (like the old)."""
     cert_pem, key_pem = pki.read(pki.rotation_rel, "new", _istio.ROOT_CERT), pki.read(pki.rotation_rel, "new", "root-key.pem")
     if cert_pem is not None and key_pem is not None:
@@ -432,11 +432,11 @@ def _new_root(options: RotationOptions, pki: Pki, old_cert, now) -> tuple[bytes,
     return _pki.cert_pem(cert), _pki.key_pem(key, options.root_key_passphrase), True
 
 
-def _pki_options(options: RotationOptions) -> PkiOptions:
+def _pki_options(options: Options) -> PkiOptions:
     return PkiOptions(dest=options.pki_dir, clusters=(), root_key_passphrase=options.root_key_passphrase, renew_before_days=0)
 
 
-def _new_intermediates(options: RotationOptions, pki: Pki, names: list[str], new_pem: bytes, new_key_pem: bytes, now) -> tuple[dict, dict]:
+def _new_intermediates(options: Options, pki: Pki, names: list[str], new_pem: bytes, new_key_pem: bytes, now) -> tuple[dict, dict]:
     """Each cluster's intermediate under the new root: the staged one, else a new one like its current intermediate.
     Returns (cluster -> bundle files but root-cert.pem, files to stage)."""
     root_cert = _pki.load_cert(new_pem, "the new root")
@@ -464,7 +464,7 @@ def _new_intermediates(options: RotationOptions, pki: Pki, names: list[str], new
     return bundles, staged
 
 
-def _start(options: RotationOptions, check_mode: bool, mode: str) -> tuple[Pki, dict, dict | None]:
+def _start(options: Options, check_mode: bool, mode: str) -> tuple[Pki, dict, dict | None]:
     """The PKI directory, an empty result, and the recorded state of this rotation, which must be of this mode."""
     pki = Pki(options, check_mode)
     result: dict = {"changed": False, "writes": [], "pki_writes": pki.writes, "phases": [], "waited": 0.0}
@@ -476,7 +476,7 @@ def _start(options: RotationOptions, check_mode: bool, mode: str) -> tuple[Pki, 
     return pki, result, state
 
 
-def run_root(options: RotationOptions, members: list[RotationTarget], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
+def run_root(options: Options, members: list[RotationTarget], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
     now = now or _pki.utcnow()
     pki, result, state = _start(options, check_mode, "root")
     root_pem = pki.read(_istio.ROOT_CERT)
@@ -591,7 +591,7 @@ def run_root(options: RotationOptions, members: list[RotationTarget], check_mode
 
 
 def _finish_root(
-    options: RotationOptions,
+    options: Options,
     pki: Pki,
     members: list[RotationTarget],
     observed: dict,
@@ -644,7 +644,7 @@ def _finish_root(
 # Intermediate rotation
 
 
-def run_intermediate(options: RotationOptions, members: list[RotationTarget], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
+def run_intermediate(options: Options, members: list[RotationTarget], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
     now = now or _pki.utcnow()
     pki, result, state = _start(options, check_mode, "intermediate")
     names = [member.name for member in members]
@@ -753,7 +753,7 @@ def run_intermediate(options: RotationOptions, members: list[RotationTarget], ch
     return result
 
 
-def _load_root_key(options: RotationOptions, pki: Pki, root_cert, now):
+def _load_root_key(options: Options, pki: Pki, root_cert, now):
     key_pem = pki.read("root-key.pem")
     if key_pem is None:
         raise RotateError(f"{pki.path('root-key.pem')} does not exist: intermediates are issued with the root key in the PKI directory")
@@ -782,7 +782,7 @@ def _lock(pki_dir: str, check_mode: bool):
         yield
 
 
-def run(options: RotationOptions, members: list[RotationTarget], check_mode: bool, **kwargs) -> dict:
+def run(options: Options, members: list[RotationTarget], check_mode: bool, **kwargs) -> dict:
     if not ID_PATTERN.fullmatch(options.rotation_id or ""):
         raise RotateError(
             f"rotate_ca_id {options.rotation_id!r} is not a name for a rotation: lower-case letters, digits, '.', '_' and '-', at most 63, for example 2026-q4"

@@ -231,7 +231,7 @@ def main() -> None:
     params = module.params
     settings = params["plan"].get("settings") or {}
     namespace = settings.get("namespace") or _istio.DEFAULT_NAMESPACE
-    options = _rotate_ca.RotationOptions(
+    options = _rotate_ca.Options(
         pki_dir=params["pki_dir"] or settings.get("pki_dir") or "",
         rotation_id=params["rotation_id"],
         mode=params["mode"],

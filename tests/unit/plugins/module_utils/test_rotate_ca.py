@@ -96,7 +96,7 @@ def members(world: World) -> list[_rotate_ca.RotationTarget]:
 
 def rotate(pki_dir: str, world: World, check: bool = False, **options) -> dict:
     options.setdefault("rotation_id", "r1")
-    opts = _rotate_ca.RotationOptions(pki_dir=pki_dir, settle_timeout=5, **options)
+    opts = _rotate_ca.Options(pki_dir=pki_dir, settle_timeout=5, **options)
     clock = iter(range(10**6))
     return _rotate_ca.run(opts, members(world), check, sleep=lambda _s: None, clock=lambda: next(clock))
 
@@ -323,7 +323,7 @@ def test_an_istiod_that_does_not_catch_up_stops_the_rotation_after_its_phase(pki
 
     stuck = [_rotate_ca.RotationTarget(n, n, PRIMARY.get(n, ""), Stuck(world, n)) for n in CLUSTERS]
     clock = iter(range(10**6))
-    opts = _rotate_ca.RotationOptions(pki_dir=pki_dir, rotation_id="r1", settle_timeout=5)
+    opts = _rotate_ca.Options(pki_dir=pki_dir, rotation_id="r1", settle_timeout=5)
     with pytest.raises(_rotate_ca.RotateError, match="does not hold its cacerts bundle"):
         _rotate_ca.run(opts, stuck, False, sleep=lambda _s: None, clock=lambda: next(clock))
     assert sorted(world.writes) == sorted(CLUSTERS)  # phase 1 only: phase 2 never starts before istio-ca-root-cert caught up
@@ -410,6 +410,6 @@ def test_a_stale_istio_ca_root_cert_istiod_does_not_manage_is_named_where_it_is(
 
     planted = [_rotate_ca.RotationTarget(n, n, PRIMARY.get(n, ""), Planted(world, n)) for n in CLUSTERS]
     clock = iter(range(10**6))
-    opts = _rotate_ca.RotationOptions(pki_dir=pki_dir, rotation_id="r1", settle_timeout=5)
+    opts = _rotate_ca.Options(pki_dir=pki_dir, rotation_id="r1", settle_timeout=5)
     with pytest.raises(_rotate_ca.RotateError, match=r"istio-ca-root-cert of west \(namespaces kube-system\) does not hold"):
         _rotate_ca.run(opts, planted, False, sleep=lambda _s: None, clock=lambda: next(clock))

@@ -56,7 +56,7 @@ class Settings:
 
 
 @dataclass
-class Plan:
+class RestartPlan:
     waiting: list[Workload] = field(default_factory=list)  # carry the token, rollout not finished (a run was interrupted)
     restart: list[Workload] = field(default_factory=list)
     done: list[Workload] = field(default_factory=list)  # carry the token, rolled out
@@ -131,9 +131,9 @@ def workload_of(kind: str, obj: dict) -> Workload:
     return Workload(kind, meta.get("namespace") or "", meta.get("name") or "", str(marker), rollout(kind, obj), not_restartable(kind, obj))
 
 
-def plan(workloads: list[Workload], token: str) -> Plan:
+def restart_plan(workloads: list[Workload], token: str) -> RestartPlan:
     """What a restart for token does, in a stable order (namespace, kind, name)."""
-    result = Plan()
+    result = RestartPlan()
     for workload in sorted(workloads, key=lambda w: (w.namespace, list(RESOURCES).index(w.kind), w.name)):
         if workload.marker == token:
             (result.waiting if workload.progress else result.done).append(workload)
@@ -242,7 +242,7 @@ def restart(
     deadline = started + settings.timeout if deadline is None else deadline
     now = now or (lambda: datetime.datetime.now(datetime.UTC))
     namespaces = namespaces_of(cluster, settings)
-    decided = plan(list_workloads(cluster, namespaces), token)
+    decided = restart_plan(list_workloads(cluster, namespaces), token)
     planned = batches(decided.restart, settings.batch_size)
     result = {
         "changed": bool(decided.restart),

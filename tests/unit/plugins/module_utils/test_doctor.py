@@ -18,9 +18,9 @@ GATEWAYS = {"a": "192.0.2.1", "b": "192.0.2.2", "c": "192.0.2.3"}
 
 def plan():
     clusters = [
-        _mesh.Member(host="a", name="a", role="primary", network="net1", mesh_id="mesh1"),
-        _mesh.Member(host="b", name="b", role="primary", network="net2", mesh_id="mesh1"),
-        _mesh.Member(host="c", name="c", role="remote", network="net1", mesh_id="mesh1", primary="a"),
+        _mesh.InventoryCluster(host="a", name="a", role="primary", network="net1", mesh_id="mesh1"),
+        _mesh.InventoryCluster(host="b", name="b", role="primary", network="net2", mesh_id="mesh1"),
+        _mesh.InventoryCluster(host="c", name="c", role="remote", network="net1", mesh_id="mesh1", primary="a"),
     ]
     return _mesh.topology(clusters)
 

@@ -4,7 +4,7 @@
 # the check came in, so older history is not rewritten. A clone without BASE (shallow, or not this history)
 # and a copy without git skip the check with a message.
 set -euo pipefail
-BASE=460e774a75a9afae948c7b0ab2fcca3b1b495cd9
+BASE=9d501c9151e92d6dc5b8a7fef09385254c37afb8
 MAX=72
 cd "$(dirname "$0")/.."
 skip() { echo "commits: skipped: $*"; exit 0; }

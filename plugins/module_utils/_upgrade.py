@@ -42,7 +42,6 @@ INJECTOR = "istio-sidecar-injector"
 TAG_WEBHOOK_PREFIX = "istio-revision-tag-"
 DEFAULT_TAG = "default"
 _VERSION = re.compile(r"\A(\d+)\.(\d+)(?:[.-].*)?\Z")
-_IMAGE_TAG = re.compile(r":([^:/]+)\Z")
 # istioctl x precheck -o json: a list of analysis messages (code IST0nnn, level Error/Warning/Info, message, origin)
 PRECHECK_CODE = re.compile(r"\AIST\d{4}\Z")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -57,12 +56,6 @@ def minor(version: str) -> tuple[int, int] | None:
     """(major, minor) of 1.31.0, 1.31-dev, 1.30.1-distroless; None when it is no Istio version."""
     match = _VERSION.match(version or "")
     return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def image_version(image: str) -> str:
-    """The tag of an image reference (docker.io/istio/pilot:1.31.0 -> 1.31.0), '' without one."""
-    match = _IMAGE_TAG.search((image or "").split("@", 1)[0])
-    return match.group(1) if match else ""
 
 
 def _labels(item: dict) -> dict:
@@ -107,7 +100,7 @@ def observe(raw: dict) -> dict:
             facts = revision(_revision_of(item))
             containers = (((item.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
             env = {entry.get("name"): entry.get("value") for entry in containers[0].get("env") or [] if isinstance(entry, dict)}
-            version = image_version(containers[0].get("image", ""))
+            version = _istio.image_version(containers[0].get("image", ""))
             multiroot = _istio.flag_on(env.get(_istio.MULTIROOT_ENV))
             facts.update(istiod=True, ready=_ready(item), version=version, multiroot=multiroot, owner=_labels(item).get(_istio.OWNER_LABEL, ""))
     tags: dict[str, str] = {}

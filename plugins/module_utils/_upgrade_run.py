@@ -54,7 +54,7 @@ class Options:
 
     @property
     def namespace(self) -> str:
-        return self.settings.get("namespace") or "istio-system"
+        return self.settings.get("namespace") or _istio.DEFAULT_NAMESPACE
 
     @property
     def restarting(self) -> bool:

@@ -364,14 +364,6 @@ def test_the_summary_reads_per_stage_and_cluster():
     }
 
 
-@pytest.mark.parametrize(
-    ("image", "version"),
-    [("docker.io/istio/pilot:1.31.0", "1.31.0"), ("localhost:5000/pilot:1.30-dev", "1.30-dev"), ("pilot@sha256:ab", ""), ("pilot", "")],
-)
-def test_image_version(image, version):
-    assert _upgrade.image_version(image) == version
-
-
 def test_observe_reads_the_restart_mark_of_each_injecting_namespace():
     view = _upgrade.observe(cluster("primary", ["default"], namespaces=APPS, restarted={"shop": TOKEN, "plain": TOKEN}))
     assert view["restarted"] == {"shop": TOKEN, "pay": ""}

@@ -69,12 +69,13 @@ def sidecar(pod: dict) -> dict | None:
     }
 
 
-def served(revision: str, cluster: str, namespace: str, name: str) -> bool:
-    """The primary's istiod of that revision logged the injection of that pod, on the path of that cluster."""
-    path = "/inject" if cluster == PRIMARY else f"/inject/cluster/{cluster}/net/{NETWORKS[cluster]}"
+def served(revision: str, cluster: str, namespace: str, name: str, primary: str = PRIMARY, network: str = "") -> bool:
+    """The primary's istiod of that revision logged the injection of that pod, on the path of that cluster (a remote's:
+    /inject/cluster/<remote>/net/<its network>)."""
+    path = "/inject" if cluster == primary else f"/inject/cluster/{cluster}/net/{network or NETWORKS[cluster]}"
     return any(
         "Process sidecar injection request" in line and f"path={path} " in line and line.endswith(f"pod={namespace}/{name}")
-        for line in istiod("logs", PRIMARY, revision).stdout.splitlines()
+        for line in istiod("logs", primary, revision).stdout.splitlines()
     )
 
 

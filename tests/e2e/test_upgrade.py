@@ -9,21 +9,26 @@ same run, the finish, the order from the timestamps, a rerun, a downgrade refuse
 revision. The upgrade runs one stage per module call and the doctor after each stage that changed something: every
 such run shows it per stage, with no error mid-upgrade.
 
-The bed's injector webhooks fail open (no webhook backend answers on kwok), so a Deployment's pods are labelled as the old
-revision's injector labels them (security.istio.io/tlsMode=istio, istio.io/rev=default) by the test, and their template
-has the istio-proxy container's network and rotation environment that injection would have given them (the doctor reads
-it); the pods its restart creates carry no such label, as pods injected by the new revision would not carry the old one.
+The old revision's istiod does not run on the bed, so its injector webhooks fail open: a Deployment's pods are labelled
+as that injector labels them (security.istio.io/tlsMode=istio, istio.io/rev=default) by the test, and their template has
+the istio-proxy container's network and rotation environment that injection would have given them (the doctor reads it).
+The target's real istiod (tests/testbed/istiod.sh start CLUSTER REVISION) runs from the end of the primaries stage, on
+each primary, and is checked to sign on the mesh root before any namespace moves; the bed's API servers reach it for
+the webhooks of its revision, so the pods the restart creates, and a pod created after its namespace moved (in a
+primary and in the remote), carry the sidecar it injected.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 
 import pytest
 import yaml
-from test_istiod import wait_for
+from test_injection import served, sidecar
+from test_istiod import Workload, fingerprint, istiod, wait_for
 from test_restart_workloads import rolled_out, template_annotations
 
 from conftest import ENV, PLAYBOOK_TIMEOUT, REPO, Bed, in_bed, istio_version, istioctl, kubectl_json
@@ -270,6 +275,23 @@ def test_a_run_stops_after_the_stage_asked_for_once_the_fault_is_gone(bed):
     assert app_labels() == before
 
 
+def test_the_new_revisions_real_istiod_signs_on_the_mesh_root_before_any_namespace_moves(bed):
+    """The real istiod of the target (the 1.31-dev build: istiod.sh picks it by the Deployment's image tag) started from
+    what the primaries stage installed: it takes the plugged-in CA and issues workload certificates on the mesh root.
+    It keeps running, so the namespaces that move are injected by it from now on."""
+    with open(os.path.join(bed.work, "pki", "root-cert.pem"), encoding="ascii") as handle:
+        root = fingerprint(handle.read())
+    assert app_labels() == {key: value for key, value in APPS.items()}  # no namespace moved yet
+    for context in ("cluster1", "cluster2"):
+        istiod("start", context, TARGET)
+        log = istiod("logs", context, TARGET).stdout
+        assert "Use local CA certificate" in log and "Use root cert from etc/cacerts/root-cert.pem" in log, context
+        assert f"\tversion: {NEW_VERSION}-" in log, log[:2000]  # the 1.31-dev build runs it
+        workload = Workload(bed, context, "canary", f"-{TARGET}", revision=TARGET)
+        assert workload.chain["fingerprints"][-1] == root, context
+        assert workload.chain["issuers"][0] == f"CN=Intermediate CA,L={context},O=Istio", workload.chain
+
+
 def test_the_old_revision_stays_where_a_pod_still_runs_its_proxy(bed):
     spec = {"restartPolicy": "Never", "containers": [{"name": "app", "image": "example.invalid/app"}, proxy(bed.networks["cluster2"])]}
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "old-proxy", "namespace": "shop", "labels": OLD_PROXY}, "spec": spec}
@@ -314,6 +336,29 @@ def test_the_deployments_on_the_old_revision_were_restarted_so_that_their_old_re
     assert max(restarts) < min(i for i, item in enumerate(order) if item[0] == "install_gateway")
     assert ("uninstall", "cluster3") in order[max(restarts) :]
     assert not exists("cluster3", "mutatingwebhookconfiguration", "istio-sidecar-injector", namespaced=False)
+
+
+def test_a_pod_created_after_its_namespace_moved_carries_the_new_revisions_sidecar(bed):
+    """Injected by the real istiod of the target: in the primary by its own, in the remote by its primary's (through
+    the remote's istiod-<rev> Service): the new revision's proxy image, istiod-<rev> as discovery and CA address."""
+    for context, namespace in WEB.items():
+        name = f"after-{namespace}"
+        in_bed("kubectl", "--request-timeout=20s", "--context", context, "-n", namespace, "run", name, "--image=example.invalid/app", "--restart=Never")
+        pod = kubectl_json(context, "-n", namespace, "get", "pod", name)
+        got = sidecar(pod)
+        assert got is not None, f"{context}/{namespace}: no sidecar"
+        discovery = f"istiod-{TARGET}.istio-system.svc:15012"
+        assert (got["revision"], got["discovery"], got["ca"], got["cluster"]) == (TARGET, discovery, discovery, context), got
+        proxy_image = next(c["image"] for c in pod["spec"]["containers"] if c["name"] == "istio-proxy")
+        assert proxy_image.endswith(f"/proxyv2:{NEW_VERSION}"), proxy_image
+        serving = "cluster1" if context == "cluster3" else context  # the remote's injection is its primary's
+        logged = functools.partial(served, TARGET, context, namespace, name, serving, bed.networks[context])
+        assert wait_for(f"{serving}'s istiod-{TARGET} logged {namespace}/{name}", logged), context
+    # the web Deployments' pods of the restart were injected by the target too (their template's istio-proxy overlays it)
+    for context, namespace in WEB.items():
+        for pod in kubectl_json(context, "-n", namespace, "get", "pods", "-l", "app=web")["items"]:
+            if not pod["metadata"].get("deletionTimestamp"):
+                assert json.loads(pod["metadata"]["annotations"]["sidecar.istio.io/status"])["revision"] == TARGET, pod["metadata"]["name"]
 
 
 def test_the_next_run_finishes_the_upgrade(bed):

@@ -195,5 +195,8 @@ bench-scale: collection testbin ## Site converge/rerun on 2, 4, 6 kwok clusters,
 bench-rotate: collection testbin ## Root rotation of 3 clusters with the real istiod, its rerun, and site's rerun
 	$(BIN)/python tests/bench/rotate_bench.py $(BENCH_ARGS)
 
+bench-upgrade: collection testbin-upgrade ## Upgrade of 3 kwok clusters from Istio 1.30-dev to 1.31-dev: wall time per stage, total, rerun
+	$(BIN)/python tests/bench/upgrade_bench.py $(BENCH_ARGS)
+
 clean: ## Remove build output (not the binary cache)
 	rm -rf $(BUILD) tests/output

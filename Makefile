@@ -15,7 +15,7 @@ API_TARGETS ?= cacerts_info_api remote_secret_api restart_workloads_api
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help tools venv collection dist ee sanity lint unit ruff docs check integration testbin testbin-upgrade clusters clusters-down clusters-status \
+.PHONY: help tools venv collection dist ee sanity lint unit ruff docs commits check integration testbin testbin-upgrade clusters clusters-down clusters-status \
         smoke integration-api e2e molecule molecule-syntax demo demo-first-run demo-down test bench bench-site bench-scale bench-rotate bench-upgrade clean
 
 help: ## This list
@@ -49,7 +49,7 @@ dist: venv ## Galaxy tarball, installed into an empty collections path with its 
 	@# --offline: no server is asked, and each declared bound must accept the copy given.
 	deps="$$($(BIN)/python tests/dist/dependencies.py $(TARBALL))" && \
 	  $(FROM_DIST) $(BIN)/ansible-galaxy collection install --offline -p $(DIST_COLLECTIONS) $(TARBALL) $$deps
-	$(FROM_DIST) $(BIN)/ansible-playbook --syntax-check -i localhost, meshfed.istio.site meshfed.istio.verify
+	$(FROM_DIST) $(BIN)/ansible-playbook --syntax-check -i localhost, $(patsubst playbooks/%.yml,meshfed.istio.%,$(wildcard playbooks/*.yml))
 
 ANSIBLE_BUILDER := 3.2.0
 BUILDER_VENV := $(MESHFED_CACHE)/venv-builder-$(ANSIBLE_BUILDER)
@@ -92,7 +92,10 @@ docs: collection ## Every plugin renders with ansible-doc; the changelog fragmen
 	  echo "ansible-doc: $$(echo $$plugins | wc -w) $$type plugins render"; done
 	$(BIN)/antsibull-changelog lint
 
-check: ruff docs unit ## The fast loop (under a minute on an idle 2-core machine): ruff, ansible-doc of every plugin, unit tests
+commits: ## Every commit since the habit's base: a subject of at most 72 characters and a body (skips without that history)
+	.ci/commits.sh
+
+check: ruff docs unit commits ## The fast loop (under a minute on an idle 2-core machine): ruff, ansible-doc of every plugin, unit tests, commit habits
 
 integration: collection ## ansible-test integration targets that need no cluster
 	cd $(COLLECTION) && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test integration --local --color no pki_module cacerts_info mesh_plan
@@ -148,15 +151,15 @@ MOLECULE_BED := MESHFED_RUN=$(MOLECULE_RUN) MESHFED_NETNS=meshfed-molecule $(CUR
 molecule: dist testbin ## molecule kwok scenario (converge, idempotence, verify) from the installed tarball, in the test bed
 	$(MOLECULE_BED) down >/dev/null 2>&1 || true
 	$(MOLECULE_BED) up 2
-	cd $(INSTALLED) && $(MOLECULE_BED) exec -- env PATH=$(CURDIR)/$(BIN):$$PATH MESHFED_REPO=$(CURDIR) $(FROM_DIST) \
+	cd $(INSTALLED) && $(MOLECULE_BED) exec -- env PATH=$(CURDIR)/$(BIN):$$PATH MESHFED_REPO=$(CURDIR) $(FROM_DIST) MESHFED_DIST_COLLECTIONS=$(DIST_COLLECTIONS) \
 	  MOLECULE_GLOB='extensions/molecule/*/molecule.yml' MESHFED_ISTIOCTL=$$($(CURDIR)/tests/testbed/testbin.sh path istioctl) \
 	  $(CURDIR)/$(BIN)/molecule test -s kwok; \
 	  status=$$?; $(MOLECULE_BED) down >/dev/null 2>&1; exit $$status
 
-molecule-syntax: collection ## Syntax check of the kind scenario (it needs Docker to run)
+molecule-syntax: collection ## Syntax check of both scenarios' playbooks (kind needs Docker to run, kwok the test bed)
 	MOLECULE_EPHEMERAL_DIRECTORY=/tmp $(BIN)/ansible-playbook --syntax-check -i localhost, \
 	  extensions/molecule/kind/create.yml extensions/molecule/kind/destroy.yml extensions/molecule/shared/converge.yml \
-	  extensions/molecule/shared/verify.yml
+	  extensions/molecule/shared/verify.yml extensions/molecule/kwok/create.yml extensions/molecule/kwok/destroy.yml
 
 demo: demo-first-run collection testbin ## Local kwok clusters, the site playbook, the verify result (N=2)
 	-@$(MAKE) --no-print-directory tools TOOLS=graphviz
@@ -191,6 +194,9 @@ bench-scale: collection testbin ## Site converge/rerun on 2, 4, 6 kwok clusters,
 
 bench-rotate: collection testbin ## Root rotation of 3 clusters with the real istiod, its rerun, and site's rerun
 	$(BIN)/python tests/bench/rotate_bench.py $(BENCH_ARGS)
+
+bench-upgrade: collection testbin-upgrade ## Upgrade of 3 kwok clusters from Istio 1.30-dev to 1.31-dev: wall time per stage, total, rerun
+	$(BIN)/python tests/bench/upgrade_bench.py $(BENCH_ARGS)
 
 clean: ## Remove build output (not the binary cache)
 	rm -rf $(BUILD) tests/output

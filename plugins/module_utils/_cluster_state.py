@@ -35,12 +35,6 @@ def _env(container: dict) -> dict:
     return {item["name"]: item.get("value", "") for item in container.get("env") or [] if "name" in item}
 
 
-def image_version(image: str) -> str:
-    """The tag of an image reference (docker.io/istio/pilot:1.27.1 -> 1.27.1), '' without one."""
-    tail = image.rsplit("/", 1)[-1].split("@", 1)[0]
-    return tail.split(":", 1)[1] if ":" in tail else ""
-
-
 def istiod_facts(deployment: dict) -> dict:
     spec = deployment.get("spec") or {}
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
@@ -50,7 +44,7 @@ def istiod_facts(deployment: dict) -> dict:
     return {
         "name": deployment["metadata"]["name"],
         "revision": (deployment["metadata"].get("labels") or {}).get(_istio.REVISION_LABEL, ""),
-        "version": image_version(discovery.get("image", "")),
+        "version": _istio.image_version(discovery.get("image", "")),
         "cluster_id": env.get("CLUSTER_ID", ""),
         "network": env.get("NETWORK", ""),
         "multiroot": _flag(env.get(_istio.MULTIROOT_ENV)),

@@ -170,7 +170,7 @@ class Doctor:
         self.rotations = list(rotations or [])
         self.now = now or datetime.datetime.now(datetime.UTC)
         self.findings: list[Finding] = []
-        self.namespace = (plan.get("settings") or {}).get("namespace") or "istio-system"
+        self.namespace = (plan.get("settings") or {}).get("namespace") or _istio.DEFAULT_NAMESPACE
 
     # helpers
     def add(self, check: str, clusters, evidence: str, fix: str, severity: str | None = None, peers=()) -> None:

@@ -17,6 +17,8 @@ import hashlib
 import json
 import re
 
+# Istio's namespace when none is set (istioctl's default, the modules' `namespace` default)
+DEFAULT_NAMESPACE = "istio-system"
 # Labels and annotations
 NETWORK_LABEL = "topology.istio.io/network"
 CONTROL_PLANE_CLUSTERS_ANNOTATION = "topology.istio.io/controlPlaneClusters"
@@ -25,6 +27,8 @@ MULTICLUSTER_LABEL = "istio/multiCluster"
 REVISION_LABEL = "istio.io/rev"
 # A revision tag (istioctl tag set): its injector webhook and Service carry the tag beside the revision it points at.
 TAG_LABEL = "istio.io/tag"
+# Every revision's istiod Deployment carries it (Istio's charts: app=istiod, istio.io/rev=<revision>).
+ISTIOD_SELECTOR = "app=istiod"
 # The revision of an install without one; its istiod, Service and injector carry no suffix.
 DEFAULT_REVISION = "default"
 # A namespace's sidecar injection: "enabled" injects from the default revision (tag "default") and wins over
@@ -49,6 +53,9 @@ BUNDLE_KEYS = (CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN)
 SELF_SIGNED_MARKER = "istio-generated"
 ISTIO_CA_SECRET = "istio-ca-secret"
 ROOT_CERT_CONFIGMAP = "istio-ca-root-cert"
+# What a primary's istiod reads a watched cluster with: Istio's base chart creates this ServiceAccount (and its
+# ClusterRole istio-reader-clusterrole-*); istioctl create-remote-secret takes it by default, and so do we.
+READER_SERVICE_ACCOUNT = "istio-reader-service-account"
 # istiod's cluster ID when none is set
 DEFAULT_CLUSTER_NAME = "Kubernetes"
 # Root rotation without restarts: istiod takes a changed root-cert.pem only with the first (an env of istiod,
@@ -69,6 +76,27 @@ CROSS_NETWORK_GATEWAY = "cross-network-gateway"
 ISTIOD_GATEWAY = "istiod-gateway"
 ISTIOD_VIRTUAL_SERVICE = "istiod-vs"
 CROSS_NETWORK_PORT = 15443
+
+
+def role_names() -> dict:
+    """Istio's names the roles write or select, handed to them by mesh_plan (its `names`), so YAML spells none of them."""
+    return {
+        "cacerts_secret": CACERTS_SECRET,
+        "istio_ca_secret": ISTIO_CA_SECRET,
+        "istiod_selector": ISTIOD_SELECTOR,
+        "eastwest_gateway": EASTWEST_GATEWAY,
+        "managed_by_labels": {MANAGED_BY_LABEL: MANAGED_BY},
+    }
+
+
+_IMAGE_TAG = re.compile(r":([^:/]+)\Z")
+
+
+def image_version(image: str) -> str:
+    """The tag of an image reference (docker.io/istio/pilot:1.31.0 -> 1.31.0), '' without one (a digest is no tag)."""
+    match = _IMAGE_TAG.search((image or "").split("@", 1)[0])
+    return match.group(1) if match else ""
+
 
 _ISTIOCTL_VERSION = re.compile(r"\A\s*(?:client version:\s*)?(\S+)\s*\Z", re.IGNORECASE)
 
@@ -153,7 +181,7 @@ def control_plane(
     mesh_id: str,
     cluster_name: str,
     network: str,
-    namespace: str = "istio-system",
+    namespace: str = DEFAULT_NAMESPACE,
     revision: str = "",
     role: str = "primary",
     external_istiod: bool = False,
@@ -208,7 +236,7 @@ def rotation_flags() -> dict:
     return flags
 
 
-def eastwest_gateway(*, network: str, namespace: str = "istio-system", revision: str = "", overlay: dict | None = None) -> dict:
+def eastwest_gateway(*, network: str, namespace: str = DEFAULT_NAMESPACE, revision: str = "", overlay: dict | None = None) -> dict:
     """The east-west gateway as Istio's multicluster samples define it, for one network."""
     gateway = {
         "name": EASTWEST_GATEWAY,

@@ -86,7 +86,7 @@ class KubeconfigFile:
 
 def installed_digest(cluster: _k8s.Cluster, operator: dict) -> str | None:
     metadata = operator["metadata"]
-    data = cluster.configmap_data(metadata.get("namespace", "istio-system"), STATE_PREFIX + metadata["name"])
+    data = cluster.configmap_data(metadata.get("namespace", _istio.DEFAULT_NAMESPACE), STATE_PREFIX + metadata["name"])
     return (data or {}).get("digest")
 
 
@@ -117,7 +117,7 @@ def record(cluster: _k8s.Cluster, operator: dict, digest: str, istioctl_version:
     metadata = operator["metadata"]
     _k8s.write_configmap(
         cluster,
-        metadata.get("namespace", "istio-system"),
+        metadata.get("namespace", _istio.DEFAULT_NAMESPACE),
         STATE_PREFIX + metadata["name"],
         {"digest": digest, "istioctl-version": istioctl_version, "operator.json": json.dumps(operator, sort_keys=True)},
         labels={_istio.MANAGED_BY_LABEL: _istio.MANAGED_BY},

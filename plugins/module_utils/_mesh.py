@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.parsing.convert_bool import BOOLEANS_FALSE, BOOLEANS_TRUE
 
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio
 from ansible_collections.meshfed.istio.plugins.module_utils._istio import DEFAULT_CLUSTER_NAME
 from ansible_collections.meshfed.istio.plugins.module_utils._names import is_dns1123_label
 
@@ -39,7 +40,7 @@ MESH_SETTINGS = {
     "istioctl": "istioctl",
     "istio_version": "",
     "revision": "",
-    "namespace": "istio-system",
+    "namespace": _istio.DEFAULT_NAMESPACE,
     "pki_dir": "",
     "allow_migration": False,
     # the upgrade playbook's target: a revision name and the istioctl of the target release
@@ -49,7 +50,7 @@ MESH_SETTINGS = {
 
 
 @dataclass(frozen=True)
-class Member:
+class InventoryCluster:
     """One cluster of the mesh as the inventory describes it (a host of istio_primary or istio_remote)."""
 
     host: str
@@ -273,7 +274,7 @@ def _misspelt(name: str) -> str | None:
     return close[0] if close else None
 
 
-def read_host(host: str, variables: Mapping, role: str = "primary") -> tuple[Member, dict, list[str]]:
+def read_host(host: str, variables: Mapping, role: str = "primary") -> tuple[InventoryCluster, dict, list[str]]:
     """One host's cluster, its mesh-wide settings and a problem per variable that cannot be used.
 
     `variables` holds the host's meshfed_* variables by their full names; None or "" means unset, and an
@@ -326,7 +327,7 @@ def read_host(host: str, variables: Mapping, role: str = "primary") -> tuple[Mem
             settings[key] = None
             found.append(f"{host}: {PREFIX}{key} {refusal}")
     name = values.pop("cluster_name")
-    cluster = Member(host=host, name=name, role=role, refused=tuple(refused), **values)
+    cluster = InventoryCluster(host=host, name=name, role=role, refused=tuple(refused), **values)
     return cluster, settings, found
 
 
@@ -354,15 +355,15 @@ def mesh_settings(per_host: dict[str, dict]) -> tuple[dict, list[str]]:
     return settings, found
 
 
-def _hosts(clusters: Iterable[Member]) -> str:
+def _hosts(clusters: Iterable[InventoryCluster]) -> str:
     return ", ".join(cluster.host for cluster in clusters)
 
 
-def _valid(clusters: list[Member], key: str) -> list[Member]:
+def _valid(clusters: list[InventoryCluster], key: str) -> list[InventoryCluster]:
     return [cluster for cluster in clusters if key not in cluster.refused]
 
 
-def _primary_problem(remote: Member, clusters: list[Member], primaries: str) -> str | None:
+def _primary_problem(remote: InventoryCluster, clusters: list[InventoryCluster], primaries: str) -> str | None:
     wanted = remote.primary
     if not wanted:
         return f"{remote.host}: a remote must name its primary; set meshfed_primary to a host of istio_primary ({primaries})"
@@ -384,7 +385,7 @@ def _primary_problem(remote: Member, clusters: list[Member], primaries: str) -> 
     return None
 
 
-def problems(clusters: list[Member]) -> list[str]:
+def problems(clusters: list[InventoryCluster]) -> list[str]:
     """Every reason this set of clusters is not one consistent mesh, naming the host and the fix.
 
     Checks across hosts; read_host checked each value, and a value it refused is left out here.
@@ -406,7 +407,7 @@ def problems(clusters: list[Member]) -> list[str]:
         by_id = ", ".join(f"{mesh_id or '<unset>'}: {_hosts(c for c in with_id if c.mesh_id == mesh_id)}" for mesh_id in mesh_ids)
         found.append(f"the clusters disagree on meshfed_mesh_id ({by_id}); one mesh has one mesh ID")
     found.extend(f"{c.host}: role {c.role!r} is neither primary nor remote" for c in clusters if c.role not in ROLES)
-    reach: dict[tuple[str, str], list[Member]] = {}
+    reach: dict[tuple[str, str], list[InventoryCluster]] = {}
     for cluster in clusters:
         if not {"kubeconfig", "context"} & set(cluster.refused):
             reach.setdefault((cluster.kubeconfig, cluster.context), []).append(cluster)
@@ -468,14 +469,14 @@ def _merge(found: list[str]) -> list[str]:
     return [f"{', '.join(names)}: {text}" if names else text for text, names in hosts.items()]
 
 
-def primary_of(cluster: Member, clusters: list[Member]) -> Member | None:
+def primary_of(cluster: InventoryCluster, clusters: list[InventoryCluster]) -> InventoryCluster | None:
     for candidate in clusters:
         if candidate.role == "primary" and cluster.primary in (candidate.name, candidate.host):
             return candidate
     return None
 
 
-def watch_edges(clusters: list[Member]) -> list[tuple[str, str]]:
+def watch_edges(clusters: list[InventoryCluster]) -> list[tuple[str, str]]:
     """(watcher host, watched host): every primary watches every other cluster of the mesh, remotes of other primaries
     included. An istiod serves endpoints only of the clusters it watches, so a proxy connected to primary P2 sees the
     endpoints of P1's remote R only when P2 holds R's remote secret; R's namespace annotation
@@ -483,7 +484,7 @@ def watch_edges(clusters: list[Member]) -> list[tuple[str, str]]:
     return [(watcher.host, watched.host) for watcher in clusters if watcher.role == "primary" for watched in clusters if watched is not watcher]
 
 
-def _cluster_facts(cluster: Member, clusters: list[Member]) -> dict:
+def _cluster_facts(cluster: InventoryCluster, clusters: list[InventoryCluster]) -> dict:
     primary = primary_of(cluster, clusters) if cluster.role == "remote" else None
     facts = asdict(cluster)
     del facts["refused"]
@@ -498,11 +499,12 @@ def _cluster_facts(cluster: Member, clusters: list[Member]) -> dict:
     }
 
 
-def topology(clusters: list[Member], settings: dict | None = None) -> dict:
+def topology(clusters: list[InventoryCluster], settings: dict | None = None) -> dict:
     """The plan the roles follow; call problems() first."""
     edges = watch_edges(clusters)
     return {
         "settings": settings or dict(MESH_SETTINGS),
+        "names": _istio.role_names(),
         "clusters": {cluster.host: _cluster_facts(cluster, clusters) for cluster in clusters},
         "primaries": [cluster.host for cluster in clusters if cluster.role == "primary"],
         "remotes": [cluster.host for cluster in clusters if cluster.role == "remote"],

@@ -21,7 +21,6 @@ from ansible.module_utils.common.yaml import yaml_dump, yaml_load
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _kubeconfig
 
-READER_SA = "istio-reader-service-account"
 TOKEN_SUFFIX = "istio-remote-secret-token"
 TOKEN_TYPE = "kubernetes.io/service-account-token"
 SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"

@@ -49,7 +49,7 @@ class RotateError(Exception):
 
 
 @dataclass(frozen=True)
-class Member:
+class RotationTarget:
     """One cluster: Istio's cluster name, its inventory host, the cluster name of its primary (remotes), its API."""
 
     name: str
@@ -63,7 +63,7 @@ class Options:
     pki_dir: str
     rotation_id: str
     mode: str = "root"  # root | intermediate
-    namespace: str = "istio-system"
+    namespace: str = _istio.DEFAULT_NAMESPACE
     subset: tuple[str, ...] = ()
     target_phase: int = _rotation.NEW_ROOT_ONLY
     new_root_cert_src: str | None = None
@@ -117,7 +117,8 @@ class ClusterApi:
 
     def _missing_flags(self) -> list[str]:
         cluster, namespace = self.cluster, self.namespace
-        deployments = cluster.items(f"listing deployments in {namespace}", _k8s.namespaced(namespace, "deployments", group="apps"), labelSelector="app=istiod")
+        where = _k8s.namespaced(namespace, "deployments", group="apps")
+        deployments = cluster.items(f"listing deployments in {namespace}", where, labelSelector=_istio.ISTIOD_SELECTOR)
         missing = []
         for deployment in deployments:
             facts = _cluster_state.istiod_facts(deployment)
@@ -130,7 +131,7 @@ class ClusterApi:
             if not _istio.flag_on(mesh["xds_agent"]):
                 missing.append(f"mesh config {name} has defaultConfig.proxyMetadata.{_istio.XDS_AGENT_METADATA}={mesh['xds_agent'] or '<unset>'}")
         if not deployments:
-            missing.append("no istiod Deployment (label app=istiod)")
+            missing.append(f"no istiod Deployment (label {_istio.ISTIOD_SELECTOR})")
         return missing
 
     def replace(self, data: dict, resource_version: str) -> dict:
@@ -231,7 +232,7 @@ def _with_newline(pem: bytes) -> bytes:
 # Reading the clusters
 
 
-def _cluster_trust(member: Member, observed: Observed) -> _rotation.ClusterTrust:
+def _cluster_trust(member: RotationTarget, observed: Observed) -> _rotation.ClusterTrust:
     data = observed.data or {}
     bundle = data.get(_istio.ROOT_CERT) or b""
     return _rotation.ClusterTrust(
@@ -250,7 +251,7 @@ def _safe_fingerprints(pem: bytes) -> list[str]:
         return ["<unreadable>"]
 
 
-def observe(members: list[Member], flags: bool = False) -> dict[str, Observed]:
+def observe(members: list[RotationTarget], flags: bool = False) -> dict[str, Observed]:
     found = {}
     for member in members:
         try:
@@ -276,7 +277,7 @@ def observe(members: list[Member], flags: bool = False) -> dict[str, Observed]:
     return found
 
 
-def _require_flags(members: list[Member], observed: dict[str, Observed]) -> None:
+def _require_flags(members: list[RotationTarget], observed: dict[str, Observed]) -> None:
     gaps = [
         f"{member.name}: {'; '.join(observed[member.name].missing_flags)}" for member in members if not member.primary and observed[member.name].missing_flags
     ]
@@ -288,7 +289,7 @@ def _require_flags(members: list[Member], observed: dict[str, Observed]) -> None
 
 
 def _write_cluster(
-    member: Member,
+    member: RotationTarget,
     observed: Observed,
     data: dict,
     projected: dict[str, _rotation.ClusterTrust],
@@ -336,7 +337,7 @@ def _test_kill_point(writes: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _settle(members: list[Member], expect: dict[str, bytes], options: Options, sleep, clock) -> dict[str, Observed]:
+def _settle(members: list[RotationTarget], expect: dict[str, bytes], options: Options, sleep, clock) -> dict[str, Observed]:
     """Read every cluster back until its cacerts holds what was written and its istio-ca-root-cert ConfigMaps caught up
     (bounded by settle_timeout)."""
     deadline = clock() + options.settle_timeout
@@ -373,7 +374,7 @@ def _lagging(trust: _rotation.ClusterTrust, by_name: dict[str, _rotation.Cluster
 # Workload restart
 
 
-def restarter(members: list[Member], settings: _workloads.Settings):
+def restarter(members: list[RotationTarget], settings: _workloads.Settings):
     """The restart of Options.restart, on the members' own API clients."""
     clusters = {member.name: member.api.cluster for member in members}
     return lambda names, token, check_mode: _workloads.restart_clusters({name: clusters[name] for name in names}, token, settings, check_mode)
@@ -475,7 +476,7 @@ def _start(options: Options, check_mode: bool, mode: str) -> tuple[Pki, dict, di
     return pki, result, state
 
 
-def run_root(options: Options, members: list[Member], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
+def run_root(options: Options, members: list[RotationTarget], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
     now = now or _pki.utcnow()
     pki, result, state = _start(options, check_mode, "root")
     root_pem = pki.read(_istio.ROOT_CERT)
@@ -592,7 +593,7 @@ def run_root(options: Options, members: list[Member], check_mode: bool, now=None
 def _finish_root(
     options: Options,
     pki: Pki,
-    members: list[Member],
+    members: list[RotationTarget],
     observed: dict,
     new_pem: bytes,
     new_key_pem: bytes,
@@ -643,7 +644,7 @@ def _finish_root(
 # Intermediate rotation
 
 
-def run_intermediate(options: Options, members: list[Member], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
+def run_intermediate(options: Options, members: list[RotationTarget], check_mode: bool, now=None, sleep=time.sleep, clock=time.monotonic) -> dict:
     now = now or _pki.utcnow()
     pki, result, state = _start(options, check_mode, "intermediate")
     names = [member.name for member in members]
@@ -781,7 +782,7 @@ def _lock(pki_dir: str, check_mode: bool):
         yield
 
 
-def run(options: Options, members: list[Member], check_mode: bool, **kwargs) -> dict:
+def run(options: Options, members: list[RotationTarget], check_mode: bool, **kwargs) -> dict:
     if not ID_PATTERN.fullmatch(options.rotation_id or ""):
         raise RotateError(
             f"rotate_ca_id {options.rotation_id!r} is not a name for a rotation: lower-case letters, digits, '.', '_' and '-', at most 63, for example 2026-q4"

@@ -27,6 +27,7 @@ the mesh, each stage finished in every cluster before the next starts:
 
 from __future__ import annotations
 
+import json
 import re
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _istio
@@ -48,7 +49,10 @@ DEFAULT_TAG = "default"
 # On a namespace: the token of the restart of its gateway-injected workloads in the gateways stage (done there).
 GATEWAYS_RESTARTED_FOR = "meshfed.istio/gateways-restarted-for"
 _VERSION = re.compile(r"\A(\d+)\.(\d+)(?:[.-].*)?\Z")
-_IMAGE_TAG = re.compile(r":([^:/]+)\Z")
+# istioctl x precheck -o json: a list of analysis messages (code IST0nnn, level Error/Warning/Info, message, origin)
+PRECHECK_CODE = re.compile(r"\AIST\d{4}\Z")
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+PRECHECK_TEXT_MAX = 300
 
 
 class UpgradeError(Exception):
@@ -59,12 +63,6 @@ def minor(version: str) -> tuple[int, int] | None:
     """(major, minor) of 1.31.0, 1.31-dev, 1.30.1-distroless; None when it is no Istio version."""
     match = _VERSION.match(version or "")
     return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def image_version(image: str) -> str:
-    """The tag of an image reference (docker.io/istio/pilot:1.31.0 -> 1.31.0), '' without one."""
-    match = _IMAGE_TAG.search((image or "").split("@", 1)[0])
-    return match.group(1) if match else ""
 
 
 def _labels(item: dict) -> dict:
@@ -109,7 +107,7 @@ def observe(raw: dict) -> dict:
             facts = revision(_revision_of(item))
             containers = (((item.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
             env = {entry.get("name"): entry.get("value") for entry in containers[0].get("env") or [] if isinstance(entry, dict)}
-            version = image_version(containers[0].get("image", ""))
+            version = _istio.image_version(containers[0].get("image", ""))
             multiroot = _istio.flag_on(env.get(_istio.MULTIROOT_ENV))
             facts.update(istiod=True, ready=_ready(item), version=version, multiroot=multiroot, owner=_labels(item).get(_istio.OWNER_LABEL, ""))
     tags: dict[str, str] = {}
@@ -344,6 +342,53 @@ def refusals(views: dict[str, dict], clusters: dict[str, dict], target: str, tar
         mine = view["revisions"].get(target)
         if mine is not None and mine["istiod"] and mine["owner"] != _istio.control_plane_name(target):
             found.append(f"cluster {name}: revision {target} is installed already, but not by meshfed.istio; choose another meshfed_istio_target_revision")
+    return found
+
+
+def precheck_due(view: dict, cluster: dict, target: str) -> bool:
+    """istioctl x precheck applies to a cluster until the target's control plane is installed there."""
+    return not control_plane_done(view, cluster["role"], target, bool(cluster.get("remotes")))
+
+
+def _printable(text: object) -> str:
+    """Text of the precheck's output (it names the cluster's objects: untrusted) as one bounded printable line."""
+    line = _UNPRINTABLE.sub("?", str(text or ""))
+    return line if len(line) <= PRECHECK_TEXT_MAX else line[: PRECHECK_TEXT_MAX - 3] + "..."
+
+
+def precheck_result(returncode: int, stdout: str, stderr: str) -> dict:
+    """What the target's istioctl x precheck -o json found in one cluster: errors (they refuse the upgrade) and warnings,
+    each one line "IST0156 (CustomResourceDefinition gateways...): message". istioctl exits non-zero on any warning and
+    prints nothing on stdout when it found nothing; a non-zero exit without messages is the precheck failing (an error)."""
+    try:
+        messages = json.loads(stdout) if (stdout or "").strip() else []
+    except ValueError:
+        messages = None
+    if not isinstance(messages, list):
+        return {"errors": [f"istioctl x precheck gave no readable result: {_printable((stderr or stdout or '').strip()[-PRECHECK_TEXT_MAX:])}"], "warnings": []}
+    found: dict[str, list[str]] = {"errors": [], "warnings": []}
+    for item in messages:
+        if not isinstance(item, dict):
+            continue
+        code = str(item.get("code") or "")
+        code = code if PRECHECK_CODE.match(code) else "IST????"
+        origin = f" ({_printable(item['origin'])})" if item.get("origin") else ""
+        line = f"{code}{origin}: {_printable(item.get('message'))}"
+        level = str(item.get("level") or "")
+        if level == "Error":
+            found["errors"].append(line)
+        elif level == "Warning":
+            found["warnings"].append(line)
+    if returncode != 0 and not found["errors"] and not found["warnings"]:
+        found["errors"].append(f"istioctl x precheck failed: {_printable((stderr or '').strip()[-PRECHECK_TEXT_MAX:])}")
+    return found
+
+
+def precheck_refusals(results: dict[str, dict]) -> list[str]:
+    """The precheck errors by cluster name, as refusals that name the cluster and the check, then how to go on."""
+    found = [f"cluster {name}: istioctl x precheck of the target: {error}" for name, result in sorted(results.items()) for error in result["errors"]]
+    if found:
+        found.append("fix what the precheck found (https://istio.io/latest/docs/reference/config/analysis/), or skip it with upgrade_precheck=false")
     return found
 
 

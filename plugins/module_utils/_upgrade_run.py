@@ -50,6 +50,7 @@ class Options:
     # _workloads.restart there (restarter() below), or None - the user's opt-out: no workload is restarted.
     restart: object = None
     restart_timeout: float = 600.0  # the whole workloads stage, every cluster
+    precheck: bool = True  # the target's istioctl x precheck in every cluster its control plane is still to be installed in
     # The gateways stage's restart of the gateway-injected workloads (same signature as restart; restarter(only=
     # "gateways")), with its own restart_timeout from its first call. None: none is restarted or listed (the namespaces
     # are still marked when restart is set).
@@ -57,7 +58,7 @@ class Options:
 
     @property
     def namespace(self) -> str:
-        return self.settings.get("namespace") or "istio-system"
+        return self.settings.get("namespace") or _istio.DEFAULT_NAMESPACE
 
     @property
     def restarting(self) -> bool:
@@ -156,6 +157,19 @@ class Runner:
             result = _istioctl.run([self.options.istioctl, *argv, *_istioctl.connection_args(path, auth.get("context"))], self.options.readiness_timeout + 120)
         if result.returncode != 0:
             raise _upgrade.UpgradeError(f"cluster {member.name}: {what} failed: {(result.stderr or result.stdout).strip()[-2000:]}")
+
+    def precheck(self, views: dict[str, dict]) -> dict[str, dict]:
+        """The target's istioctl x precheck, per cluster where it applies (_upgrade.precheck_due), read only."""
+        found = {}
+        for member in self.members:
+            if not _upgrade.precheck_due(views[member.name], member.cluster, self.options.target):
+                continue
+            auth = member.cluster.get("auth") or {}
+            argv = [self.options.istioctl, "x", "precheck", "-o", "json", "--istioNamespace", self.options.namespace]
+            with _istioctl.KubeconfigFile(auth.get("kubeconfig")) as path:
+                result = _istioctl.run([*argv, *_istioctl.connection_args(path, auth.get("context"))], self.options.readiness_timeout)
+            found[member.name] = _upgrade.precheck_result(result.returncode, result.stdout, result.stderr)
+        return found
 
     def _install(self, member: Member, operator: dict) -> bool:
         auth = member.cluster.get("auth") or {}
@@ -369,6 +383,8 @@ class Runner:
         target_version = _istioctl.version(options.istioctl)
         views = self.observe()
         problems = _upgrade.refusals(views, self.clusters, options.target, target_version, options.max_minor_ahead)
+        prechecked = self.precheck(views) if options.precheck and not problems else {}
+        problems += _upgrade.precheck_refusals(prechecked)
         if problems:
             raise _upgrade.UpgradeError("the upgrade does not start: " + "; ".join(problems))
         planned = _upgrade.plan(views, self.clusters, options.target, options.last_stage, options.restarting)
@@ -381,6 +397,7 @@ class Runner:
             "plan": _upgrade.summary(planned),
             "actions": planned,
             "stage_before": _upgrade.mesh_stage(self.progresses(views)),
+            "precheck": prechecked,
         }
         if check_mode:
             return {**result, "changed": bool(planned), "events": [], "done": {}, "stage": result["stage_before"], "clusters": self.progresses(views)}

@@ -59,7 +59,7 @@ class Settings:
 
 
 @dataclass
-class Plan:
+class RestartPlan:
     waiting: list[Workload] = field(default_factory=list)  # carry the token, rollout not finished (a run was interrupted)
     restart: list[Workload] = field(default_factory=list)
     done: list[Workload] = field(default_factory=list)  # carry the token, rolled out
@@ -151,9 +151,9 @@ def selected(workloads: list[Workload], only: str) -> list[Workload]:
     return list(workloads)
 
 
-def plan(workloads: list[Workload], token: str) -> Plan:
+def restart_plan(workloads: list[Workload], token: str) -> RestartPlan:
     """What a restart for token does, in a stable order (namespace, kind, name)."""
-    result = Plan()
+    result = RestartPlan()
     for workload in sorted(workloads, key=lambda w: (w.namespace, list(RESOURCES).index(w.kind), w.name)):
         if workload.marker == token:
             (result.waiting if workload.progress else result.done).append(workload)
@@ -262,7 +262,7 @@ def restart(
     deadline = started + settings.timeout if deadline is None else deadline
     now = now or (lambda: datetime.datetime.now(datetime.UTC))
     namespaces = namespaces_of(cluster, settings)
-    decided = plan(selected(list_workloads(cluster, namespaces), settings.only), token)
+    decided = restart_plan(selected(list_workloads(cluster, namespaces), settings.only), token)
     planned = batches(decided.restart, settings.batch_size)
     result = {
         "changed": bool(decided.restart),

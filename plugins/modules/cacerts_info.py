@@ -179,16 +179,16 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _pki, _trust
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _pki, _trust
 
 
 def main() -> None:
     argument_spec = _k8s.auth_argument_spec()
     argument_spec.update(
         src=dict(type="path"),
-        namespace=dict(type="str", default="istio-system"),
+        namespace=dict(type="str", default=_istio.DEFAULT_NAMESPACE),
         secret_name=dict(type="str", default="cacerts"),
-        root_cert_namespaces=dict(type="list", elements="str", default=["istio-system"]),
+        root_cert_namespaces=dict(type="list", elements="str", default=[_istio.DEFAULT_NAMESPACE]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not _pki.HAS_CRYPTOGRAPHY:

@@ -175,13 +175,13 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _cluster_state, _k8s, _pki
+from ansible_collections.meshfed.istio.plugins.module_utils import _cluster_state, _istio, _k8s, _pki
 
 
 def main() -> None:
     argument_spec = _k8s.auth_argument_spec()
     argument_spec.update(
-        namespace=dict(type="str", default="istio-system"),
+        namespace=dict(type="str", default=_istio.DEFAULT_NAMESPACE),
         check_credentials=dict(type="bool", default=True),
         sample_size=dict(type="int", default=200),
         objects=dict(type="bool", default=False),

@@ -74,7 +74,7 @@ from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s
 
 def main() -> None:
     argument_spec = _k8s.auth_argument_spec()
-    argument_spec.update(namespace=dict(type="str", default="istio-system"), name=dict(type="str", default=_istio.EASTWEST_GATEWAY))
+    argument_spec.update(namespace=dict(type="str", default=_istio.DEFAULT_NAMESPACE), name=dict(type="str", default=_istio.EASTWEST_GATEWAY))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not _k8s.HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=traceback.format_exc())

@@ -98,7 +98,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _istioctl, _k8s
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _istioctl, _k8s
 
 
 def main() -> None:
@@ -118,7 +118,7 @@ def main() -> None:
     operator = params["operator"]
     if not (operator.get("metadata") or {}).get("name"):
         module.fail_json(msg="operator.metadata.name is required: it names the install and its record")
-    operator.setdefault("metadata", {}).setdefault("namespace", "istio-system")
+    operator.setdefault("metadata", {}).setdefault("namespace", _istio.DEFAULT_NAMESPACE)
     try:
         cluster = _k8s.Cluster(params)
         result = _istioctl.ensure(

@@ -113,17 +113,17 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _istioctl, _k8s, _membership, _remote_secret
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _istioctl, _k8s, _membership
 
 
 def main() -> None:
     argument_spec = _k8s.auth_argument_spec()
     argument_spec.update(
-        namespace=dict(type="str", default="istio-system"),
+        namespace=dict(type="str", default=_istio.DEFAULT_NAMESPACE),
         remote_secrets_of=dict(type="list", elements="str", default=[], no_log=False),
         all_remote_secrets=dict(type="bool", default=False),
         reader=dict(type="bool", default=False),
-        service_account=dict(type="str", default=_remote_secret.READER_SA),
+        service_account=dict(type="str", default=_istio.READER_SERVICE_ACCOUNT),
         uninstall_istio=dict(type="bool", default=False),
         istioctl=dict(type="str", default="istioctl"),
         uninstall_timeout=dict(type="int", default=300),

@@ -124,6 +124,33 @@ watched_by:
   description: Per host, the hosts it watches.
   returned: success
   type: dict
+names:
+  description:
+    - Istio's names the roles write or select, so that no role spells them out (their one home is the collection's
+      Python).
+  returned: success
+  type: dict
+  contains:
+    cacerts_secret:
+      description: The Secret of a plugged-in CA.
+      type: str
+      sample: cacerts
+    istio_ca_secret:
+      description: The Secret of istiod's own self-signed CA.
+      type: str
+      sample: istio-ca-secret
+    istiod_selector:
+      description: The label selector of every revision's istiod Deployment.
+      type: str
+      sample: app=istiod
+    eastwest_gateway:
+      description: The east-west gateway's Service (and Deployment).
+      type: str
+      sample: istio-eastwestgateway
+    managed_by_labels:
+      description: The labels this collection puts on what it creates.
+      type: dict
+      sample: {"app.kubernetes.io/managed-by": "meshfed.istio"}
 problems:
   description: Every reason the inventory is not one consistent mesh.
   returned: failure

@@ -149,16 +149,16 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _names, _remote_secret
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _names, _remote_secret
 
 
 def main() -> None:
     argument_spec = _k8s.auth_argument_spec()
     argument_spec.update(
         cluster_name=dict(type="str", required=True),
-        namespace=dict(type="str", default="istio-system"),
+        namespace=dict(type="str", default=_istio.DEFAULT_NAMESPACE),
         revision=dict(type="str", default=""),
-        service_account=dict(type="str", default=_remote_secret.READER_SA),
+        service_account=dict(type="str", default=_istio.READER_SERVICE_ACCOUNT),
         server=dict(type="str"),
         allow_loopback_server=dict(type="bool", default=False),
         token_wait_timeout=dict(type="int", default=60),

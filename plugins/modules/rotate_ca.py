@@ -198,7 +198,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _k8s, _pki, _rotate_ca, _workloads
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _k8s, _pki, _rotate_ca, _workloads
 
 
 def main() -> None:
@@ -230,7 +230,7 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=traceback.format_exc())
     params = module.params
     settings = params["plan"].get("settings") or {}
-    namespace = settings.get("namespace") or "istio-system"
+    namespace = settings.get("namespace") or _istio.DEFAULT_NAMESPACE
     options = _rotate_ca.Options(
         pki_dir=params["pki_dir"] or settings.get("pki_dir") or "",
         rotation_id=params["rotation_id"],
@@ -249,7 +249,7 @@ def main() -> None:
         if not options.pki_dir:
             raise _rotate_ca.RotateError("the plan names no pki_dir: pass the result of meshfed.istio.mesh_plan, or set pki_dir")
         members = [
-            _rotate_ca.Member(
+            _rotate_ca.RotationTarget(
                 name=item["name"],
                 host=host,
                 primary=item.get("primary_name") or "",

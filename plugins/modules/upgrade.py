@@ -51,6 +51,10 @@ description:
   - An old revision is not removed from a cluster while injected pods (C(security.istio.io/tlsMode=istio)) still carry
     its C(istio.io/rev) label - pods the restart cannot reach (no Deployment, StatefulSet or DaemonSet; paused or
     C(OnDelete) workloads); the run fails naming the count.
+  - With O(precheck), before any write of the run, the target's own C(istioctl x precheck) runs in every cluster where the
+    target's control plane is not installed yet (Kubernetes version, permission to create what an install creates,
+    Gateway API CRD versions, alpha annotations); an error-level message refuses the upgrade naming the cluster and the
+    check (C(IST0nnn)), warnings are returned in RV(precheck) and shown.
   - The rotation flag C(ISTIO_MULTIROOT_MESH) is carried into the new revision from the old one on each primary.
   - Where the upgrade stands is read from the clusters, so a run interrupted anywhere resumes, and a run after the
     upgrade finished writes nothing (C(changed=false)). A failed install (the new istiod not Ready within
@@ -127,6 +131,10 @@ options:
       stage's restart has as long again.
     type: int
     default: 600
+  precheck:
+    description: Run the target istioctl's C(x precheck) in every cluster its control plane is still to be installed in.
+    type: bool
+    default: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - meshfed.istio.request_timeout
@@ -162,6 +170,11 @@ stage:
   description: The same after the run.
   returned: success
   type: str
+precheck:
+  description: Per cluster where it ran, what C(istioctl x precheck) found - C(errors) and C(warnings), one line each
+    (the check's code, the object, the message); empty when it did not apply.
+  returned: success
+  type: dict
 plan:
   description: The writes left before the run, per stage title and cluster, as text.
   returned: success
@@ -214,6 +227,7 @@ def main() -> None:
             restart_workloads=dict(type="bool", default=True),
             restart_batch_size=dict(type="int", default=2),
             restart_timeout=dict(type="int", default=600),
+            precheck=dict(type="bool", default=True),
             **_k8s.REQUEST_TIMEOUT_SPEC,
         ),
         supports_check_mode=True,
@@ -234,6 +248,7 @@ def main() -> None:
         max_minor_ahead=params["max_minor_ahead"],
         pod_sample=params["pod_sample"],
         restart_timeout=params["restart_timeout"],
+        precheck=params["precheck"],
     )
     runner = None
     try:
@@ -256,6 +271,9 @@ def main() -> None:
         result = runner.run(module.check_mode)
     except (_upgrade.UpgradeError, _istioctl.IstioctlError, _k8s.K8sError, _render.RenderError, _istio.OverlayError, KeyError, TypeError) as exc:
         module.fail_json(msg=str(exc), error_type=type(exc).__name__, events=runner.events if runner else [])
+    for name, found in sorted(result["precheck"].items()):
+        for warning in found["warnings"]:
+            module.warn(f"cluster {name}: istioctl x precheck of the target: {warning}")
     module.exit_json(**result)
 
 

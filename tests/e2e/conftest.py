@@ -51,12 +51,13 @@ def kubectl_json(context: str, *args) -> dict:
     return json.loads(in_bed("kubectl", "--request-timeout=10s", "--context", context, *args, "-o", "json").stdout)
 
 
-def istioctl() -> str:
-    return run([TESTBIN, "path", "istioctl"]).stdout.strip()
+def istioctl(name: str = "istioctl") -> str:
+    """The path of a test-bed istioctl: istioctl (the newer Istio), istioctl-old (the release the upgrade starts from)."""
+    return run([TESTBIN, "path", name]).stdout.strip()
 
 
-def istio_version() -> str:
-    return in_bed(istioctl(), "version", "--remote=false", "--short").stdout.strip().removeprefix("client version:").strip()
+def istio_version(binary: str | None = None) -> str:
+    return in_bed(binary or istioctl(), "version", "--remote=false", "--short").stdout.strip().removeprefix("client version:").strip()
 
 
 @dataclass

@@ -69,12 +69,13 @@ def sidecar(pod: dict) -> dict | None:
     }
 
 
-def served(revision: str, cluster: str, namespace: str, name: str) -> bool:
-    """The primary's istiod of that revision logged the injection of that pod, on the path of that cluster."""
-    path = "/inject" if cluster == PRIMARY else f"/inject/cluster/{cluster}/net/{NETWORKS[cluster]}"
+def served(revision: str, cluster: str, namespace: str, name: str, primary: str = PRIMARY, network: str = "") -> bool:
+    """The primary's istiod of that revision logged the injection of that pod, on the path of that cluster (a remote's:
+    /inject/cluster/<remote>/net/<its network>)."""
+    path = "/inject" if cluster == primary else f"/inject/cluster/{cluster}/net/{network or NETWORKS[cluster]}"
     return any(
         "Process sidecar injection request" in line and f"path={path} " in line and line.endswith(f"pod={namespace}/{name}")
-        for line in istiod("logs", PRIMARY, revision).stdout.splitlines()
+        for line in istiod("logs", primary, revision).stdout.splitlines()
     )
 
 
@@ -143,12 +144,14 @@ spec:
 
 
 def upgrade(bed: Bed, *args: str) -> tuple[int, dict, dict]:
-    """The upgrade playbook, every stage (JSON output): rc, changed per host, and the upgrade module's result."""
+    """The upgrade playbook, every stage (JSON output): rc, changed per host, and the upgrade module's calls as one."""
     target = os.path.join(bed.work, "target.yml")
     argv = [os.path.join(REPO, ".venv", "bin", "ansible-playbook"), "meshfed.istio.upgrade", "-i", bed.inventory, "-i", bed.settings, "-i", target, *args]
     result = in_bed(*argv, check=False, timeout=PLAYBOOK_TIMEOUT, env={**ENV, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
     document = json.loads(result.stdout)
-    module = next(task["hosts"][PRIMARY] for play in document["plays"] for task in play["tasks"] if "Upgrade, stage by stage" in task["task"]["name"])
+    calls = [task["hosts"][PRIMARY] for play in document["plays"] for task in play["tasks"] if "Upgrade, stage by stage" in task["task"]["name"]]
+    # one module call per stage: the last call's result, the first's stage_before, every call's events
+    module = {**calls[-1], "stage_before": calls[0].get("stage_before"), "events": [event for call in calls for event in call.get("events") or []]}
     return result.returncode, {host: stats["changed"] for host, stats in document["stats"].items()}, module
 
 

@@ -97,7 +97,7 @@ def clusterz(context: str) -> dict:
 class Workload:
     """A workload of a cluster with a certificate issued by that cluster's istiod, trusting what istiod published."""
 
-    def __init__(self, bed: Bed, cluster: str, account: str, tag: str = ""):
+    def __init__(self, bed: Bed, cluster: str, account: str, tag: str = "", revision: str = "default"):
         self.cluster, self.spiffe_id = cluster, f"spiffe://cluster.local/ns/default/sa/{account}"
         self.dir = os.path.join(bed.work, f"workload-{cluster}{tag}")
         os.makedirs(self.dir, exist_ok=True)
@@ -110,7 +110,7 @@ class Workload:
         self.trust = os.path.join(self.dir, "root-cert.pem")
         with open(self.trust, "w", encoding="ascii") as handle:  # what the sidecar trusts: the cluster's istio-ca-root-cert
             handle.write(kubectl_json(cluster, "-n", "default", "get", "configmap", "istio-ca-root-cert")["data"]["root-cert.pem"])
-        port = istiod("port", cluster, "secure-grpc").stdout.strip()
+        port = istiod("port", cluster, "secure-grpc", revision).stdout.strip()
         issued = in_bed(
             PYTHON,
             CSR_CLIENT,

@@ -100,7 +100,7 @@ run_build() {
   die "building component '$comp' failed (full log: $logf)"
 }
 
-# What each group is, and its cold build time on 2 cores (tests/testbed/README.md, measured figures).
+# What each group is, and its cold build time on 2 cores (read from tests/testbed/README.md).
 COMPONENTS=(etcd kwok kube istio)
 [ "${1:-}" = upgrade ] || [ "${2:-}" = upgrade ] && COMPONENTS+=(istio_old)
 label_of() {
@@ -109,8 +109,12 @@ label_of() {
     istio_old) echo "Istio $ISTIO_OLD_LABEL (where the upgrade test starts)" ;;
   esac
 }
+FIGURES="$HERE/README.md"   # the one home of the cold figures: its table "Measured figures", column "cold"
 cold_seconds() {
-  case "$1" in etcd) echo 60 ;; kwok) echo 105 ;; kube) echo 275 ;; istio) echo 265 ;; istio_old) echo 300 ;; esac
+  local s
+  s="$(awk -F'|' -v g="$1" '/^## / { t = ($0 ~ /^## Measured figures/) } { c = $2; gsub(/ /, "", c) } t && c == g { if (match($4, /[0-9]+ s/)) print substr($4, RSTART, RLENGTH - 2); exit }' "$FIGURES")"
+  [ -n "$s" ] || die "no cold build figure for '$1' in $FIGURES (table 'Measured figures')"
+  echo "$s"
 }
 group_present() {
   case "$1" in

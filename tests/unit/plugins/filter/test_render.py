@@ -14,9 +14,9 @@ FILTERS = FilterModule().filters()
 def plan() -> dict:
     return _mesh.topology(
         [
-            _mesh.Member(host="a", name="east", role="primary", network="n1", mesh_id="m", context="ctx-a"),
-            _mesh.Member(host="b", name="west", role="primary", network="n2", mesh_id="m"),
-            _mesh.Member(host="c", name="edge", role="remote", network="n2", mesh_id="m", primary="a"),
+            _mesh.InventoryCluster(host="a", name="east", role="primary", network="n1", mesh_id="m", context="ctx-a"),
+            _mesh.InventoryCluster(host="b", name="west", role="primary", network="n2", mesh_id="m"),
+            _mesh.InventoryCluster(host="c", name="edge", role="remote", network="n2", mesh_id="m", primary="a"),
         ],
         {"namespace": "istio-system", "revision": ""},
     )

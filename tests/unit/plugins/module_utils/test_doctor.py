@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _doctor, _doctor_report, _doctor_run, _mesh, _rotation, _trust
+from ansible_collections.meshfed.istio.plugins.module_utils import _cluster_state, _doctor, _doctor_report, _doctor_run, _mesh, _rotation, _trust
 
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 ROOT, OTHER_ROOT = "AA:" * 31 + "AA", "BB:" * 31 + "BB"
@@ -18,9 +18,9 @@ GATEWAYS = {"a": "192.0.2.1", "b": "192.0.2.2", "c": "192.0.2.3"}
 
 def plan():
     clusters = [
-        _mesh.Member(host="a", name="a", role="primary", network="net1", mesh_id="mesh1"),
-        _mesh.Member(host="b", name="b", role="primary", network="net2", mesh_id="mesh1"),
-        _mesh.Member(host="c", name="c", role="remote", network="net1", mesh_id="mesh1", primary="a"),
+        _mesh.InventoryCluster(host="a", name="a", role="primary", network="net1", mesh_id="mesh1"),
+        _mesh.InventoryCluster(host="b", name="b", role="primary", network="net2", mesh_id="mesh1"),
+        _mesh.InventoryCluster(host="c", name="c", role="remote", network="net1", mesh_id="mesh1", primary="a"),
     ]
     return _mesh.topology(clusters)
 
@@ -112,6 +112,58 @@ def test_a_remote_injecting_through_a_revisions_istiod_service_is_healthy():
     hook = {"url": "", "service": "istio-system/istiod-1-31-0", "path": "/inject/cluster/c/net/net1"}
     states["c"]["injection_webhooks"] = [{"name": "istio-sidecar-injector-1-31-0", "targets": [hook]}]
     assert findings(states) == []
+
+
+def _istiod(name: str, revision: str, version: str, cluster: str) -> dict:
+    """An istiod Deployment as istioctl installs it (revision label, discovery container), read as cluster_state_info does."""
+    env = [{"name": "CLUSTER_ID", "value": cluster}, {"name": "ISTIO_MULTIROOT_MESH", "value": "true"}]
+    container = {"name": "discovery", "image": f"docker.io/istio/pilot:{version}", "env": env}
+    labels = {"app": "istiod", "istio.io/rev": revision}
+    deployment = {"metadata": {"name": name, "labels": labels}, "spec": {"template": {"spec": {"containers": [container]}}}}
+    return _cluster_state.istiod_facts({**deployment, "status": {"readyReplicas": 1}})
+
+
+def _injector(name: str, service: str, path: str) -> dict:
+    configuration = {"webhooks": [{"clientConfig": {"service": {"namespace": "istio-system", "name": service, "path": path}}}]}
+    return {"name": name, "targets": _cluster_state.webhook_targets(configuration)}
+
+
+def two_revisions(tag: str = "default") -> dict:
+    """The mesh mid-upgrade from the default revision (1.30) to 1-31-dev (1.31): both istiods on every primary, both
+    injectors and the default tag (pointing at `tag`) on the remote, a namespace on istio.io/rev=1-31-dev whose restarted
+    pods the new revision injected beside pods of the old one."""
+    states = healthy()
+    for host in ("a", "b"):
+        states[host]["istiods"] = [_istiod("istiod", "default", "1.30-dev", host), _istiod("istiod-1-31-dev", "1-31-dev", "1.31-dev", host)]
+    path = "/inject/cluster/c/net/net1"
+    states["c"]["injection_webhooks"] = [
+        _injector("istio-revision-tag-default", "istiod" if tag == "default" else f"istiod-{tag}", path),
+        _injector("istio-sidecar-injector", "istiod", path),
+        _injector("istio-sidecar-injector-1-31-dev", "istiod-1-31-dev", path),
+    ]
+    for host, network in (("a", "net1"), ("b", "net2"), ("c", "net1")):
+        states[host]["injected_pods"].append({"namespace": "pay", "name": "api-2", "network": network, "xds_agent": "true"})
+    return states
+
+
+@pytest.mark.parametrize("tag", ["default", "1-31-dev"])
+def test_a_mesh_with_two_revisions_mid_upgrade_is_healthy(tag):
+    states = two_revisions(tag)
+    assert [istiod["version"] for istiod in states["a"]["istiods"]] == ["1.30-dev", "1.31-dev"]
+    assert findings(states) == []
+    assert findings(states, expected_roots=[ROOT]) == []
+
+
+def test_a_mesh_with_two_revisions_still_finds_a_revisions_broken_injector():
+    states = two_revisions()
+    states["c"]["injection_webhooks"][2] = _injector("istio-sidecar-injector-1-31-dev", "istiod-1-31-dev", "/inject")
+    assert findings(states) == [("error", "remote_injection", ("c",))]
+
+
+def test_a_mesh_with_two_revisions_flags_a_new_istiod_without_the_rotation_flag():
+    states = two_revisions()
+    states["b"]["istiods"][1]["multiroot"] = ""
+    assert findings(states) == [("warning", "rotation_flags", ("b",))]
 
 
 def test_roots_by_cluster_names_each_readable_clusters_roots():

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _istio
@@ -214,3 +216,30 @@ def test_eastwest_objects_of_a_revision_route_to_its_istiod_and_by_sni():
 def test_eastwest_objects_without_a_revision_are_as_before():
     assert _istio.eastwest_objects("istio-system", True) == _istio.eastwest_objects("istio-system", True, revision="default")
     assert "istiod-vs-default" not in {obj["metadata"]["name"] for obj in _istio.eastwest_objects("istio-system", True)}
+
+
+@pytest.mark.parametrize(
+    ("image", "version"),
+    [
+        ("docker.io/istio/pilot:1.31.0", "1.31.0"),
+        ("localhost:5000/pilot:1.30-dev", "1.30-dev"),
+        ("localhost:5000/pilot", ""),
+        ("pilot@sha256:ab", ""),
+        ("pilot:1.29.1@sha256:ab", "1.29.1"),
+        ("pilot", ""),
+        ("", ""),
+    ],
+)
+def test_image_version(image, version):
+    assert _istio.image_version(image) == version
+
+
+def test_roles_take_istios_names_from_the_plan():
+    """The roles' YAML spells none of Istio's names that mesh_plan hands them (`names`): this module is their one home."""
+    roles = pathlib.Path(__file__).parents[4] / "roles"
+    names = _istio.role_names()
+    spelled = [names["istio_ca_secret"], names["istiod_selector"], names["eastwest_gateway"], *names["managed_by_labels"]]
+    found = [
+        f"{path.relative_to(roles)}: {name}" for path in sorted(roles.glob("*/tasks/*.yml")) for name in spelled if name in path.read_text(encoding="utf-8")
+    ]
+    assert found == []

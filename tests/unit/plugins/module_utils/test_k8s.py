@@ -164,16 +164,22 @@ class TestLeanTls:
 
 
 class _RawServer:
-    """A server on 127.0.0.1 that answers every request with the bytes a scenario writes (a hostile API server)."""
+    """A server on 127.0.0.1 that answers every request with the bytes a scenario writes (a hostile API server).
+
+    close() shuts its sockets down, so a scenario still waiting on the client (a recv, a sendall into a full buffer)
+    ends at once; the 2 s socket timeouts only bound a scenario the test forgot to close.
+    """
 
     def __init__(self, scenario):
         import socket
         import threading
 
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(10)
+        self.sock.settimeout(2)
         self.port = self.sock.getsockname()[1]
         self.scenario = scenario
+        self.conn = None
+        self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -182,38 +188,46 @@ class _RawServer:
             conn, _address = self.sock.accept()
         except OSError:
             return
+        self.conn = conn
         with conn:
-            conn.settimeout(10)
+            conn.settimeout(2)
             try:
                 conn.recv(65536)
-                self.scenario(conn)
+                self.scenario(conn, self.stopped)
             except OSError:
                 pass
 
     def close(self):
+        import contextlib
+        import socket
+
+        self.stopped.set()
+        for sock in (self.conn, self.sock):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
-        self.thread.join(15)
+        self.thread.join(2)
+        assert not self.thread.is_alive(), "the raw server did not stop"
 
 
-def _drip(conn):
-    import time
-
+def _drip(conn, stopped):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
-    for _byte in range(50):  # bounded: 50 bytes, 0.2 s apart
+    for _byte in range(50):  # bounded: 50 bytes, 0.1 s apart
         conn.sendall(b" ")
-        time.sleep(0.2)
+        if stopped.wait(0.1):
+            return
 
 
-def _continue_flood(conn):
-    import time
-
-    deadline = time.monotonic() + 3  # bounded
-    while time.monotonic() < deadline:
+def _continue_flood(conn, stopped):
+    for _burst in range(100000):  # bounded; ends when the test closes the server
+        if stopped.is_set():
+            return
         conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
 
 
 def _answer(status_line: bytes, body: bytes):
-    def scenario(conn):
+    def scenario(conn, _stopped):
         conn.sendall(status_line + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
     return scenario
@@ -248,12 +262,12 @@ class TestHostileServer:
         server = _RawServer(scenario)
         started = time.monotonic()
         try:
-            with pytest.raises(_k8s.K8sUnreachable, match=r"no complete answer within 1 s"):
-                _cluster(server.port).get("listing services", "/api/v1/services")
+            with pytest.raises(_k8s.K8sUnreachable, match=r"no complete answer within 0.5 s"):
+                _cluster(server.port, deadline=0.5).get("listing services", "/api/v1/services")
             elapsed = time.monotonic() - started
         finally:
             server.close()
-        assert elapsed < 4
+        assert elapsed < 2
 
     @pytest.mark.parametrize(
         ("status_line", "body", "message"),
@@ -278,7 +292,7 @@ class TestHostileServer:
 def _throttled(times: int, retry_after: bytes = b"1"):
     """429 with Retry-After for the first `times` requests on one kept-alive connection, then 200 (bounded)."""
 
-    def scenario(conn):
+    def scenario(conn, _stopped):
         for _request in range(times):
             conn.sendall(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: " + retry_after + b"\r\nContent-Length: 0\r\n\r\n")
             if not conn.recv(65536):
@@ -320,8 +334,10 @@ class TestThrottling:
         assert cluster.calls == 3
         assert 2 <= time.monotonic() - started < 5
 
-    def test_retries_are_bounded_and_the_message_says_the_server_sheds_load(self):
-        server = _RawServer(_throttled(10))
+    def test_retries_are_bounded_and_the_message_says_the_server_sheds_load(self, monkeypatch):
+        waits = []
+        monkeypatch.setattr(_k8s.time, "sleep", waits.append)  # the waits are recorded, not slept (the test above sleeps them)
+        server = _RawServer(_throttled(10, retry_after=b"3600"))
         cluster = _cluster(server.port, deadline=5)
         cluster.retries, cluster.max_wait = 2, 1
         try:
@@ -330,6 +346,7 @@ class TestThrottling:
         finally:
             server.close()
         assert cluster.calls == 3
+        assert waits == [1, 1]
 
 
 def _yaml_file(path, config: dict) -> str:

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.meshfed.istio.plugins.module_utils import _mesh
+from ansible_collections.meshfed.istio.plugins.module_utils import _istio, _mesh
 
 
 def cluster(host, role="primary", network="net1", mesh_id="mesh1", primary=None, name=None):
-    return _mesh.Member(host=host, name=name or host, role=role, network=network, mesh_id=mesh_id, primary=primary, context=host)
+    return _mesh.InventoryCluster(host=host, name=name or host, role=role, network=network, mesh_id=mesh_id, primary=primary, context=host)
 
 
 def inventory(**hosts):
@@ -100,6 +100,7 @@ def test_topology():
     assert plan["watched_by"] == {"a": ["b", "c"], "b": ["a", "c"], "c": []}
     assert plan["clusters"]["c"]["primary"] == "a"
     assert "refused" not in plan["clusters"]["c"]
+    assert plan["names"] == _istio.role_names()
 
 
 def test_plan_normalizes_what_the_inventory_gives():

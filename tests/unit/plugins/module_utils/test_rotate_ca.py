@@ -90,8 +90,8 @@ def pki_dir(tmp_path):
     return dest
 
 
-def members(world: World) -> list[_rotate_ca.Member]:
-    return [_rotate_ca.Member(name, name, PRIMARY.get(name, ""), FakeApi(world, name)) for name in CLUSTERS]
+def members(world: World) -> list[_rotate_ca.RotationTarget]:
+    return [_rotate_ca.RotationTarget(name, name, PRIMARY.get(name, ""), FakeApi(world, name)) for name in CLUSTERS]
 
 
 def rotate(pki_dir: str, world: World, check: bool = False, **options) -> dict:
@@ -321,7 +321,7 @@ def test_an_istiod_that_does_not_catch_up_stops_the_rotation_after_its_phase(pki
             observed.root_certs = dict.fromkeys(observed.root_certs, frozen[self.name])  # istiod down: nothing copied
             return observed
 
-    stuck = [_rotate_ca.Member(n, n, PRIMARY.get(n, ""), Stuck(world, n)) for n in CLUSTERS]
+    stuck = [_rotate_ca.RotationTarget(n, n, PRIMARY.get(n, ""), Stuck(world, n)) for n in CLUSTERS]
     clock = iter(range(10**6))
     opts = _rotate_ca.Options(pki_dir=pki_dir, rotation_id="r1", settle_timeout=5)
     with pytest.raises(_rotate_ca.RotateError, match="does not hold its cacerts bundle"):
@@ -408,7 +408,7 @@ def test_a_stale_istio_ca_root_cert_istiod_does_not_manage_is_named_where_it_is(
                 observed.root_certs["kube-system"] = stale
             return observed
 
-    planted = [_rotate_ca.Member(n, n, PRIMARY.get(n, ""), Planted(world, n)) for n in CLUSTERS]
+    planted = [_rotate_ca.RotationTarget(n, n, PRIMARY.get(n, ""), Planted(world, n)) for n in CLUSTERS]
     clock = iter(range(10**6))
     opts = _rotate_ca.Options(pki_dir=pki_dir, rotation_id="r1", settle_timeout=5)
     with pytest.raises(_rotate_ca.RotateError, match=r"istio-ca-root-cert of west \(namespaces kube-system\) does not hold"):

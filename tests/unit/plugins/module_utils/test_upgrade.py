@@ -372,14 +372,6 @@ def test_the_summary_reads_per_stage_and_cluster():
     }
 
 
-@pytest.mark.parametrize(
-    ("image", "version"),
-    [("docker.io/istio/pilot:1.31.0", "1.31.0"), ("localhost:5000/pilot:1.30-dev", "1.30-dev"), ("pilot@sha256:ab", ""), ("pilot", "")],
-)
-def test_image_version(image, version):
-    assert _upgrade.image_version(image) == version
-
-
 def test_observe_reads_the_restart_mark_of_each_injecting_namespace():
     view = _upgrade.observe(cluster("primary", ["default"], namespaces=APPS, restarted={"shop": TOKEN, "plain": TOKEN}))
     assert view["restarted"] == {"shop": TOKEN, "pay": ""}
@@ -447,6 +439,74 @@ def test_the_summary_lists_the_restart_batches_once_the_runner_has_listed_them()
         "not restartable: Deployment shop/held (paused)",
     ]
     assert _upgrade.summary([{**action, "batches": []}])[title]["east"] == [header, "no workload to restart"]
+
+
+@pytest.mark.parametrize(
+    ("point", "due"),
+    [("fresh", ["east", "edge", "west"]), ("east", ["edge", "west"]), ("primaries", ["edge"]), ("remotes", []), ("done", [])],
+)
+def test_the_precheck_applies_where_the_target_control_plane_is_still_to_install(point, due):
+    current = views(point)
+    assert sorted(name for name in CLUSTERS if _upgrade.precheck_due(current[name], CLUSTERS[name], T)) == due
+
+
+GATEWAY_CRD = "CustomResourceDefinition gateways.gateway.networking.k8s.io"
+PRECHECK_JSON = """[
+  {"code": "IST0156", "level": "Error", "message": "The Gateway API CRD version v1alpha2 is lower than the minimum version: v1beta1",
+   "origin": "CustomResourceDefinition gateways.gateway.networking.k8s.io", "documentationUrl": "https://istio.io/v1.31/docs/"},
+  {"code": "IST0172", "level": "Warning", "message": "The Gateway API CRD version v1alpha2 is lower than the minimum version: v1",
+   "origin": "CustomResourceDefinition gateways.gateway.networking.k8s.io"},
+  {"code": "IST0001", "level": "Info", "message": "an info line"}
+]"""
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stdout", "stderr", "expected"),
+    [
+        # nothing found: istioctl prints its all-clear on stderr and nothing on stdout
+        (0, "", "No issues found when checking the cluster. Istio is safe to install or upgrade!", {"errors": [], "warnings": []}),
+        (
+            1,
+            PRECHECK_JSON,
+            "Error: Issues found when checking the cluster.",
+            {
+                "errors": [f"IST0156 ({GATEWAY_CRD}): The Gateway API CRD version v1alpha2 is lower than the minimum version: v1beta1"],
+                "warnings": [f"IST0172 ({GATEWAY_CRD}): The Gateway API CRD version v1alpha2 is lower than the minimum version: v1"],
+            },
+        ),
+        # warnings only: istioctl exits 1 as well; they do not refuse
+        (1, '[{"code": "IST0172", "level": "Warning", "message": "m"}]', "Error: Issues found", {"errors": [], "warnings": ["IST0172: m"]}),
+        # the precheck itself failed (no messages)
+        (
+            1,
+            "",
+            "Error: failed to get the Kubernetes version: connection refused",
+            {"errors": ["istioctl x precheck failed: Error: failed to get the Kubernetes version: connection refused"], "warnings": []},
+        ),
+        (0, "not json", "", {"errors": ["istioctl x precheck gave no readable result: not json"], "warnings": []}),
+        # text from the cluster's objects: bounded, printable, codes checked
+        (
+            1,
+            '[{"code": "rm -rf", "level": "Error", "message": "a\\u001b[31mb\\nc", "origin": "Pod x"}]',
+            "",
+            {"errors": ["IST???? (Pod x): a?[31mb?c"], "warnings": []},
+        ),
+        (1, '[{"code": "IST0101", "level": "Error", "message": "' + "x" * 400 + '"}]', "", {"errors": ["IST0101: " + "x" * 297 + "..."], "warnings": []}),
+    ],
+)
+def test_precheck_result(returncode, stdout, stderr, expected):
+    assert _upgrade.precheck_result(returncode, stdout, stderr) == expected
+
+
+def test_precheck_errors_refuse_naming_the_cluster_and_the_check_and_warnings_do_not():
+    found = _upgrade.precheck_refusals(
+        {"west": {"errors": ["IST0156 (x): old CRD"], "warnings": ["IST0172 (x): w"]}, "east": {"errors": [], "warnings": ["IST0172 (x): w"]}}
+    )
+    assert found == [
+        "cluster west: istioctl x precheck of the target: IST0156 (x): old CRD",
+        "fix what the precheck found (https://istio.io/latest/docs/reference/config/analysis/), or skip it with upgrade_precheck=false",
+    ]
+    assert _upgrade.precheck_refusals({"east": {"errors": [], "warnings": ["IST0172 (x): w"]}}) == []
 
 
 def with_tags(raw: dict, tags: dict[str, str]) -> dict:

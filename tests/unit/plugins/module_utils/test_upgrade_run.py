@@ -5,6 +5,7 @@ the run before the gateways, the opt-out; and restarter() on _workloads' restart
 from __future__ import annotations
 
 import copy
+import subprocess
 
 import pytest
 from test_upgrade import CLUSTERS, MARKER, TOKEN, T, views
@@ -65,10 +66,24 @@ class Hook:
         return {"changed": bool(BATCHES[name]), "batches": BATCHES[name], "resumed": [], "skipped": []}
 
 
-def runner(mesh: Mesh, hook, monkeypatch, last_stage: str = "workloads") -> _upgrade_run.Runner:
+class Precheck:
+    """istioctl x precheck -o json per cluster (by its --context): a cluster in `found` answers with those messages."""
+
+    def __init__(self, found: dict | None = None) -> None:
+        self.found, self.calls = found or {}, []
+
+    def __call__(self, argv, timeout):
+        context = argv[argv.index("--context") + 1]
+        self.calls.append((context, argv[:7]))
+        stdout = self.found.get(context, "")
+        return subprocess.CompletedProcess(argv, 1 if stdout else 0, stdout, "Error: Issues found" if stdout else "No issues found")
+
+
+def runner(mesh: Mesh, hook, monkeypatch, last_stage: str = "workloads", precheck: Precheck | None = None) -> _upgrade_run.Runner:
     monkeypatch.setattr(_upgrade_run._istioctl, "version", lambda _path: "1.31-dev")
+    monkeypatch.setattr(_upgrade_run._istioctl, "run", precheck or Precheck())
     options = _upgrade_run.Options(target=T, istioctl="istioctl", settings={}, last_stage=last_stage, restart=hook, restart_timeout=50)
-    members = [_upgrade_run.Member(host=name, cluster=cluster, api=mesh.apis[name]) for name, cluster in CLUSTERS.items()]
+    members = [_upgrade_run.Member(host=name, cluster={**cluster, "auth": {"context": name}}, api=mesh.apis[name]) for name, cluster in CLUSTERS.items()]
     run = _upgrade_run.Runner(options, members, sleep=lambda _s: None, clock=lambda: 100.0, now=lambda: 1700000000.0)
     run.observe = mesh.observe
     return run
@@ -165,6 +180,43 @@ def test_restarter_runs_the_bounded_restart_of_the_named_namespaces_on_the_membe
     with pytest.raises(_workloads.RestartError, match="did not finish within 30 s"):
         restart("east", ["plain"], TOKEN, False, 0.0)  # a deadline already passed: no batch starts
     assert len(api.patches) == 3
+
+
+ERROR_CRD = '[{"code": "IST0156", "level": "Error", "message": "old Gateway API CRD", "origin": "CustomResourceDefinition gateways.gateway.networking.k8s.io"}]'
+WARNING_CRD = '[{"code": "IST0172", "level": "Warning", "message": "Gateway API CRD before v1"}]'
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_precheck_error_refuses_the_upgrade_before_any_write_naming_the_cluster_and_the_check(monkeypatch, check_mode):
+    mesh, hook, precheck = Mesh("fresh"), Hook(), Precheck({"west": ERROR_CRD, "edge": WARNING_CRD})
+    run = runner(mesh, hook, monkeypatch, "old_revision", precheck)
+    with pytest.raises(_upgrade.UpgradeError) as error:
+        run.run(check_mode=check_mode)
+    assert str(error.value) == (
+        "the upgrade does not start: cluster west: istioctl x precheck of the target: IST0156 (CustomResourceDefinition "
+        "gateways.gateway.networking.k8s.io): old Gateway API CRD; fix what the precheck found "
+        "(https://istio.io/latest/docs/reference/config/analysis/), or skip it with upgrade_precheck=false"
+    )
+    assert sorted(call[0] for call in precheck.calls) == ["east", "edge", "west"]
+    assert precheck.calls[0][1] == ["istioctl", "x", "precheck", "-o", "json", "--istioNamespace", "istio-system"]
+    assert run.events == [] and mesh.writes == [] and hook.calls == []
+
+
+def test_precheck_warnings_are_returned_and_the_precheck_runs_only_where_the_target_is_still_to_install(monkeypatch):
+    precheck = Precheck({"edge": WARNING_CRD})
+    result = runner(Mesh("primaries"), Hook(), monkeypatch, "old_revision", precheck).run(check_mode=True)
+    assert result["precheck"] == {"edge": {"errors": [], "warnings": ["IST0172: Gateway API CRD before v1"]}}
+    assert result["actions"]
+    precheck = Precheck({"edge": ERROR_CRD})
+    result = runner(Mesh("remotes"), Hook(), monkeypatch, "old_revision", precheck).run(check_mode=True)
+    assert precheck.calls == [] and result["precheck"] == {}
+
+
+def test_without_the_precheck_no_istioctl_runs(monkeypatch):
+    precheck = Precheck({"west": ERROR_CRD})
+    run = runner(Mesh("fresh"), Hook(), monkeypatch, "old_revision", precheck)
+    run.options.precheck = False
+    assert run.run(check_mode=True)["precheck"] == {} and precheck.calls == []
 
 
 class GatewayApi(FakeApi):

@@ -111,7 +111,7 @@ def test_the_plan_sorts_waits_for_a_batch_in_flight_and_skips_what_carries_the_t
         W("DaemonSet", "a", "d", skip="updateStrategy OnDelete"),
         W("Deployment", "a", "p", skip="paused", marker="t1"),
     ]
-    plan = _workloads.plan(found, "t1")
+    plan = _workloads.restart_plan(found, "t1")
     assert [w.ref for w in plan.restart] == ["Deployment a/z", "StatefulSet a/s"]
     assert [w.ref for w in plan.waiting] == ["Deployment a/y"]
     assert [w.ref for w in plan.done] == ["Deployment a/p", "Deployment b/x"]

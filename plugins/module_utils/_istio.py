@@ -36,6 +36,10 @@ DEFAULT_REVISION = "default"
 INJECTION_LABEL = "istio-injection"
 # namespaces whose pods Istio's injector never injects, whatever their labels (pkg/kube/inject: IgnoredNamespaces)
 INJECTION_IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public"})
+# The injection templates a pod asks for (comma-separated); "gateway" makes the injected proxy a gateway (Istio's
+# gateway injection: a Deployment whose pod template carries it and sidecar.istio.io/inject=true).
+INJECT_TEMPLATES_ANNOTATION = "inject.istio.io/templates"
+GATEWAY_TEMPLATE = "gateway"
 # What istioctl puts on every object of an install: the IstioOperator it came from (istioctl uninstall -f selects on it).
 OWNER_LABEL = "install.operator.istio.io/owning-resource"
 # This collection's own mark on what it creates (remote secrets, reader objects, install records): what the leave

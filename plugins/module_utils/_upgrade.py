@@ -12,11 +12,15 @@ the mesh, each stage finished in every cluster before the next starts:
    through its east-west gateway), Ready;
 2. remotes: the target's control plane on every remote (profile remote: Service istiod-<target> at the primary's
    gateway, injector istio-sidecar-injector-<target>);
-3. namespaces: every namespace that injects from another revision is moved to istio.io/rev=<target>;
+3. namespaces: every namespace that injects from another revision is moved to istio.io/rev=<target>; a namespace on a
+   revision tag of the user's (istio.io/rev=<tag>, not default) keeps its label: the tag is moved to the target instead;
 4. workloads: while an old revision is installed, the workloads of every injecting namespace restarted in bounded
    batches (the restart itself is _workloads', run through the runner's hook), each namespace then marked with the
    restart's token, so that the old proxies are gone before the old revision is removed;
-5. gateways: the east-west gateway reinstalled on the target revision;
+5. gateways: the east-west gateway reinstalled on the target revision; then, while an old revision is installed, the
+   workloads of the injecting namespaces that Istio injects as gateways (pod template inject.istio.io/templates with
+   gateway; the workloads stage leaves them out) restarted the same way, each namespace then annotated
+   meshfed.istio/gateways-restarted-for;
 6. old_revision: the default tag moved to the target, then every other revision uninstalled - remotes before
    primaries, and only in a cluster where no injected pod still runs a proxy of it.
 """
@@ -28,6 +32,7 @@ import re
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _istio
 from ansible_collections.meshfed.istio.plugins.module_utils._workloads import RESTARTED_FOR
+from ansible_collections.meshfed.istio.plugins.module_utils._workloads import gateway_injected as _workloads_gateway
 
 STAGES = ("primaries", "remotes", "namespaces", "workloads", "gateways", "old_revision")
 STAGE_TITLES = {
@@ -41,6 +46,8 @@ STAGE_TITLES = {
 INJECTOR = "istio-sidecar-injector"
 TAG_WEBHOOK_PREFIX = "istio-revision-tag-"
 DEFAULT_TAG = "default"
+# On a namespace: the token of the restart of its gateway-injected workloads in the gateways stage (done there).
+GATEWAYS_RESTARTED_FOR = "meshfed.istio/gateways-restarted-for"
 _VERSION = re.compile(r"\A(\d+)\.(\d+)(?:[.-].*)?\Z")
 # istioctl x precheck -o json: a list of analysis messages (code IST0nnn, level Error/Warning/Info, message, origin)
 PRECHECK_CODE = re.compile(r"\AIST\d{4}\Z")
@@ -118,11 +125,17 @@ def observe(raw: dict) -> dict:
     for rev, facts in revisions.items():
         facts["record"] = _istio.control_plane_name(rev) in records
     namespaces, restarted = {}, {}
+    gateways_restarted: dict[str, str] = {}
+    tagged: dict[str, str] = {}
     for item in raw.get("namespaces") or []:
         rev = injects_from(_labels(item), tags)
         if rev:
             namespaces[_name(item)] = rev
             restarted[_name(item)] = str(((item.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_FOR) or "")
+            gateways_restarted[_name(item)] = str(((item.get("metadata") or {}).get("annotations") or {}).get(GATEWAYS_RESTARTED_FOR) or "")
+            tag = user_tag(_labels(item), tags)
+            if tag:
+                tagged[_name(item)] = tag
     gateway = next((item for item in raw.get("deployments") or [] if _name(item) == _istio.EASTWEST_GATEWAY), None)
     pods: dict[str, int] = {}
     for item in raw.get("pods") or []:
@@ -135,6 +148,8 @@ def observe(raw: dict) -> dict:
         "tags": tags,
         "namespaces": namespaces,
         "restarted": restarted,
+        "gateways_restarted": gateways_restarted,
+        "tagged": tagged,
         "gateway": _revision_of(gateway) if gateway is not None else "",
         "gateway_ready": gateway is not None and _ready(gateway),
         "pods": pods,
@@ -164,6 +179,67 @@ def injects_from(labels: dict, tags: dict[str, str]) -> str:
         return tags.get(DEFAULT_TAG, _istio.DEFAULT_REVISION) if injection == "enabled" else ""
     rev = labels.get(_istio.REVISION_LABEL)
     return tags.get(rev, rev) if rev else ""
+
+
+def user_tag(labels: dict, tags: dict[str, str]) -> str:
+    """The revision tag of the user's (not default) a namespace injects through: istio.io/rev=<tag> without
+    istio-injection ('' for none)."""
+    rev = labels.get(_istio.REVISION_LABEL)
+    if labels.get(_istio.INJECTION_LABEL) is not None or not rev or rev == DEFAULT_TAG or rev not in tags:
+        return ""
+    return rev
+
+
+def tags_to_move(view: dict, target: str) -> list[str]:
+    """The user's tags the namespaces stage moves to the target in one cluster: those a namespace injects through that
+    point elsewhere (Istio's tag-based canary: the tag moves, the namespaces keep their labels)."""
+    return sorted({tag for tag in view.get("tagged", {}).values() if view["tags"].get(tag) != target})
+
+
+def tags_holding(view: dict, revision: str) -> list[str]:
+    """The revision tags other than default that still point at a revision (it must not be removed while they do)."""
+    return sorted(tag for tag, rev in view["tags"].items() if tag != DEFAULT_TAG and rev == revision)
+
+
+def gateways_due(view: dict, target: str, restart: bool = True) -> list[str]:
+    """The namespaces whose gateway-injected workloads the gateways stage restarts in one cluster: as restart_due, but
+    marked with GATEWAYS_RESTARTED_FOR."""
+    if not restart or not old_revisions(view, target):
+        return []
+    token = restart_token(target)
+    marks = view.get("gateways_restarted", {})
+    return sorted(namespace for namespace in view["namespaces"] if namespace not in _istio.INJECTION_IGNORED_NAMESPACES and marks.get(namespace) != token)
+
+
+def pinned_gateways(deployments: list[dict], view: dict, target: str) -> list[dict]:
+    """Gateway-injected Deployments a restart cannot move: in a namespace without injection labels, their pod template
+    names an old revision (istio.io/rev=<revision>, or a tag pointing at one), so the injector of that revision keeps
+    injecting them (a namespace's label wins over the pod's: Istio's injector webhooks). Each: workload (Kind
+    namespace/name), revision (what the template names), resolved (the revision)."""
+    old = set(old_revisions(view, target))
+    found = []
+    for item in deployments:
+        meta = item.get("metadata") or {}
+        namespace = meta.get("namespace") or ""
+        template = ((item.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        pin = (template.get("labels") or {}).get(_istio.REVISION_LABEL)
+        # istioctl's own gateways (the east-west one) carry their IstioOperator's label: reinstalled or uninstalled with it
+        if namespace in view["namespaces"] or not pin or not _workloads_gateway(item) or _istio.OWNER_LABEL in (meta.get("labels") or {}):
+            continue
+        resolved = pin if pin in old else view["tags"].get(pin, pin)
+        if resolved in old:
+            found.append({"workload": f"Deployment {namespace}/{meta.get('name') or ''}", "revision": pin, "resolved": resolved})
+    return sorted(found, key=lambda entry: entry["workload"])
+
+
+def pinned_message(cluster: str, pinned: list[dict], target: str) -> str:
+    """Why an old revision stays, and how to move the pinned gateways (Istio's gateway canary upgrade)."""
+    names = ", ".join(f"{entry['workload']} (istio.io/rev={entry['revision']})" for entry in pinned)
+    return (
+        f"cluster {cluster}: gateway Deployment(s) pin an old revision in their pod template, so a restart keeps them on it: {names}. "
+        f"Move each to the target yourself: set the pod template label istio.io/rev={target} (or deploy a second gateway on {target}, "
+        "shift the traffic, delete the old one), then run the upgrade again; the old revision stays until then"
+    )
 
 
 def moved_labels(labels: dict, target: str) -> dict:
@@ -216,7 +292,7 @@ def progress(view: dict, cluster: dict, target: str, restart: bool = True) -> di
         "remotes": cluster["role"] != "remote" or control_plane,
         "namespaces": all(rev == target for rev in view["namespaces"].values()),
         "workloads": not restart_due(view, target, restart),
-        "gateways": view["gateway"] in ("", target),
+        "gateways": view["gateway"] in ("", target) and not gateways_due(view, target, restart),
         "old_revision": not old_revisions(view, target)
         and view["tags"].get(DEFAULT_TAG, target) == target
         and (not cluster.get("remotes") or catch_all_on(view, target)),
@@ -349,8 +425,10 @@ def actions(stage: str, views: dict[str, dict], clusters: dict[str, dict], targe
                 add(name, "wait_ready", revision=target)
     elif stage == "namespaces":
         for name in sorted(clusters):
+            for tag in tags_to_move(views[name], target):
+                add(name, "move_tag", tag=tag, revision=target, previous=views[name]["tags"].get(tag, ""))
             for namespace, rev in sorted(views[name]["namespaces"].items()):
-                if rev != target:
+                if rev != target and namespace not in views[name].get("tagged", {}):
                     add(name, "move_namespace", namespace=namespace, revision=target, previous=rev)
     elif stage == "workloads":
         for name in sorted(clusters):
@@ -361,6 +439,10 @@ def actions(stage: str, views: dict[str, dict], clusters: dict[str, dict], targe
         for name in sorted(clusters):
             if views[name]["gateway"] not in ("", target):
                 add(name, "install_gateway", revision=target, previous=views[name]["gateway"])
+        for name in sorted(clusters):
+            due = gateways_due(views[name], target, restart)
+            if due:
+                add(name, "restart_gateways", revision=target, namespaces=due, token=restart_token(target))
     elif stage == "old_revision":
         for name in _order(clusters, "remote") + _order(clusters, "primary"):
             view = views[name]
@@ -399,10 +481,13 @@ def project(view: dict, cluster: dict, target: str, upto: str) -> dict:
             projected["routes"].setdefault(route_name(target), "")
     if "namespaces" in done:
         projected["namespaces"] = {namespace: target for namespace in view["namespaces"]}
+        projected["tags"] = {**view["tags"], **dict.fromkeys(tags_to_move(view, target), target)}
     if "workloads" in done:
         projected["restarted"] = dict.fromkeys(view["namespaces"], restart_token(target))
     if "gateways" in done and view["gateway"]:
         projected["gateway"] = target
+    if "gateways" in done:
+        projected["gateways_restarted"] = dict.fromkeys(view["namespaces"], restart_token(target))
     return projected
 
 
@@ -413,11 +498,15 @@ def summary(plan_actions: list[dict]) -> dict[str, dict[str, list[str]]]:
         if item["action"] == "restart_workloads":
             lines.setdefault(STAGE_TITLES[item["stage"]], {}).setdefault(item["cluster"], []).extend(restart_lines(item))
             continue
+        if item["action"] in ("restart_gateways", "pinned_gateways"):
+            lines.setdefault(STAGE_TITLES[item["stage"]], {}).setdefault(item["cluster"], []).extend(gateway_lines(item))
+            continue
         detail = {
             "install_control_plane": f"install control plane {_istio.control_plane_name(item['revision'])} (istioctl)",
             "expose_istiod": f"route SNI istiod-{item['revision']} through the east-west gateway ({route_name(item['revision'])})",
             "wait_ready": f"wait until istiod-{item['revision']} is Ready",
             "move_namespace": f"namespace {item.get('namespace')}: {item.get('previous')} -> istio.io/rev={item['revision']}",
+            "move_tag": f"move the revision tag {item.get('tag')} to {item['revision']} (from {item.get('previous')}); its namespaces keep their labels",
             "install_gateway": f"reinstall the east-west gateway on revision {item['revision']} (from {item.get('previous')})",
             "move_default_tag": f"move the default tag to {item['revision']} (from {item.get('previous')})",
             "uninstall": f"uninstall revision {item['revision']} ({_istio.control_plane_name(item['revision'])})",
@@ -432,6 +521,18 @@ def restart_lines(item: dict) -> list[str]:
     lines = [f"restart the workloads of {', '.join(item['namespaces'])} in batches, marked {RESTARTED_FOR}={item['token']}"]
     if "batches" in item:
         lines += [f"batch {index}: {', '.join(batch)}" for index, batch in enumerate(item["batches"], 1)] or ["no workload to restart"]
+        lines += [f"resume (in flight): {ref}" for ref in item.get("resumed") or []]
+        lines += [f"not restartable: {entry['workload']} ({entry['reason']})" for entry in item.get("skipped") or []]
+    return lines
+
+
+def gateway_lines(item: dict) -> list[str]:
+    """The gateways stage's restart of the gateway-injected workloads, and the gateways pinned to an old revision."""
+    if item["action"] == "pinned_gateways":
+        return [f"not moved, pins revision {entry['resolved']}: {entry['workload']} (istio.io/rev={entry['revision']})" for entry in item["pinned"]]
+    lines = [f"restart the gateways (injected) of {', '.join(item['namespaces'])} in batches, marked {GATEWAYS_RESTARTED_FOR}={item['token']}"]
+    if "batches" in item:
+        lines += [f"batch {index}: {', '.join(batch)}" for index, batch in enumerate(item["batches"], 1)] or ["no gateway to restart"]
         lines += [f"resume (in flight): {ref}" for ref in item.get("resumed") or []]
         lines += [f"not restartable: {entry['workload']} ({entry['reason']})" for entry in item.get("skipped") or []]
     return lines

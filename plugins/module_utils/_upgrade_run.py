@@ -51,6 +51,10 @@ class Options:
     restart: object = None
     restart_timeout: float = 600.0  # the whole workloads stage, every cluster
     precheck: bool = True  # the target's istioctl x precheck in every cluster its control plane is still to be installed in
+    # The gateways stage's restart of the gateway-injected workloads (same signature as restart; restarter(only=
+    # "gateways")), with its own restart_timeout from its first call. None: none is restarted or listed (the namespaces
+    # are still marked when restart is set).
+    restart_gateways: object = None
 
     @property
     def namespace(self) -> str:
@@ -61,13 +65,13 @@ class Options:
         return self.restart is not None
 
 
-def restarter(members: list[Member], batch_size: int, timeout: float, sleep=time.sleep, clock=time.monotonic):
+def restarter(members: list[Member], batch_size: int, timeout: float, sleep=time.sleep, clock=time.monotonic, only: str = ""):
     """The restart of Options.restart, on the members' own API clients (timeout: only when no deadline is given; the
-    deadline is one of clock's, the Runner's)."""
+    deadline is one of clock's, the Runner's). only: _workloads.Settings.only (workloads, gateways; '' both)."""
     clusters = {member.name: member.api for member in members}
 
     def restart(name: str, namespaces: list[str], token: str, check_mode: bool, deadline: float | None) -> dict:
-        settings = _workloads.Settings(tuple(namespaces), batch_size, timeout)
+        settings = _workloads.Settings(tuple(namespaces), batch_size, timeout, only)
         return _workloads.restart(clusters[name], token, settings, check_mode, deadline=deadline, sleep=sleep, clock=clock)
 
     return restart
@@ -102,6 +106,12 @@ def fetch(api: _k8s.Cluster, namespace: str, pod_sample: int) -> dict:
     }
 
 
+def gateway_deployments(api: _k8s.Cluster) -> list[dict]:
+    """Every Deployment of the cluster whose pod template asks for gateway injection (paged, bounded)."""
+    items = _workloads._all_items(api, "listing deployments", "/apis/apps/v1/deployments")
+    return [item for item in items if _workloads.gateway_injected(item)]
+
+
 def observe_all(members: list[Member], options: Options) -> dict[str, dict]:
     return {member.name: _upgrade.observe(fetch(member.api, options.namespace, options.pod_sample)) for member in members}
 
@@ -130,6 +140,7 @@ class Runner:
         self.sleep, self.clock, self.now = sleep, clock, now
         self.events: list[dict] = []
         self.restart_deadline: float | None = None
+        self.gateway_deadline: float | None = None
 
     def observe(self) -> dict[str, dict]:
         return observe_all(self.members, self.options)
@@ -204,6 +215,12 @@ class Runner:
             self.record(action, self._move_namespace(member, action["namespace"]))
         elif kind == "restart_workloads":
             self._restart(member, action)
+        elif kind == "restart_gateways":
+            self._restart_gateways(member, action, view)
+        elif kind == "move_tag":
+            argv = ["tag", "set", action["tag"], "--revision", target, "--overwrite", "--skip-confirmation", "--istioNamespace", namespace]
+            self._istioctl(member, argv, f"istioctl tag set {action['tag']}")
+            self.record(action, True)
         elif kind == "install_gateway":
             operator = _render.eastwest_operator(member.cluster, self._settings(), self.options.eastwest_overlay or None)
             self.record(action, self._install(member, operator))
@@ -239,12 +256,33 @@ class Runner:
         detail = {key: done.get(key) or [] for key in ("batches", "resumed", "skipped")}
         self.record(action, bool(done.get("changed")) or bool(marked), **detail, marked=marked)
 
-    def _mark(self, member: Member, name: str, token: str) -> bool:
+    def _restart_gateways(self, member: Member, action: dict, view: dict) -> None:
+        """The gateway-injected workloads of the action's namespaces restarted (the east-west gateway is on the target
+        by now), within the gateways stage's own deadline; each namespace then marked GATEWAYS_RESTARTED_FOR. Gateways
+        pinned to an old revision elsewhere are recorded (pinned_gateways): the old revision's removal refuses them."""
+        if self.gateway_deadline is None:
+            self.gateway_deadline = self.clock() + self.options.restart_timeout
+        hook = self.options.restart_gateways or (lambda *_args: {})
+        try:
+            done = hook(member.name, action["namespaces"], action["token"], False, self.gateway_deadline)
+        except (_workloads.RestartError, _k8s.K8sError) as exc:
+            raise _upgrade.UpgradeError(
+                f"cluster {member.name}: restarting the gateways of {', '.join(action['namespaces'])}: {exc}. The upgrade stops "
+                "before the old revision is removed: it keeps serving; a rerun resumes the restart"
+            ) from exc
+        marked = [namespace for namespace in action["namespaces"] if self._mark(member, namespace, action["token"], _upgrade.GATEWAYS_RESTARTED_FOR)]
+        detail = {key: done.get(key) or [] for key in ("batches", "resumed", "skipped")}
+        self.record(action, bool(done.get("changed")) or bool(marked), **detail, marked=marked)
+        pinned = _upgrade.pinned_gateways(gateway_deployments(member.api), view, self.options.target)
+        if pinned:
+            self.record({"stage": action["stage"], "cluster": member.name, "action": "pinned_gateways"}, False, pinned=pinned)
+
+    def _mark(self, member: Member, name: str, token: str, annotation: str = _workloads.RESTARTED_FOR) -> bool:
         path = _k8s.cluster_scoped("namespaces", name)
         current = member.api.get(f"reading namespace {name}", path, missing_ok=True)
-        if current is None or ((current.get("metadata") or {}).get("annotations") or {}).get(_workloads.RESTARTED_FOR) == token:
+        if current is None or ((current.get("metadata") or {}).get("annotations") or {}).get(annotation) == token:
             return False
-        body = {"metadata": {"annotations": {_workloads.RESTARTED_FOR: token}}}
+        body = {"metadata": {"annotations": {annotation: token}}}
         member.api.request(f"marking namespace {name} restarted", "PATCH", path, body=body, content_type=_workloads.MERGE_PATCH, missing_ok=True)
         return True
 
@@ -259,6 +297,37 @@ class Runner:
                 raise _upgrade.UpgradeError(f"cluster {action['cluster']}: listing the workloads to restart: {exc}") from exc
             action.update({key: found.get(key) or [] for key in ("batches", "resumed", "skipped")})
 
+    def list_gateway_restarts(self, planned: list[dict], views: dict[str, dict]) -> None:
+        """Check mode: each planned gateway restart with its batches, and the gateways pinned to an old revision in each
+        cluster that has one (an action pinned_gateways, listed only)."""
+        if self.options.restart_gateways is None:
+            return
+        for action in [item for item in planned if item["action"] == "restart_gateways"]:
+            try:
+                found = self.options.restart_gateways(action["cluster"], action["namespaces"], action["token"], True, None)
+            except (_workloads.RestartError, _k8s.K8sError) as exc:
+                raise _upgrade.UpgradeError(f"cluster {action['cluster']}: listing the gateways to restart: {exc}") from exc
+            action.update({key: found.get(key) or [] for key in ("batches", "resumed", "skipped")})
+        for name in sorted(views):
+            if not _upgrade.old_revisions(views[name], self.options.target):
+                continue
+            pinned = _upgrade.pinned_gateways(gateway_deployments(self.by_name[name].api), views[name], self.options.target)
+            if pinned:
+                planned.append({"stage": "gateways", "cluster": name, "action": "pinned_gateways", "pinned": pinned})
+
+    def _refuse_held(self, member: Member, revision: str, view: dict) -> None:
+        """The old revision stays while a tag of the user's or a pinned gateway still needs it."""
+        tags = _upgrade.tags_holding(view, revision)
+        if tags:
+            raise _upgrade.UpgradeError(
+                f"cluster {member.name}: revision tag(s) {', '.join(tags)} still point at revision {revision}, which is not removed while they do: "
+                f"move them (istioctl tag set TAG --revision {self.options.target} --overwrite) or remove them (istioctl tag remove TAG), "
+                "then run the upgrade again"
+            )
+        pinned = [entry for entry in _upgrade.pinned_gateways(gateway_deployments(member.api), view, self.options.target) if entry["resolved"] == revision]
+        if pinned:
+            raise _upgrade.UpgradeError(_upgrade.pinned_message(member.name, pinned, self.options.target))
+
     def _uninstall(self, member: Member, action: dict, view: dict) -> None:
         revision, namespace = action["revision"], self.options.namespace
         users = view["pods"].get(revision, 0)
@@ -269,6 +338,7 @@ class Runner:
                 f"{restarted if self.options.restarting else 'workload restarts are off'}: restart or delete them "
                 f"(their namespaces inject from {self.options.target} now) and run the upgrade again"
             )
+        self._refuse_held(member, revision, view)
         name = _istio.control_plane_name(revision)
         # only what istioctl installed from this IstioOperator: istioctl selects on its owning-resource label
         handle, path = tempfile.mkstemp(prefix="meshfed-uninstall-", suffix=".json")
@@ -320,6 +390,7 @@ class Runner:
         planned = _upgrade.plan(views, self.clusters, options.target, options.last_stage, options.restarting)
         if check_mode:
             self.list_restarts(planned)
+            self.list_gateway_restarts(planned, views)
         result = {
             "target": options.target,
             "target_version": target_version,

@@ -14,6 +14,7 @@ flight is waited for first).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class Workload:
     marker: str = ""  # the token its pod template carries ("" - none)
     progress: str = ""  # why its rollout has not finished ("" - it has)
     skip: str = ""  # why it cannot be restarted by a template change ("" - it can)
+    gateway: bool = False  # its pod template asks for Istio's gateway injection template
 
     @property
     def ref(self) -> str:
@@ -53,6 +55,7 @@ class Settings:
     namespaces: tuple[str, ...] = ()  # empty: the namespaces with sidecar injection
     batch_size: int = 2
     timeout: float = 600.0
+    only: str = ""  # "" every workload; "gateways" those injected as gateways; "workloads" the others
 
 
 @dataclass
@@ -128,7 +131,24 @@ def workload_of(kind: str, obj: dict) -> Workload:
     meta = obj.get("metadata") or {}
     template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
     marker = (template.get("annotations") or {}).get(RESTARTED_FOR) or ""
-    return Workload(kind, meta.get("namespace") or "", meta.get("name") or "", str(marker), rollout(kind, obj), not_restartable(kind, obj))
+    workload = Workload(kind, meta.get("namespace") or "", meta.get("name") or "", str(marker), rollout(kind, obj), not_restartable(kind, obj))
+    return dataclasses.replace(workload, gateway=gateway_injected(obj))
+
+
+def gateway_injected(obj: dict) -> bool:
+    """The workload's pod template asks for Istio's gateway injection template (inject.istio.io/templates)."""
+    template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    templates = (template.get("annotations") or {}).get(_istio.INJECT_TEMPLATES_ANNOTATION)
+    return isinstance(templates, str) and _istio.GATEWAY_TEMPLATE in (name.strip() for name in templates.split(","))
+
+
+def selected(workloads: list[Workload], only: str) -> list[Workload]:
+    """The workloads a restart of that kind covers (Settings.only)."""
+    if only == "gateways":
+        return [workload for workload in workloads if workload.gateway]
+    if only == "workloads":
+        return [workload for workload in workloads if not workload.gateway]
+    return list(workloads)
 
 
 def restart_plan(workloads: list[Workload], token: str) -> RestartPlan:
@@ -242,7 +262,7 @@ def restart(
     deadline = started + settings.timeout if deadline is None else deadline
     now = now or (lambda: datetime.datetime.now(datetime.UTC))
     namespaces = namespaces_of(cluster, settings)
-    decided = restart_plan(list_workloads(cluster, namespaces), token)
+    decided = restart_plan(selected(list_workloads(cluster, namespaces), settings.only), token)
     planned = batches(decided.restart, settings.batch_size)
     result = {
         "changed": bool(decided.restart),

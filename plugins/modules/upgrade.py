@@ -21,13 +21,18 @@ description:
     (2) C(remotes) - the same revision on every remote (C(profile=remote); Service C(istiod-<revision>) at the primary's
     gateway address, injector C(istio-sidecar-injector-<revision>));
     (3) C(namespaces) - every namespace that injects from another revision (C(istio-injection=enabled) or C(istio.io/rev),
-    tags resolved) relabelled C(istio.io/rev=<revision>), C(istio-injection) removed;
+    tags resolved) relabelled C(istio.io/rev=<revision>), C(istio-injection) removed; except a namespace on a revision tag
+    of the user's (C(istio.io/rev=<tag>), not C(default)): that tag is moved instead, in that cluster
+    (C(istioctl tag set <tag> --revision <revision> --overwrite)), and the namespace keeps its label;
     (4) C(workloads) - while an old revision is installed in a cluster, the workloads (Deployments, StatefulSets,
     DaemonSets) of its injecting namespaces restarted in batches of O(restart_batch_size), each batch rolled out before
     the next, as M(meshfed.istio.restart_workloads) does with token C(upgrade/<revision>) (the pod template annotations
     C(kubectl.kubernetes.io/restartedAt) and C(meshfed.istio/restarted-for)); then each namespace annotated
     C(meshfed.istio/restarted-for=upgrade/<revision>), which tells a rerun that its restart finished;
-    (5) C(gateways) - the east-west gateway (IstioOperator C(eastwest)) reinstalled on the revision;
+    (5) C(gateways) - the east-west gateway (IstioOperator C(eastwest)) reinstalled on the revision; then, in every
+    cluster, the workloads of the injecting namespaces that Istio injects as gateways (pod template annotation
+    C(inject.istio.io/templates) naming C(gateway), Istio's gateway injection; stage C(workloads) leaves them out)
+    restarted the same way, and each namespace annotated C(meshfed.istio/gateways-restarted-for=upgrade/<revision>);
     (6) C(old_revision) - remotes first, then primaries - the default tag moved to the revision
     (C(istioctl tag set default --overwrite)), then every other revision's control plane uninstalled
     (C(istioctl uninstall -f) of its IstioOperator name - only what that install created) and its install record deleted;
@@ -39,6 +44,10 @@ description:
     before the gateways stage, naming the workloads that did not roll out and those not restarted yet, with the old
     revision still serving. A rerun resumes it - workloads already carrying the token are not restarted again, a batch
     left in flight is waited for first. With O(restart_workloads=false) nothing is restarted (the stage is skipped).
+  - An old revision is not removed from a cluster while a revision tag other than C(default) points at it (a tag no
+    namespace uses is not moved), nor while a gateway Deployment in a namespace without injection labels pins it in its
+    pod template (C(istio.io/rev)) - such a gateway stays on it through any restart, so the user moves it (Istio's
+    gateway canary upgrade); check mode lists those gateways.
   - An old revision is not removed from a cluster while injected pods (C(security.istio.io/tlsMode=istio)) still carry
     its C(istio.io/rev) label - pods the restart cannot reach (no Deployment, StatefulSet or DaemonSet; paused or
     C(OnDelete) workloads); the run fails naming the count.
@@ -108,8 +117,9 @@ options:
     default: 500
   restart_workloads:
     description:
-      - Restart the workloads of the injecting namespaces after they moved (stage C(workloads)). Without it the old
-        revision stays wherever an old proxy still runs, until the workloads are restarted by hand.
+      - Restart the workloads of the injecting namespaces after they moved (stage C(workloads)), and their gateways by
+        injection after the east-west gateway (stage C(gateways)). Without it the old revision stays wherever an old
+        proxy still runs, until the workloads are restarted by hand.
     type: bool
     default: true
   restart_batch_size:
@@ -117,7 +127,8 @@ options:
     type: int
     default: 2
   restart_timeout:
-    description: Seconds the whole workload restart (every cluster, every rollout) may take (at least 1).
+    description: Seconds the whole workload restart (every cluster, every rollout) may take (at least 1); the gateways
+      stage's restart has as long again.
     type: int
     default: 600
   precheck:
@@ -170,7 +181,10 @@ plan:
   type: dict
 actions:
   description: The same as records - C(stage), C(cluster), C(action), C(revision) and details (a C(restart_workloads)
-    action - C(namespaces), C(token), and in check mode the C(batches) of workload references, C(resumed), C(skipped)).
+    action - C(namespaces), C(token), and in check mode the C(batches) of workload references, C(resumed), C(skipped);
+    a C(restart_gateways) action the same; a C(move_tag) action - C(tag), C(previous); in check mode a
+    C(pinned_gateways) entry per cluster with gateways pinned to an old revision - C(pinned), each C(workload),
+    C(revision), C(resolved)).
   returned: success
   type: list
   elements: dict
@@ -247,7 +261,8 @@ def main() -> None:
         if params["restart_workloads"]:
             if params["restart_batch_size"] < 1 or params["restart_timeout"] < 1:
                 raise _upgrade.UpgradeError("restart_batch_size and restart_timeout must be at least 1")
-            options.restart = _upgrade_run.restarter(members, params["restart_batch_size"], params["restart_timeout"])
+            options.restart = _upgrade_run.restarter(members, params["restart_batch_size"], params["restart_timeout"], only="workloads")
+            options.restart_gateways = _upgrade_run.restarter(members, params["restart_batch_size"], params["restart_timeout"], only="gateways")
         for member in members:
             refusal = _istioctl.auth_refusal(member.cluster.get("auth") or {}, f"the upgrade of {member.name}")
             if refusal:

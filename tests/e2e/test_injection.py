@@ -16,7 +16,7 @@ import os
 import pytest
 from test_istiod import istiod, wait_for
 
-from conftest import Bed, in_bed, kubectl_json
+from conftest import ENV, PLAYBOOK_TIMEOUT, REPO, Bed, in_bed, istioctl, kubectl_json
 
 CANARY = "canary"
 PRIMARY, REMOTE = "cluster1", "cluster2"
@@ -122,3 +122,119 @@ def test_the_default_tag_moved_by_istioctl_injects_from_the_canary(bed):
         got = sidecar(run_pod(cluster, "shop", "moved"))
         assert got["revision"] == CANARY and got["discovery"] == f"{service(CANARY)}:15012", cluster
         assert served(CANARY, cluster, "shop", "moved"), cluster
+
+
+# The rest of the upgrade on the same bed: a revision tag of the user's, a gateway by injection, plain workloads.
+TAGGED, GATEWAYS, PROD = "orders", "gw", "prod"
+APPS = ((TAGGED, "api"), (GATEWAYS, "ingress"))  # both namespaces on the user's tag prod
+UPGRADE: dict = {}
+GATEWAY = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ingress, namespace: %s}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: ingress}}
+  template:
+    metadata:
+      annotations: {inject.istio.io/templates: gateway}
+      labels: {app: ingress, sidecar.istio.io/inject: "true"}
+    spec:
+      containers: [{name: istio-proxy, image: auto}]
+"""
+
+
+def upgrade(bed: Bed, *args: str) -> tuple[int, dict, dict]:
+    """The upgrade playbook, every stage (JSON output): rc, changed per host, and the upgrade module's calls as one."""
+    target = os.path.join(bed.work, "target.yml")
+    argv = [os.path.join(REPO, ".venv", "bin", "ansible-playbook"), "meshfed.istio.upgrade", "-i", bed.inventory, "-i", bed.settings, "-i", target, *args]
+    result = in_bed(*argv, check=False, timeout=PLAYBOOK_TIMEOUT, env={**ENV, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
+    document = json.loads(result.stdout)
+    calls = [task["hosts"][PRIMARY] for play in document["plays"] for task in play["tasks"] if "Upgrade, stage by stage" in task["task"]["name"]]
+    # one module call per stage: the last call's result, the first's stage_before, every call's events
+    module = {**calls[-1], "stage_before": calls[0].get("stage_before"), "events": [event for call in calls for event in call.get("events") or []]}
+    return result.returncode, {host: stats["changed"] for host, stats in document["stats"].items()}, module
+
+
+def pods(cluster: str, namespace: str, app: str) -> list[dict]:
+    items = kubectl_json(cluster, "-n", namespace, "get", "pods", "-l", f"app={app}")["items"]
+    return [pod for pod in items if not pod["metadata"].get("deletionTimestamp")]
+
+
+def admitted_as(pod: dict) -> str:
+    """The name istiod logs for a pod of a controller: at admission it has only its generateName (its ReplicaSet's)."""
+    return pod["metadata"]["generateName"] + "***** (actual name not yet known)"
+
+
+def tag_revision(cluster: str, tag: str) -> str:
+    return kubectl_json(cluster, "get", "mutatingwebhookconfiguration", f"istio-revision-tag-{tag}")["metadata"]["labels"]["istio.io/rev"]
+
+
+def test_a_user_tag_a_gateway_and_a_workload_on_the_old_revision_before_the_rest_of_the_upgrade(bed):
+    for cluster in bed.names:
+        # the pods of the earlier tests the old revision injected would hold its removal back: not this test's subject
+        in_bed("kubectl", "--request-timeout=60s", "--context", cluster, "-n", "shop", "delete", "pods", "--all", "--timeout=60s")
+        in_bed(istioctl(), "--context", cluster, "tag", "set", PROD, "--revision", "default", "--skip-confirmation")
+        for namespace in (TAGGED, GATEWAYS):
+            in_bed("kubectl", "--request-timeout=10s", "--context", cluster, "create", "namespace", namespace)
+            in_bed("kubectl", "--request-timeout=10s", "--context", cluster, "label", "namespace", namespace, f"istio.io/rev={PROD}")
+        in_bed("kubectl", "--request-timeout=20s", "--context", cluster, "-n", TAGGED, "create", "deployment", "api", "--image=example.invalid/api")
+        in_bed("kubectl", "--request-timeout=20s", "--context", cluster, "apply", "-f", "-", input=GATEWAY % GATEWAYS)
+    for cluster in bed.names:
+        for namespace, app in APPS:
+            wait_for(f"{cluster}: {namespace}/{app} has its pod", lambda: len(pods(cluster, namespace, app)) == 1, timeout=60)
+            pod = pods(cluster, namespace, app)[0]
+            got = sidecar(pod)
+            assert got["revision"] == "default" and got["discovery"] == f"{service('default')}:15012", (cluster, namespace, got)
+            assert served("default", cluster, namespace, admitted_as(pod)), (cluster, namespace)
+        UPGRADE.setdefault("before", {})[cluster] = {app: {pod["metadata"]["name"] for pod in pods(cluster, ns, app)} for ns, app in APPS}
+    assert sidecar(pods(PRIMARY, GATEWAYS, "ingress")[0])["containers"] == ["istio-proxy"]  # the gateway template, not the sidecar's
+
+
+def test_the_upgrade_moves_the_tag_then_restarts_the_workloads_then_the_gateways_after_the_eastwest_one(bed):
+    rc, _changed, result = upgrade(bed)
+    assert rc == 0, result.get("msg")
+    assert result["stage"] == "done"
+    events = result["events"]
+    UPGRADE["events"] = events
+    for cluster in bed.names:
+        assert tag_revision(cluster, PROD) == CANARY, cluster
+        for namespace in (TAGGED, GATEWAYS):
+            labels = kubectl_json(cluster, "get", "namespace", namespace)["metadata"]["labels"]
+            assert labels.get("istio.io/rev") == PROD and "istio-injection" not in labels, labels  # the tag moved, not the label
+    moves = [(event["cluster"], event["tag"]) for event in events if event["action"] == "move_tag"]
+    assert sorted(moves) == [(cluster, PROD) for cluster in bed.names]
+    assert not any(event["action"] == "move_namespace" and event["namespace"] in (TAGGED, GATEWAYS) for event in events)
+
+    def one(action: str, cluster: str) -> dict:
+        found = [event for event in events if event["action"] == action and event["cluster"] == cluster]
+        assert len(found) == 1, (action, cluster, events)
+        return found[0]
+
+    eastwest = max(one("install_gateway", cluster)["at"] for cluster in bed.names)
+    for cluster in bed.names:
+        workloads, gateways = one("restart_workloads", cluster), one("restart_gateways", cluster)
+        restarted = [ref for batch in workloads["batches"] for ref in batch]
+        assert f"Deployment {TAGGED}/api" in restarted and f"Deployment {GATEWAYS}/ingress" not in restarted, workloads
+        assert [ref for batch in gateways["batches"] for ref in batch] == [f"Deployment {GATEWAYS}/ingress"], gateways
+        assert workloads["at"] < eastwest < gateways["at"], cluster
+        assert gateways["at"] < min(event["at"] for event in events if event["action"] == "uninstall")
+        for namespace, app in APPS:
+            now = pods(cluster, namespace, app)
+            assert len(now) == 1 and now[0]["metadata"]["name"] not in UPGRADE["before"][cluster][app], (cluster, app)
+            got = sidecar(now[0])
+            assert got["revision"] == CANARY and got["discovery"] == f"{service(CANARY)}:15012", (cluster, app, got)
+            assert served(CANARY, cluster, namespace, admitted_as(now[0])), (cluster, app)
+            assert not served("default", cluster, namespace, admitted_as(now[0])), (cluster, app)
+        annotations = kubectl_json(cluster, "get", "namespace", GATEWAYS)["metadata"]["annotations"]
+        assert annotations["meshfed.istio/gateways-restarted-for"] == f"upgrade/{CANARY}", annotations
+        # the old revision is gone: its injector and (in the primary) its istiod
+        gone = in_bed("kubectl", "--request-timeout=10s", "--context", cluster, "get", "mutatingwebhookconfiguration", "istio-sidecar-injector", check=False)
+        assert gone.returncode != 0, cluster
+    assert in_bed("kubectl", "--request-timeout=10s", "--context", PRIMARY, "-n", "istio-system", "get", "deployment", "istiod", check=False).returncode != 0
+
+
+def test_a_rerun_of_the_finished_upgrade_changes_nothing(bed):
+    rc, changed, result = upgrade(bed)
+    assert rc == 0, result.get("msg")
+    assert result["stage_before"] == "done" and changed == {name: 0 for name in bed.names}
+    assert not any(event["changed"] for event in result["events"])

@@ -7,6 +7,7 @@ import pytest
 from ansible_collections.meshfed.istio.plugins.module_utils import _upgrade
 from ansible_collections.meshfed.istio.plugins.module_utils._istio import BUNDLE_KEYS
 from ansible_collections.meshfed.istio.plugins.module_utils._istio import OWNER_LABEL as OWNER
+from ansible_collections.meshfed.istio.plugins.module_utils._upgrade import GATEWAYS_RESTARTED_FOR as GATEWAYS_MARKER
 from ansible_collections.meshfed.istio.plugins.module_utils._workloads import RESTARTED_FOR as MARKER
 
 T = "1-31-x"
@@ -65,11 +66,14 @@ def cluster(role: str, revisions: list[str], *, namespaces: dict | None = None, 
         raw["services"].append(tagged("istiod-revision-tag-default", default_tag, "default"))
     if gateway:
         raw["deployments"].append(deployment("istio-eastwestgateway", gateway, app="istio-eastwestgateway"))
-    marked = extra.get("restarted", {})
+    marked, gateways_marked = extra.get("restarted", {}), extra.get("gateways_restarted", {})
     raw["namespaces"] = [
         {"metadata": {**meta(name, labels, None), **({"annotations": {MARKER: marked[name]}} if name in marked else {})}}
         for name, labels in (namespaces or {}).items()
     ]
+    for item in raw["namespaces"]:
+        if item["metadata"]["name"] in gateways_marked:
+            item["metadata"].setdefault("annotations", {})[GATEWAYS_MARKER] = gateways_marked[item["metadata"]["name"]]
     raw["pods"] = extra.get("pods", [])
     raw["routes"] = extra.get("routes", [])
     return raw
@@ -110,6 +114,7 @@ def views(point: str) -> dict[str, dict]:
             default_tag=T if removed else "default",
             routes=routes,
             restarted={"shop": TOKEN, "pay": TOKEN} if at >= order.index("workloads") else {},
+            gateways_restarted={"shop": TOKEN, "pay": TOKEN} if at >= order.index("gateways") else {},
         )
         result[name] = _upgrade.observe(raw)
     return result
@@ -208,6 +213,9 @@ FULL = [
     ("gateways", "east", "install_gateway"),
     ("gateways", "edge", "install_gateway"),
     ("gateways", "west", "install_gateway"),
+    ("gateways", "east", "restart_gateways"),
+    ("gateways", "edge", "restart_gateways"),
+    ("gateways", "west", "restart_gateways"),
     ("old_revision", "edge", "move_default_tag"),
     ("old_revision", "edge", "uninstall"),
     ("old_revision", "east", "move_default_tag"),
@@ -227,9 +235,9 @@ FULL = [
         ("remotes", 6),
         ("namespaces", 12),
         ("workloads", 15),
-        ("gateways", 18),
-        ("edge_removed", 20),
-        ("done", 25),
+        ("gateways", 21),
+        ("edge_removed", 23),
+        ("done", 28),
     ],
 )
 def test_the_plan_resumes_from_any_point_with_what_is_left_in_order(point, skip):
@@ -409,7 +417,7 @@ def test_the_restart_comes_after_every_namespace_moved_and_before_any_gateway():
 def test_without_restarts_the_stage_is_finished_and_planned_nowhere():
     assert _upgrade.mesh_stage({name: _upgrade.progress(view, CLUSTERS[name], T, False) for name, view in views("namespaces").items()}) == "gateways"
     planned = _upgrade.plan(views("fresh"), CLUSTERS, T, restart=False)
-    assert kinds(planned) == [item for item in FULL if item[0] != "workloads"]
+    assert kinds(planned) == [item for item in FULL if item[0] != "workloads" and item[2] != "restart_gateways"]
 
 
 def test_the_summary_lists_the_restart_batches_once_the_runner_has_listed_them():
@@ -499,3 +507,135 @@ def test_precheck_errors_refuse_naming_the_cluster_and_the_check_and_warnings_do
         "fix what the precheck found (https://istio.io/latest/docs/reference/config/analysis/), or skip it with upgrade_precheck=false",
     ]
     assert _upgrade.precheck_refusals({"east": {"errors": [], "warnings": ["IST0172 (x): w"]}}) == []
+
+
+def with_tags(raw: dict, tags: dict[str, str]) -> dict:
+    """A raw cluster read with revision tags of the user's (tag -> revision) beside the default one."""
+    raw["webhooks"] += [tagged(f"istio-revision-tag-{tag}", rev, tag) for tag, rev in tags.items()]
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("labels", "tags", "expected"),
+    [
+        ({"istio.io/rev": "prod"}, {"prod": "default"}, "prod"),
+        ({"istio.io/rev": "prod"}, {"prod": T}, "prod"),  # moved already: still on the tag
+        ({"istio.io/rev": "default"}, {"default": "default"}, ""),  # the default tag is the upgrade's own
+        ({"istio.io/rev": "default"}, {}, ""),
+        ({"istio.io/rev": "1-30-2"}, {"prod": "default"}, ""),  # a revision, not a tag
+        ({"istio.io/rev": "prod", "istio-injection": "enabled"}, {"prod": "default"}, ""),  # istio-injection wins
+    ],
+)
+def test_user_tag(labels, tags, expected):
+    assert _upgrade.user_tag(labels, tags) == expected
+
+
+def test_a_tag_of_the_users_is_moved_in_each_cluster_and_its_namespaces_keep_their_labels():
+    current = views("remotes")
+    namespaces = {**APPS, "orders": {"istio.io/rev": "prod"}, "billing": {"istio.io/rev": "prod"}, "lab": {"istio.io/rev": "canary"}}
+    for name in ("east", "edge"):
+        raw = cluster(CLUSTERS[name]["role"], ["default", T], namespaces=namespaces)
+        current[name] = _upgrade.observe(with_tags(raw, {"prod": "default", "canary": T, "unused": "default"}))
+    assert current["east"]["tagged"] == {"orders": "prod", "billing": "prod", "lab": "canary"}
+    assert current["east"]["namespaces"]["orders"] == "default"
+    assert _upgrade.tags_to_move(current["east"], T) == ["prod"]  # canary points at the target, unused is no namespace's
+    moves = [(item["cluster"], item["action"], item.get("tag") or item.get("namespace")) for item in _upgrade.actions("namespaces", current, CLUSTERS, T)]
+    assert moves == [
+        ("east", "move_tag", "prod"),
+        ("east", "move_namespace", "pay"),
+        ("east", "move_namespace", "shop"),
+        ("edge", "move_tag", "prod"),
+        ("edge", "move_namespace", "pay"),
+        ("edge", "move_namespace", "shop"),
+        ("west", "move_namespace", "pay"),
+        ("west", "move_namespace", "shop"),
+    ]
+    assert _upgrade.summary(_upgrade.actions("namespaces", current, CLUSTERS, T))["3. namespaces moved to the target revision"]["east"][0] == (
+        "move the revision tag prod to 1-31-x (from default); its namespaces keep their labels"
+    )
+    # the tag moved: the namespaces inject from the target, the stage is done there; the unused tag holds the old revision
+    moved = _upgrade.observe(
+        with_tags(
+            cluster("primary", ["default", T], namespaces={**namespaces, "shop": {"istio.io/rev": T}, "pay": {"istio.io/rev": T}}),
+            {"prod": T, "canary": T, "unused": "default"},
+        )
+    )
+    assert _upgrade.progress(moved, CLUSTERS["west"], T)["namespaces"]
+    assert _upgrade.tags_holding(moved, "default") == ["unused"] and _upgrade.tags_holding(moved, T) == ["canary", "prod"]
+    # check mode's plan: the tag is projected moved for the later stages
+    projected = _upgrade.project(current["east"], CLUSTERS["east"], T, upto="namespaces")
+    assert projected["tags"]["prod"] == T and projected["tags"]["unused"] == "default"
+
+
+def test_the_gateways_stage_restarts_the_injected_gateways_after_every_east_west_gateway():
+    current = views("workloads")
+    planned = _upgrade.actions("gateways", current, CLUSTERS, T)
+    assert [(item["cluster"], item["action"]) for item in planned] == [
+        ("east", "install_gateway"),
+        ("edge", "install_gateway"),
+        ("west", "install_gateway"),
+        ("east", "restart_gateways"),
+        ("edge", "restart_gateways"),
+        ("west", "restart_gateways"),
+    ]
+    assert planned[3]["namespaces"] == ["pay", "shop"] and planned[3]["token"] == TOKEN
+    lines = _upgrade.summary(planned)["5. east-west gateways on the target revision"]["east"]
+    assert lines[1] == f"restart the gateways (injected) of pay, shop in batches, marked {GATEWAYS_MARKER}={TOKEN}"
+
+
+@pytest.mark.parametrize(
+    ("gateway", "marks", "restart", "done"),
+    [
+        (T, {"shop": TOKEN, "pay": TOKEN}, True, True),
+        (T, {"shop": TOKEN}, True, False),  # pay's gateways not restarted yet
+        (T, {"shop": TOKEN, "pay": "upgrade/1-30-x"}, True, False),  # another upgrade's mark
+        ("default", {"shop": TOKEN, "pay": TOKEN}, True, False),  # the east-west gateway first
+        (T, {}, False, True),  # the user's opt-out
+    ],
+)
+def test_the_gateways_stage_is_done_in_a_cluster_once_its_gateways_are_restarted_too(gateway, marks, restart, done):
+    view = views("workloads")["west"]
+    view["gateway"] = gateway
+    view["gateways_restarted"] = {namespace: marks.get(namespace, "") for namespace in view["namespaces"]}
+    assert _upgrade.progress(view, CLUSTERS["west"], T, restart)["gateways"] is done
+
+
+def test_observe_reads_the_gateway_restart_mark_of_each_injecting_namespace():
+    view = _upgrade.observe(cluster("primary", ["default", T], namespaces=APPS, gateways_restarted={"shop": TOKEN, "plain": TOKEN}))
+    assert view["gateways_restarted"] == {"shop": TOKEN, "pay": ""}
+    assert _upgrade.gateways_due(view, T) == ["pay"]
+    assert _upgrade.gateways_due(_upgrade.observe(cluster("primary", [T], namespaces=APPS)), T) == []  # no old revision left
+
+
+def gateway_deployment(namespace: str, name: str, rev: str | None, *, templates: str = "gateway", owner: str = "") -> dict:
+    labels = {"app": name, "sidecar.istio.io/inject": "true", **({"istio.io/rev": rev} if rev else {})}
+    return {
+        "metadata": {"namespace": namespace, "name": name, "labels": {OWNER: owner} if owner else {}},
+        "spec": {"template": {"metadata": {"labels": labels, "annotations": {"inject.istio.io/templates": templates}}}},
+    }
+
+
+def test_a_gateway_pinned_to_an_old_revision_outside_the_injecting_namespaces_is_found():
+    view = _upgrade.observe(with_tags(cluster("primary", ["default", T], namespaces=APPS), {"prod": "default", "next": T}))
+    deployments = [
+        gateway_deployment("edge-gw", "ingress", "default"),  # pinned to the old revision
+        gateway_deployment("egress", "egress", "prod"),  # through a tag pointing at it
+        gateway_deployment("edge-gw", "canary", T),  # on the target already
+        gateway_deployment("edge-gw", "tagged", "next"),
+        gateway_deployment("shop", "ingress", "default"),  # in an injecting namespace: the namespace's label wins
+        gateway_deployment("edge-gw", "plain", None),  # the default tag's: follows it
+        gateway_deployment("edge-gw", "sidecar", "default", templates="sidecar"),  # no gateway
+        gateway_deployment(NS, "istio-ingressgateway", "default", owner="control-plane"),  # istioctl's, uninstalled with it
+    ]
+    pinned = _upgrade.pinned_gateways(deployments, view, T)
+    assert pinned == [
+        {"workload": "Deployment edge-gw/ingress", "revision": "default", "resolved": "default"},
+        {"workload": "Deployment egress/egress", "revision": "prod", "resolved": "default"},
+    ]
+    message = _upgrade.pinned_message("west", pinned[:1], T)
+    assert message.startswith("cluster west: gateway Deployment(s) pin an old revision in their pod template, so a restart keeps them on it: ")
+    assert "Deployment edge-gw/ingress (istio.io/rev=default)" in message and f"set the pod template label istio.io/rev={T}" in message
+    line = _upgrade.summary([{"stage": "gateways", "cluster": "west", "action": "pinned_gateways", "pinned": pinned[:1]}])
+    assert line == {
+        "5. east-west gateways on the target revision": {"west": ["not moved, pins revision default: Deployment edge-gw/ingress (istio.io/rev=default)"]}
+    }

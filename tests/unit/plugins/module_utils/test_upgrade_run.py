@@ -217,3 +217,86 @@ def test_without_the_precheck_no_istioctl_runs(monkeypatch):
     run = runner(Mesh("fresh"), Hook(), monkeypatch, "old_revision", precheck)
     run.options.precheck = False
     assert run.run(check_mode=True)["precheck"] == {} and precheck.calls == []
+
+
+class GatewayApi(FakeApi):
+    """FakeApi with the cluster's Deployments listed (one page)."""
+
+    def __init__(self, name: str, writes: list, deployments: list[dict]) -> None:
+        super().__init__(name, writes)
+        self.deployments = deployments
+
+    def get(self, what, path, missing_ok=False, **query):
+        if path == "/apis/apps/v1/deployments":
+            return {"items": copy.deepcopy(self.deployments), "metadata": {}}
+        return super().get(what, path, missing_ok, **query)
+
+
+PINNED = {
+    "metadata": {"namespace": "edge-gw", "name": "ingress"},
+    "spec": {"template": {"metadata": {"labels": {"istio.io/rev": "default"}, "annotations": {"inject.istio.io/templates": "gateway"}}}},
+}
+
+
+def test_the_gateways_are_restarted_within_their_own_deadline_and_their_namespaces_marked_apart(monkeypatch):
+    mesh, hook, gateways = Mesh("workloads"), Hook(), Hook()
+    mesh.apis["west"] = GatewayApi("west", mesh.writes, [PINNED])
+    mesh.apis["west"].namespaces = {ns: {"metadata": {"name": ns, "annotations": {MARKER: TOKEN}}} for ns in ("pay", "shop")}
+    run = runner(mesh, hook, monkeypatch, "gateways")
+    run.options.restart_gateways = gateways
+    action = {"stage": "gateways", "cluster": "west", "action": "restart_gateways", "namespaces": ["pay", "shop"], "token": TOKEN}
+    run.execute(action, mesh.views)
+    assert hook.calls == [] and gateways.calls == [("west", ["pay", "shop"], TOKEN, False, 150.0)]
+    assert mesh.writes == [("west", namespace, {_upgrade.GATEWAYS_RESTARTED_FOR: TOKEN}) for namespace in ("pay", "shop")]
+    assert [event["action"] for event in run.events] == ["restart_gateways", "pinned_gateways"]
+    assert run.events[1]["pinned"] == [{"workload": "Deployment edge-gw/ingress", "revision": "default", "resolved": "default"}]
+    run.execute(action, mesh.views)  # marked already: nothing written again, the same deadline
+    assert len(mesh.writes) == 2 and gateways.calls[-1][-1] == 150.0 and not run.events[2]["changed"]
+
+
+def test_a_tag_of_the_users_is_moved_with_istioctl_in_its_cluster(monkeypatch):
+    mesh = Mesh("remotes")
+    run = runner(mesh, Hook(), monkeypatch, "namespaces")
+    calls = []
+    monkeypatch.setattr(run, "_istioctl", lambda member, argv, what: calls.append((member.name, argv, what)))
+    run.execute({"stage": "namespaces", "cluster": "edge", "action": "move_tag", "tag": "prod", "revision": T, "previous": "default"}, mesh.views)
+    argv = ["tag", "set", "prod", "--revision", T, "--overwrite", "--skip-confirmation", "--istioNamespace", "istio-system"]
+    assert calls == [("edge", argv, "istioctl tag set prod")]
+    assert run.events[0]["changed"] and run.events[0]["tag"] == "prod"
+
+
+@pytest.mark.parametrize(
+    ("tags", "deployments", "message"),
+    [
+        (
+            {"default": "default", "prod": "default", "next": T},
+            [],
+            "cluster west: revision tag(s) prod still point at revision default, which is not removed while they do: "
+            f"move them (istioctl tag set TAG --revision {T} --overwrite) or remove them (istioctl tag remove TAG), then run the upgrade again",
+        ),
+        ({"default": T}, [PINNED], "cluster west: gateway Deployment(s) pin an old revision in their pod template, so a restart keeps them on it: "),
+    ],
+)
+def test_an_old_revision_held_by_a_tag_or_a_pinned_gateway_is_not_removed(monkeypatch, tags, deployments, message):
+    mesh = Mesh("gateways")
+    mesh.views["west"]["tags"] = tags
+    mesh.apis["west"] = GatewayApi("west", mesh.writes, deployments)
+    run = runner(mesh, Hook(), monkeypatch, "old_revision")
+    monkeypatch.setattr(run, "_istioctl", lambda *_args: pytest.fail("nothing is uninstalled"))
+    with pytest.raises(_upgrade.UpgradeError) as error:
+        run.execute({"stage": "old_revision", "cluster": "west", "action": "uninstall", "revision": "default"}, mesh.views)
+    assert str(error.value).startswith(message)
+
+
+def test_check_mode_lists_the_gateway_batches_and_the_pinned_gateways(monkeypatch):
+    mesh, gateways = Mesh("workloads"), Hook()
+    for name in CLUSTERS:
+        mesh.apis[name] = GatewayApi(name, mesh.writes, [PINNED] if name == "west" else [])
+        mesh.apis[name].namespaces = {ns: {"metadata": {"name": ns, "annotations": {MARKER: TOKEN}}} for ns in ("pay", "shop")}
+    run = runner(mesh, Hook(), monkeypatch, "old_revision")
+    run.options.restart_gateways = gateways
+    result = run.run(check_mode=True)
+    assert gateways.calls == [(name, ["pay", "shop"], TOKEN, True, None) for name in ("east", "edge", "west")] and mesh.writes == []
+    lines = result["plan"]["5. east-west gateways on the target revision"]
+    assert lines["east"][2:] == ["batch 1: Deployment pay/api, Deployment shop/web"]
+    assert lines["west"][2:] == ["no gateway to restart", "not moved, pins revision default: Deployment edge-gw/ingress (istio.io/rev=default)"]

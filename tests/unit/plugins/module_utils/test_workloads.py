@@ -249,3 +249,33 @@ def test_namespaces_istio_never_injects_are_not_restarted_whatever_their_labels(
     namespaces = {**NAMESPACES, "kube-system": {"istio-injection": "enabled"}, "kube-public": {"istio.io/rev": "1-31"}}
     cluster = FakeCluster(namespaces, DEPLOYMENTS + ["kube-system/coredns"])
     assert run(cluster, check=True)["namespaces"] == ["pay", "shop"]
+
+
+def gateway_template(obj: dict, templates: str = "gateway") -> dict:
+    obj["spec"]["template"]["metadata"]["annotations"] = {"inject.istio.io/templates": templates}
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("templates", "gateway"),
+    [("gateway", True), ("sidecar, gateway", True), ("gateways", False), ("sidecar", False), ("", False)],
+)
+def test_a_gateway_is_a_workload_asking_for_the_gateway_injection_template(templates, gateway):
+    assert _workloads.gateway_injected(gateway_template(deployment(), templates)) is gateway
+    assert _workloads.gateway_injected(deployment()) is False
+
+
+@pytest.mark.parametrize(
+    ("only", "restarted"),
+    [
+        ("", ["Deployment pay/d", "Deployment shop/a", "Deployment shop/b", "Deployment shop/c"]),
+        ("gateways", ["Deployment shop/b"]),
+        ("workloads", ["Deployment pay/d", "Deployment shop/a", "Deployment shop/c"]),
+    ],
+)
+def test_a_restart_covers_the_gateways_the_other_workloads_or_both(only, restarted):
+    cluster = FakeCluster(NAMESPACES, DEPLOYMENTS)
+    gateway_template(cluster.objects["shop/b"])
+    result = run(cluster, only=only)
+    assert result["restarted"] == restarted
+    assert sorted(key for key, _stamp in cluster.patches) == sorted(ref.split(" ")[1] for ref in restarted)

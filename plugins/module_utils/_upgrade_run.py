@@ -6,7 +6,7 @@
 Run once on the control node: read every cluster, refuse before any write, then stage by stage - each stage's writes in
 every cluster, then a bounded wait until the clusters show it finished, read back - before the next stage starts. Every
 write is recorded with its time, so the order can be checked afterwards. The workloads stage restarts through a hook
-(Options.restart, restarter() below: _workloads' bounded rolling restart), so that it can be replaced in tests.
+(UpgradeOptions.restart, restarter() below: _workloads' bounded rolling restart), so that it can be replaced in tests.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ansible_collections.meshfed.istio.plugins.module_utils._cluster_state impor
 
 
 @dataclass
-class Member:
+class UpgradeTarget:
     """One cluster: its mesh plan entry (name, role, remotes, primary_host...) and its API."""
 
     host: str
@@ -35,7 +35,7 @@ class Member:
 
 
 @dataclass
-class Options:
+class UpgradeOptions:
     target: str
     istioctl: str
     settings: dict
@@ -65,8 +65,8 @@ class Options:
         return self.restart is not None
 
 
-def restarter(members: list[Member], batch_size: int, timeout: float, sleep=time.sleep, clock=time.monotonic, only: str = ""):
-    """The restart of Options.restart, on the members' own API clients (timeout: only when no deadline is given; the
+def restarter(members: list[UpgradeTarget], batch_size: int, timeout: float, sleep=time.sleep, clock=time.monotonic, only: str = ""):
+    """The restart of UpgradeOptions.restart, on the members' own API clients (timeout: only when no deadline is given; the
     deadline is one of clock's, the Runner's). only: _workloads.Settings.only (workloads, gateways; '' both)."""
     clusters = {member.name: member.api for member in members}
 
@@ -112,7 +112,7 @@ def gateway_deployments(api: _k8s.Cluster) -> list[dict]:
     return [item for item in items if _workloads.gateway_injected(item)]
 
 
-def observe_all(members: list[Member], options: Options) -> dict[str, dict]:
+def observe_all(members: list[UpgradeTarget], options: UpgradeOptions) -> dict[str, dict]:
     return {member.name: _upgrade.observe(fetch(member.api, options.namespace, options.pod_sample)) for member in members}
 
 
@@ -133,7 +133,7 @@ def _apply(api: _k8s.Cluster, obj: dict, plural: str) -> bool:
 
 
 class Runner:
-    def __init__(self, options: Options, members: list[Member], sleep=time.sleep, clock=time.monotonic, now=time.time) -> None:
+    def __init__(self, options: UpgradeOptions, members: list[UpgradeTarget], sleep=time.sleep, clock=time.monotonic, now=time.time) -> None:
         self.options, self.members = options, members
         self.by_name = {member.name: member for member in members}
         self.clusters = {member.name: member.cluster for member in members}
@@ -151,7 +151,7 @@ class Runner:
     def record(self, action: dict, changed: bool, **extra) -> None:
         self.events.append({**action, "changed": changed, "at": round(self.now(), 3), **extra})
 
-    def _istioctl(self, member: Member, argv: list[str], what: str) -> None:
+    def _istioctl(self, member: UpgradeTarget, argv: list[str], what: str) -> None:
         auth = member.cluster.get("auth") or {}
         with _istioctl.KubeconfigFile(auth.get("kubeconfig")) as path:
             result = _istioctl.run([self.options.istioctl, *argv, *_istioctl.connection_args(path, auth.get("context"))], self.options.readiness_timeout + 120)
@@ -171,7 +171,7 @@ class Runner:
             found[member.name] = _upgrade.precheck_result(result.returncode, result.stdout, result.stderr)
         return found
 
-    def _install(self, member: Member, operator: dict) -> bool:
+    def _install(self, member: UpgradeTarget, operator: dict) -> bool:
         auth = member.cluster.get("auth") or {}
         try:
             result = _istioctl.ensure(
@@ -231,7 +231,7 @@ class Runner:
         elif kind == "uninstall":
             self._uninstall(member, action, view)
 
-    def _move_namespace(self, member: Member, name: str) -> bool:
+    def _move_namespace(self, member: UpgradeTarget, name: str) -> bool:
         path = _k8s.cluster_scoped("namespaces", name)
         current = member.api.get(f"reading namespace {name}", path)
         labels = (current.get("metadata") or {}).get("labels") or {}
@@ -242,7 +242,7 @@ class Runner:
         member.api.request(f"relabelling namespace {name}", "PUT", path, body=current)
         return True
 
-    def _restart(self, member: Member, action: dict) -> None:
+    def _restart(self, member: UpgradeTarget, action: dict) -> None:
         """The workloads of the action's namespaces restarted (or resumed) within the stage's one deadline, then each
         namespace marked with the token: the mark is what tells a rerun that this cluster's restart finished."""
         try:
@@ -256,7 +256,7 @@ class Runner:
         detail = {key: done.get(key) or [] for key in ("batches", "resumed", "skipped")}
         self.record(action, bool(done.get("changed")) or bool(marked), **detail, marked=marked)
 
-    def _restart_gateways(self, member: Member, action: dict, view: dict) -> None:
+    def _restart_gateways(self, member: UpgradeTarget, action: dict, view: dict) -> None:
         """The gateway-injected workloads of the action's namespaces restarted (the east-west gateway is on the target
         by now), within the gateways stage's own deadline; each namespace then marked GATEWAYS_RESTARTED_FOR. Gateways
         pinned to an old revision elsewhere are recorded (pinned_gateways): the old revision's removal refuses them."""
@@ -277,7 +277,7 @@ class Runner:
         if pinned:
             self.record({"stage": action["stage"], "cluster": member.name, "action": "pinned_gateways"}, False, pinned=pinned)
 
-    def _mark(self, member: Member, name: str, token: str, annotation: str = _workloads.RESTARTED_FOR) -> bool:
+    def _mark(self, member: UpgradeTarget, name: str, token: str, annotation: str = _workloads.RESTARTED_FOR) -> bool:
         path = _k8s.cluster_scoped("namespaces", name)
         current = member.api.get(f"reading namespace {name}", path, missing_ok=True)
         if current is None or ((current.get("metadata") or {}).get("annotations") or {}).get(annotation) == token:
@@ -315,7 +315,7 @@ class Runner:
             if pinned:
                 planned.append({"stage": "gateways", "cluster": name, "action": "pinned_gateways", "pinned": pinned})
 
-    def _refuse_held(self, member: Member, revision: str, view: dict) -> None:
+    def _refuse_held(self, member: UpgradeTarget, revision: str, view: dict) -> None:
         """The old revision stays while a tag of the user's or a pinned gateway still needs it."""
         tags = _upgrade.tags_holding(view, revision)
         if tags:
@@ -328,7 +328,7 @@ class Runner:
         if pinned:
             raise _upgrade.UpgradeError(_upgrade.pinned_message(member.name, pinned, self.options.target))
 
-    def _uninstall(self, member: Member, action: dict, view: dict) -> None:
+    def _uninstall(self, member: UpgradeTarget, action: dict, view: dict) -> None:
         revision, namespace = action["revision"], self.options.namespace
         users = view["pods"].get(revision, 0)
         if users:

@@ -236,7 +236,7 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=traceback.format_exc())
     params = module.params
     plan = params["plan"]
-    options = _upgrade_run.Options(
+    options = _upgrade_run.UpgradeOptions(
         target=params["target_revision"],
         istioctl=params["istioctl"],
         settings=plan.get("settings") or {},
@@ -253,7 +253,7 @@ def main() -> None:
     runner = None
     try:
         members = [
-            _upgrade_run.Member(host=host, cluster=item, api=_k8s.Cluster({**(item.get("auth") or {}), "request_timeout": params["request_timeout"]}))
+            _upgrade_run.UpgradeTarget(host=host, cluster=item, api=_k8s.Cluster({**(item.get("auth") or {}), "request_timeout": params["request_timeout"]}))
             for host, item in sorted((plan.get("clusters") or {}).items())
         ]
         if not members:

@@ -281,7 +281,7 @@ def test_the_new_revisions_real_istiod_signs_on_the_mesh_root_before_any_namespa
     It keeps running, so the namespaces that move are injected by it from now on."""
     with open(os.path.join(bed.work, "pki", "root-cert.pem"), encoding="ascii") as handle:
         root = fingerprint(handle.read())
-    assert app_labels() == {key: value for key, value in APPS.items()}  # no namespace moved yet
+    assert app_labels() == dict(APPS)  # no namespace moved yet
     for context in ("cluster1", "cluster2"):
         istiod("start", context, TARGET)
         log = istiod("logs", context, TARGET).stdout

@@ -82,8 +82,8 @@ class Precheck:
 def runner(mesh: Mesh, hook, monkeypatch, last_stage: str = "workloads", precheck: Precheck | None = None) -> _upgrade_run.Runner:
     monkeypatch.setattr(_upgrade_run._istioctl, "version", lambda _path: "1.31-dev")
     monkeypatch.setattr(_upgrade_run._istioctl, "run", precheck or Precheck())
-    options = _upgrade_run.Options(target=T, istioctl="istioctl", settings={}, last_stage=last_stage, restart=hook, restart_timeout=50)
-    members = [_upgrade_run.Member(host=name, cluster={**cluster, "auth": {"context": name}}, api=mesh.apis[name]) for name, cluster in CLUSTERS.items()]
+    options = _upgrade_run.UpgradeOptions(target=T, istioctl="istioctl", settings={}, last_stage=last_stage, restart=hook, restart_timeout=50)
+    members = [_upgrade_run.UpgradeTarget(host=name, cluster={**cluster, "auth": {"context": name}}, api=mesh.apis[name]) for name, cluster in CLUSTERS.items()]
     run = _upgrade_run.Runner(options, members, sleep=lambda _s: None, clock=lambda: 100.0, now=lambda: 1700000000.0)
     run.observe = mesh.observe
     return run
@@ -168,7 +168,7 @@ def test_an_old_revision_with_pods_left_says_why_they_are_left(monkeypatch, hook
 
 def test_restarter_runs_the_bounded_restart_of_the_named_namespaces_on_the_members_api():
     api = FakeCluster({}, ["shop/a", "shop/b", "pay/c", "plain/d"])
-    members = [_upgrade_run.Member(host="east", cluster=CLUSTERS["east"], api=api)]
+    members = [_upgrade_run.UpgradeTarget(host="east", cluster=CLUSTERS["east"], api=api)]
     clock = iter(range(10**6)).__next__
     restart = _upgrade_run.restarter(members, batch_size=1, timeout=30, sleep=lambda _s: None, clock=clock)
     listed = restart("east", ["pay", "shop"], TOKEN, True, None)

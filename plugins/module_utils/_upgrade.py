@@ -516,23 +516,24 @@ def summary(plan_actions: list[dict]) -> dict[str, dict[str, list[str]]]:
     return lines
 
 
+def _batch_lines(item: dict, what: str) -> list[str]:
+    """The batches of a restart once the runner has listed them (check mode), what resumes, what cannot restart."""
+    if "batches" not in item:
+        return []
+    lines = [f"batch {index}: {', '.join(batch)}" for index, batch in enumerate(item["batches"], 1)] or [f"no {what} to restart"]
+    lines += [f"resume (in flight): {ref}" for ref in item.get("resumed") or []]
+    return lines + [f"not restartable: {entry['workload']} ({entry['reason']})" for entry in item.get("skipped") or []]
+
+
 def restart_lines(item: dict) -> list[str]:
     """A restart of the workloads stage as lines: the namespaces, then, once the runner has listed them, the batches."""
-    lines = [f"restart the workloads of {', '.join(item['namespaces'])} in batches, marked {RESTARTED_FOR}={item['token']}"]
-    if "batches" in item:
-        lines += [f"batch {index}: {', '.join(batch)}" for index, batch in enumerate(item["batches"], 1)] or ["no workload to restart"]
-        lines += [f"resume (in flight): {ref}" for ref in item.get("resumed") or []]
-        lines += [f"not restartable: {entry['workload']} ({entry['reason']})" for entry in item.get("skipped") or []]
-    return lines
+    head = f"restart the workloads of {', '.join(item['namespaces'])} in batches, marked {RESTARTED_FOR}={item['token']}"
+    return [head, *_batch_lines(item, "workload")]
 
 
 def gateway_lines(item: dict) -> list[str]:
     """The gateways stage's restart of the gateway-injected workloads, and the gateways pinned to an old revision."""
     if item["action"] == "pinned_gateways":
         return [f"not moved, pins revision {entry['resolved']}: {entry['workload']} (istio.io/rev={entry['revision']})" for entry in item["pinned"]]
-    lines = [f"restart the gateways (injected) of {', '.join(item['namespaces'])} in batches, marked {GATEWAYS_RESTARTED_FOR}={item['token']}"]
-    if "batches" in item:
-        lines += [f"batch {index}: {', '.join(batch)}" for index, batch in enumerate(item["batches"], 1)] or ["no gateway to restart"]
-        lines += [f"resume (in flight): {ref}" for ref in item.get("resumed") or []]
-        lines += [f"not restartable: {entry['workload']} ({entry['reason']})" for entry in item.get("skipped") or []]
-    return lines
+    head = f"restart the gateways (injected) of {', '.join(item['namespaces'])} in batches, marked {GATEWAYS_RESTARTED_FOR}={item['token']}"
+    return [head, *_batch_lines(item, "gateway")]

@@ -52,6 +52,7 @@ OLD_PROXY = {"security.istio.io/tlsMode": "istio", "istio.io/rev": "default"}
 MARKER, RESTARTED_AT = "meshfed.istio/restarted-for", "kubectl.kubernetes.io/restartedAt"
 HELD_BACK: dict = {}
 GATEWAY_CRD = "gateways.gateway.networking.k8s.io"
+PREFLIGHT_DOCTOR = "Preflight - no error-level finding before the upgrade starts"
 
 
 def networks(bed: Bed) -> dict[str, str]:
@@ -138,6 +139,7 @@ def upgrade(bed: Bed, *args: str, target: str | None = None) -> tuple[int, dict,
         "events": [event for call in calls for event in call.get("events") or []],
         "calls": len(calls),
         "doctors": [{"stage": item["stage"], **item["summary"]} for item in doctors],
+        "preflight_doctor": [not task["hosts"]["cluster1"].get("failed", False) for task in tasks if PREFLIGHT_DOCTOR in task["task"]["name"]],
     }
     EVENTS.extend(module["events"])
     return result.returncode, {host: stats["changed"] for host, stats in document["stats"].items()}, module
@@ -204,7 +206,8 @@ def test_check_mode_plans_every_stage_and_writes_nothing(bed):
         "uninstall revision default (control-plane)",
     ]
     assert result["stage"] == "primaries" and result["events"] == []
-    assert result["calls"] == 1 and result["doctors"] == []  # one call for the whole plan, no doctor: nothing was written
+    assert result["calls"] == 1 and result["doctors"] == []  # one call for the whole plan, no doctor after it: nothing was written
+    assert result["preflight_doctor"] == [True]  # the doctor ran before any write (reads only) and found no error
     # the target's precheck ran in every cluster (the target is installed nowhere yet) and found nothing
     assert result["precheck"] == {name: {"errors": [], "warnings": []} for name in bed.names}
     assert result["target_version"] == NEW_VERSION
@@ -273,6 +276,18 @@ def test_a_run_stops_after_the_stage_asked_for_once_the_fault_is_gone(bed):
     assert exists("cluster1", "virtualservices.networking.istio.io", f"istiod-vs-{TARGET}")
     assert not exists("cluster3", "service", f"istiod-{TARGET}")
     assert app_labels() == before
+
+
+def test_site_mid_upgrade_writes_nothing_and_verify_finds_no_error(bed):
+    """Two revisions on both primaries (the default one serving, the target's installed): site, as the inventory still
+    describes the default revision, writes nothing to any cluster and ends with a verify that finds no error."""
+    before = bed.written_state()
+    site = bed.playbook("site")
+    assert site.rc == 0, site.output[-6000:]
+    assert bed.written_state() == before
+    # the one task that may change: the doctor's report on the control node, which now describes two revisions
+    changed_tasks = {chunk.split("]", 1)[0] for chunk in site.output.split("\nTASK [")[1:] if "\nchanged: [" in chunk}
+    assert changed_tasks <= {"meshfed.istio.verify : Diagnose the mesh on the control node"}, changed_tasks
 
 
 def test_the_new_revisions_real_istiod_signs_on_the_mesh_root_before_any_namespace_moves(bed):

@@ -31,6 +31,7 @@ import json
 import re
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _istio
+from ansible_collections.meshfed.istio.plugins.module_utils._cluster_state import INJECTED_POD_SELECTOR
 from ansible_collections.meshfed.istio.plugins.module_utils._workloads import RESTARTED_FOR
 from ansible_collections.meshfed.istio.plugins.module_utils._workloads import gateway_injected as _workloads_gateway
 
@@ -157,6 +158,36 @@ def observe(raw: dict) -> dict:
         "gateway_addresses": _istio.gateway_address_problem(raw.get("gateway_service"))[0],
         "routes": {_name(item): route_destination(item) for item in raw.get("routes") or []},
     }
+
+
+# A Kubernetes label value: what a revision read from a cluster must be before it goes into a label selector
+_LABEL_VALUE = re.compile(r"\A(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)\Z")
+
+
+def revision_pods_selector(revision: str) -> str:
+    """The label selector of the injected pods whose proxies a revision's istiod serves (Istio's injector labels each
+    pod istio.io/rev=<revision>). A revision that is no label value (it comes from the cluster) is refused."""
+    if not _LABEL_VALUE.match(revision or ""):
+        raise UpgradeError(f"a revision read from the cluster is no Kubernetes label value ({describe(revision)}); it is not removed")
+    return f"{INJECTED_POD_SELECTOR},{_istio.REVISION_LABEL}={revision}"
+
+
+def pods_listed(answer: dict | None) -> int:
+    """How many objects a list call with a limit matched: those on its page plus the server's remainingItemCount (a
+    page cut short without a count is at least one more)."""
+    answer = answer or {}
+    found = len(answer.get("items") or [])
+    meta = answer.get("metadata") or {}
+    remaining = meta.get("remainingItemCount")
+    if isinstance(remaining, int) and remaining > 0:
+        return found + remaining
+    return found + 1 if meta.get("continue") else found
+
+
+def describe(text: object, limit: int = 64) -> str:
+    """Untrusted text from a cluster as a bounded printable description (never copied raw into a message)."""
+    line = _UNPRINTABLE.sub("?", str(text or ""))
+    return repr(line if len(line) <= limit else line[: limit - 3] + "...") + (f" ({len(str(text))} characters)" if len(str(text or "")) > limit else "")
 
 
 def route_destination(virtual_service: dict) -> str:

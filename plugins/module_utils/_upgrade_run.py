@@ -330,7 +330,11 @@ class Runner:
 
     def _uninstall(self, member: UpgradeTarget, action: dict, view: dict) -> None:
         revision, namespace = action["revision"], self.options.namespace
-        users = view["pods"].get(revision, 0)
+        # every pod of the revision, not the view's sample (one page of pod_sample): a pod past it would lose its istiod
+        answer = member.api.get(
+            f"listing the injected pods of revision {revision}", "/api/v1/pods", labelSelector=_upgrade.revision_pods_selector(revision), limit=1
+        )
+        users = _upgrade.pods_listed(answer)
         if users:
             restarted = "the workloads stage did not restart them (pods without a Deployment, StatefulSet or DaemonSet, paused or OnDelete workloads)"
             raise _upgrade.UpgradeError(

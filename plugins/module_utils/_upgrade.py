@@ -50,6 +50,8 @@ DEFAULT_TAG = "default"
 # On a namespace: the token of the restart of its gateway-injected workloads in the gateways stage (done there).
 GATEWAYS_RESTARTED_FOR = "meshfed.istio/gateways-restarted-for"
 _VERSION = re.compile(r"\A(\d+)\.(\d+)(?:[.-].*)?\Z")
+_SAFE_TAG = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")  # an image tag (OCI), short: printed as it is
+_PATCH = re.compile(r"\A\d+\.\d+\.(\d+)(?:(-(?:alpha|beta|rc)(?![a-z]))|(?![0-9]))")
 # istioctl x precheck -o json: a list of analysis messages (code IST0nnn, level Error/Warning/Info, message, origin)
 PRECHECK_CODE = re.compile(r"\AIST\d{4}\Z")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -64,6 +66,23 @@ def minor(version: str) -> tuple[int, int] | None:
     """(major, minor) of 1.31.0, 1.31-dev, 1.30.1-distroless; None when it is no Istio version."""
     match = _VERSION.match(version or "")
     return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def patch(version: str) -> tuple[int, int] | None:
+    """(patch, 1 for a release or 0 for its alpha, beta or rc) of 1.31.2, 1.31.2-rc.0, 1.31.2-distroless; None without a
+    patch (1.31-dev: only its minor compares)."""
+    match = _PATCH.match(version or "")
+    return (int(match.group(1)), 0 if match.group(2) else 1) if match else None
+
+
+def older(target_version: str, installed: str) -> bool:
+    """The target is an older release than an installed istiod: a lower minor, or the same minor and a lower patch
+    (a proxy must never be served by an istiod older than itself; rolled back by a patch it would be)."""
+    wanted, have = minor(target_version), minor(installed)
+    if wanted is None or have is None or wanted != have:
+        return wanted is not None and have is not None and wanted < have
+    wanted_patch, have_patch = patch(target_version), patch(installed)
+    return wanted_patch is not None and have_patch is not None and wanted_patch < have_patch
 
 
 def _labels(item: dict) -> dict:
@@ -362,12 +381,14 @@ def refusals(views: dict[str, dict], clusters: dict[str, dict], target: str, tar
             if not facts["istiod"] or wanted is None:
                 continue
             have = minor(facts["version"])
+            # the image tag is the cluster's: described, never copied (a tag of 10,000 characters, escapes)
+            tag = facts["version"] if _SAFE_TAG.match(facts["version"] or "") else describe(facts["version"])
             if have is None:
-                found.append(f"cluster {name}: the istiod of revision {rev} runs image tag {facts['version']!r}, no Istio version; the skew cannot be checked")
-            elif wanted < have:
-                found.append(f"cluster {name}: revision {rev} runs Istio {facts['version']}, newer than the target {target_version} (no downgrades)")
+                found.append(f"cluster {name}: the istiod of revision {rev} runs image tag {tag}, no Istio version; the skew cannot be checked")
+            elif older(target_version, facts["version"]):
+                found.append(f"cluster {name}: revision {rev} runs Istio {tag}, newer than the target {target_version} (no downgrades)")
             elif wanted[0] != have[0] or wanted[1] - have[1] > max_minor_ahead:
-                ahead = f"more than {max_minor_ahead} minor ahead of {rev} (Istio {facts['version']})"
+                ahead = f"more than {max_minor_ahead} minor ahead of {rev} (Istio {tag})"
                 found.append(f"cluster {name}: the target {target_version} is {ahead}; upgrade in steps")
         # the target's istiod from another IstioOperator (an install of ours that failed has no record, but our name)
         mine = view["revisions"].get(target)

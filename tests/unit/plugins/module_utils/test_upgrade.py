@@ -317,6 +317,12 @@ def test_no_refusal_for_a_mesh_site_installed_nor_for_the_same_release_in_anothe
         ("1.32.0", 1, "cluster east: the target 1.32.0 is more than 1 minor ahead of default (Istio 1.30.2); upgrade in steps"),
         ("1.32.0", 2, None),
         ("1.29.0", 1, "cluster east: revision default runs Istio 1.30.2, newer than the target 1.29.0 (no downgrades)"),
+        ("1.30.1", 1, "cluster east: revision default runs Istio 1.30.2, newer than the target 1.30.1 (no downgrades)"),
+        ("1.30.2-rc.0", 1, "cluster east: revision default runs Istio 1.30.2, newer than the target 1.30.2-rc.0 (no downgrades)"),
+        ("1.30.10", 1, None),
+        ("1.30.2-distroless", 1, None),
+        ("1.30-dev", 1, None),  # no patch: only the minor compares
+        ("1.31.0", 1, None),
         ("2.0.0", 1, "cluster east: the target 2.0.0 is more than 1 minor ahead of default (Istio 1.30.2); upgrade in steps"),
         ("nightly", 1, "the target istioctl reports 'nightly', not an Istio version: set meshfed_istio_target_istioctl to the target's istioctl"),
     ],
@@ -649,3 +655,18 @@ def test_pods_listed_counts_past_the_page_and_a_revision_selector_takes_only_a_l
     for planted in ("a,b", "--flag", "../x", "x y", "x\ny", "", "x" * 64):
         with pytest.raises(_upgrade.UpgradeError):
             _upgrade.revision_pods_selector(planted)
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("istio/pilot:1.32.0\x1b[2J" + "x" * 10_000, "xxx...' (10010 characters), newer than the target 1.31-dev"),
+        ("istio/pilot:1.32.0;rm -rf", "runs Istio '1.32.0;rm -rf', newer than the target 1.31-dev"),
+        ("istio/pilot:\x1b[31mnightly", "runs image tag '?[31mnightly', no Istio version"),
+    ],
+)
+def test_an_image_tag_from_the_cluster_is_described_bounded_not_copied(image, expected):
+    current = views("fresh")
+    current["west"] = _upgrade.observe(cluster("primary", ["default"], default={"image": image}))
+    found = [line for line in refused(current) if line.startswith("cluster west")]
+    assert len(found) == 1 and expected in found[0] and len(found[0]) < 250 and "\x1b" not in found[0]

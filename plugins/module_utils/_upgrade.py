@@ -109,8 +109,8 @@ def observe(raw: dict) -> dict:
     """One cluster's revisions, from the reads of _upgrade_run.fetch (untrusted data: only names and labels are kept).
 
     revisions: revision -> istiod (a Deployment), ready, version (its image tag), multiroot (the rotation flag in its
-    env), owner (the IstioOperator it was installed from), injector (its webhook), service (its istiod Service), record
-    (this collection installed its control plane).
+    env), owner (the IstioOperator it was installed from), owners (that of each of its istiod, Service and injector),
+    injector (its webhook), service (its istiod Service), record (this collection installed its control plane).
     tags: tag -> revision. namespaces: namespace -> the revision its pods are injected from (tags resolved), for the
     namespaces that inject. restarted: namespace -> the token of the last workload restart of an upgrade finished
     there (the namespace annotation meshfed.istio/restarted-for; '' for none), for the same namespaces. gateway: the
@@ -130,6 +130,7 @@ def observe(raw: dict) -> dict:
             version = _istio.image_version(containers[0].get("image", ""))
             multiroot = _istio.flag_on(env.get(_istio.MULTIROOT_ENV))
             facts.update(istiod=True, ready=_ready(item), version=version, multiroot=multiroot, owner=_labels(item).get(_istio.OWNER_LABEL, ""))
+            facts["owners"].append(facts["owner"])
     tags: dict[str, str] = {}
     for item in raw.get("webhooks") or []:
         labels = _labels(item)
@@ -137,10 +138,12 @@ def observe(raw: dict) -> dict:
             tags[labels[_istio.TAG_LABEL]] = _revision_of(item)
         elif _name(item) == _istio.suffixed(INJECTOR, _revision_of(item)):
             revision(_revision_of(item))["injector"] = True
+            revision(_revision_of(item))["owners"].append(labels.get(_istio.OWNER_LABEL, ""))
     for item in raw.get("services") or []:
         labels = _labels(item)
         if _istio.TAG_LABEL not in labels and _istio.REVISION_LABEL in labels and _name(item) == _istio.suffixed("istiod", _revision_of(item)):
             revision(_revision_of(item))["service"] = True
+            revision(_revision_of(item))["owners"].append(labels.get(_istio.OWNER_LABEL, ""))
     records = set(raw.get("records") or [])
     for rev, facts in revisions.items():
         facts["record"] = _istio.control_plane_name(rev) in records
@@ -218,7 +221,7 @@ def route_destination(virtual_service: dict) -> str:
 
 
 def new_revision() -> dict:
-    return {"istiod": False, "ready": False, "version": "", "multiroot": False, "injector": False, "service": False, "record": False, "owner": ""}
+    return {"istiod": False, "ready": False, "version": "", "multiroot": False, "injector": False, "service": False, "record": False, "owner": "", "owners": []}
 
 
 def injects_from(labels: dict, tags: dict[str, str]) -> str:
@@ -390,9 +393,10 @@ def refusals(views: dict[str, dict], clusters: dict[str, dict], target: str, tar
             elif wanted[0] != have[0] or wanted[1] - have[1] > max_minor_ahead:
                 ahead = f"more than {max_minor_ahead} minor ahead of {rev} (Istio {tag})"
                 found.append(f"cluster {name}: the target {target_version} is {ahead}; upgrade in steps")
-        # the target's istiod from another IstioOperator (an install of ours that failed has no record, but our name)
+        # the target's istiod, Service or injector from another IstioOperator (an install of ours that failed has no
+        # record, but our name): on a remote, a planted Service and injector would pass for its control plane
         mine = view["revisions"].get(target)
-        if mine is not None and mine["istiod"] and mine["owner"] != _istio.control_plane_name(target):
+        if mine is not None and any(owner != _istio.control_plane_name(target) for owner in mine["owners"]):
             found.append(f"cluster {name}: revision {target} is installed already, but not by meshfed.istio; choose another meshfed_istio_target_revision")
     return found
 

@@ -33,8 +33,8 @@ def deployment(
     }
 
 
-def tagged(name: str, rev: str, tag: str | None = None) -> dict:
-    return {"metadata": meta(name, {"istio.io/rev": rev, **({"istio.io/tag": tag} if tag else {})}, None)}
+def tagged(name: str, rev: str, tag: str | None = None, owner: str = "") -> dict:
+    return {"metadata": meta(name, {"istio.io/rev": rev, **({"istio.io/tag": tag} if tag else {}), **({OWNER: owner} if owner else {})}, None)}
 
 
 def control_plane(role: str, rev: str, *, ready: bool = True, image: str = "docker.io/istio/pilot:1.30.2", record: bool = True, owner: str = "") -> dict:
@@ -43,8 +43,8 @@ def control_plane(role: str, rev: str, *, ready: bool = True, image: str = "dock
     owner = owner or f"control-plane{suffix}"
     raw = {
         "deployments": [deployment(f"istiod{suffix}", rev, ready=ready, image=image, owner=owner)] if role == "primary" else [],
-        "services": [tagged(f"istiod{suffix}", rev)],
-        "webhooks": [tagged(f"istio-sidecar-injector{suffix}", rev)],
+        "services": [tagged(f"istiod{suffix}", rev, owner=owner)],
+        "webhooks": [tagged(f"istio-sidecar-injector{suffix}", rev, owner=owner)],
         "records": [f"control-plane{suffix}"] if record else [],
     }
     return raw
@@ -136,6 +136,7 @@ def test_observe_reads_a_default_install_as_the_test_bed_shows_it():
             "service": True,
             "record": True,
             "owner": "control-plane",
+            "owners": ["control-plane"] * 3,
         }
     }
     assert view["tags"] == {"default": "default"}
@@ -349,6 +350,18 @@ def test_refusals_before_any_write():
         "cluster west: revision 1-30-2 was not installed by meshfed.istio (no install record), so this upgrade would not remove it; "
         "remove it with istioctl uninstall --revision 1-30-2, or install it with the site playbook",
     ]
+
+
+@pytest.mark.parametrize("owner", ["", "someone-elses"])
+def test_a_target_service_and_injector_planted_in_a_remote_are_refused_not_taken_for_its_control_plane(owner):
+    """A remote has no istiod: its control plane is a Service istiod-<target> and an injector. Planted by someone else,
+    they made stage remotes look finished, and the namespaces moved to an injector that is not the mesh's."""
+    current = views("primaries")
+    raw = cluster("remote", ["default"])
+    raw["services"].append(tagged(f"istiod-{T}", T, owner=owner))
+    raw["webhooks"].append(tagged(f"istio-sidecar-injector-{T}", T, owner=owner))
+    current["edge"] = _upgrade.observe(raw)
+    assert refused(current) == ["cluster edge: revision 1-31-x is installed already, but not by meshfed.istio; choose another meshfed_istio_target_revision"]
 
 
 def test_a_failed_install_of_the_target_is_resumed_not_refused():

@@ -330,11 +330,20 @@ class Runner:
 
     def _uninstall(self, member: UpgradeTarget, action: dict, view: dict) -> None:
         revision, namespace = action["revision"], self.options.namespace
+        selector = _upgrade.revision_pods_selector(revision)
         # every pod of the revision, not the view's sample (one page of pod_sample): a pod past it would lose its istiod
-        answer = member.api.get(
-            f"listing the injected pods of revision {revision}", "/api/v1/pods", labelSelector=_upgrade.revision_pods_selector(revision), limit=1
-        )
-        users = _upgrade.pods_listed(answer)
+        users = _upgrade.pods_listed(member.api.get(f"listing the injected pods of revision {revision}", "/api/v1/pods", labelSelector=selector, limit=1))
+        # a primary's istiod also serves its remotes' proxies (through the east-west gateway), even where the remote's
+        # own objects of the revision are gone already (removed by hand, or never there): their pods count too
+        for remote in [name for name in member.cluster.get("remotes") or [] if name in self.by_name]:
+            left = _upgrade.pods_listed(
+                self.by_name[remote].api.get(f"listing the injected pods of revision {revision}", "/api/v1/pods", labelSelector=selector, limit=1)
+            )
+            if left:
+                raise _upgrade.UpgradeError(
+                    f"cluster {member.name}: {left} injected pod(s) of its remote {remote} still run proxies of revision {revision}, "
+                    f"which the istiod of {member.name} serves; restart or delete them and run the upgrade again"
+                )
         if users:
             restarted = "the workloads stage did not restart them (pods without a Deployment, StatefulSet or DaemonSet, paused or OnDelete workloads)"
             raise _upgrade.UpgradeError(

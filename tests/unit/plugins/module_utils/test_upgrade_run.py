@@ -185,6 +185,18 @@ def test_an_old_revision_is_kept_while_any_pod_uses_it_not_only_one_in_the_views
     assert str(error.value).startswith("cluster west: 600 injected pod(s) still run proxies of revision default; ")
 
 
+def test_a_primarys_old_revision_is_kept_while_pods_of_its_remote_use_it(monkeypatch):
+    """The remote's objects of the old revision are gone (removed first, or by hand), but pods there still run its
+    proxies: the primary's istiod serves them through the east-west gateway."""
+    mesh = Mesh("edge_removed")
+    mesh.apis["edge"].pods = {"default": 3}
+    run = runner(mesh, Hook(), monkeypatch, "old_revision")
+    monkeypatch.setattr(run, "_istioctl", lambda *_args: pytest.fail("nothing is uninstalled"))
+    with pytest.raises(_upgrade.UpgradeError) as error:
+        run.execute({"stage": "old_revision", "cluster": "east", "action": "uninstall", "revision": "default"}, mesh.views)
+    assert str(error.value).startswith("cluster east: 3 injected pod(s) of its remote edge still run proxies of revision default, ")
+
+
 def test_a_revision_that_is_no_label_value_never_reaches_a_selector_and_is_not_removed(monkeypatch):
     mesh = Mesh("gateways")
     run = runner(mesh, Hook(), monkeypatch, "old_revision")

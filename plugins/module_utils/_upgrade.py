@@ -194,18 +194,6 @@ def revision_pods_selector(revision: str) -> str:
     return f"{INJECTED_POD_SELECTOR},{_istio.REVISION_LABEL}={revision}"
 
 
-def pods_listed(answer: dict | None) -> int:
-    """How many objects a list call with a limit matched: those on its page plus the server's remainingItemCount (a
-    page cut short without a count is at least one more)."""
-    answer = answer or {}
-    found = len(answer.get("items") or [])
-    meta = answer.get("metadata") or {}
-    remaining = meta.get("remainingItemCount")
-    if isinstance(remaining, int) and remaining > 0:
-        return found + remaining
-    return found + 1 if meta.get("continue") else found
-
-
 def describe(text: object, limit: int = 64) -> str:
     """Untrusted text from a cluster as a bounded printable description (never copied raw into a message)."""
     line = _UNPRINTABLE.sub("?", str(text or ""))

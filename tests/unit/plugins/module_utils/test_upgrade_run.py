@@ -21,14 +21,17 @@ class FakeApi:
 
     def __init__(self, name: str, writes: list) -> None:
         self.name, self.writes, self.namespaces = name, writes, {}
-        self.pods: dict[str, int] = {}  # revision -> injected pods, listed one page of `limit` with remainingItemCount
+        self.pods: dict[str, int] = {}  # revision -> injected pods, listed in pages of `limit`
 
     def get(self, what, path, missing_ok=False, **query):
         if path == "/api/v1/pods":
             selector = dict(term.split("=", 1) for term in query["labelSelector"].split(","))
             assert selector["security.istio.io/tlsMode"] == "istio"
-            count, limit = self.pods.get(selector["istio.io/rev"], 0), query["limit"]
-            return {"items": [{}] * min(count, limit), "metadata": {"remainingItemCount": count - limit} if count > limit else {}}
+            count, limit, start = self.pods.get(selector["istio.io/rev"], 0), query["limit"], int(query.get("continue") or 0)
+            # as the API server with a label selector: no remainingItemCount, and a continue token after a page even
+            # when no other pod matches (it pages through every pod)
+            page = min(limit, max(0, count - start))
+            return {"items": [{}] * page, "metadata": {"continue": str(start + page)} if start < count else {}}
         found = self.namespaces.get(path.rsplit("/", 1)[-1])
         assert found is not None or missing_ok
         return copy.deepcopy(found)
@@ -165,11 +168,11 @@ def test_without_restarts_the_stage_passes_without_a_call_or_a_write(monkeypatch
 )
 def test_an_old_revision_with_pods_left_says_why_they_are_left(monkeypatch, hook, why):
     mesh = Mesh("gateways")
-    mesh.apis["west"].pods = {"default": 2}
+    mesh.apis["west"].pods = {"default": 1}  # one page, and a continue token after it, as the API server answers
     run = runner(mesh, hook, monkeypatch, "old_revision")
     with pytest.raises(_upgrade.UpgradeError) as error:
         run.execute({"stage": "old_revision", "cluster": "west", "action": "uninstall", "revision": "default"}, mesh.views)
-    assert str(error.value).startswith(f"cluster west: 2 injected pod(s) still run proxies of revision default; {why}")
+    assert str(error.value).startswith(f"cluster west: 1 injected pod(s) still run proxies of revision default; {why}")
 
 
 def test_an_old_revision_is_kept_while_any_pod_uses_it_not_only_one_in_the_views_sample(monkeypatch):
@@ -177,12 +180,12 @@ def test_an_old_revision_is_kept_while_any_pod_uses_it_not_only_one_in_the_views
     in namespaces after them are not in it, yet each would lose its istiod."""
     mesh = Mesh("gateways")
     mesh.views["west"]["pods"] = {T: 500}  # the sample: the first page holds only pods of the target
-    mesh.apis["west"].pods = {T: 500, "default": 600}
+    mesh.apis["west"].pods = {T: 500, "default": 1600}
     run = runner(mesh, Hook(), monkeypatch, "old_revision")
     monkeypatch.setattr(run, "_istioctl", lambda *_args: pytest.fail("nothing is uninstalled"))
     with pytest.raises(_upgrade.UpgradeError) as error:
         run.execute({"stage": "old_revision", "cluster": "west", "action": "uninstall", "revision": "default"}, mesh.views)
-    assert str(error.value).startswith("cluster west: 600 injected pod(s) still run proxies of revision default; ")
+    assert str(error.value).startswith("cluster west: 1600 injected pod(s) still run proxies of revision default; ")
 
 
 def test_a_primarys_old_revision_is_kept_while_pods_of_its_remote_use_it(monkeypatch):

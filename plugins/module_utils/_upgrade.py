@@ -31,6 +31,7 @@ import json
 import re
 
 from ansible_collections.meshfed.istio.plugins.module_utils import _istio
+from ansible_collections.meshfed.istio.plugins.module_utils._cluster_state import INJECTED_POD_SELECTOR
 from ansible_collections.meshfed.istio.plugins.module_utils._workloads import RESTARTED_FOR
 from ansible_collections.meshfed.istio.plugins.module_utils._workloads import gateway_injected as _workloads_gateway
 
@@ -49,6 +50,8 @@ DEFAULT_TAG = "default"
 # On a namespace: the token of the restart of its gateway-injected workloads in the gateways stage (done there).
 GATEWAYS_RESTARTED_FOR = "meshfed.istio/gateways-restarted-for"
 _VERSION = re.compile(r"\A(\d+)\.(\d+)(?:[.-].*)?\Z")
+_SAFE_TAG = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")  # an image tag (OCI), short: printed as it is
+_PATCH = re.compile(r"\A\d+\.\d+\.(\d+)(?:(-(?:alpha|beta|rc)(?![a-z]))|(?![0-9]))")
 # istioctl x precheck -o json: a list of analysis messages (code IST0nnn, level Error/Warning/Info, message, origin)
 PRECHECK_CODE = re.compile(r"\AIST\d{4}\Z")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -63,6 +66,23 @@ def minor(version: str) -> tuple[int, int] | None:
     """(major, minor) of 1.31.0, 1.31-dev, 1.30.1-distroless; None when it is no Istio version."""
     match = _VERSION.match(version or "")
     return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def patch(version: str) -> tuple[int, int] | None:
+    """(patch, 1 for a release or 0 for its alpha, beta or rc) of 1.31.2, 1.31.2-rc.0, 1.31.2-distroless; None without a
+    patch (1.31-dev: only its minor compares)."""
+    match = _PATCH.match(version or "")
+    return (int(match.group(1)), 0 if match.group(2) else 1) if match else None
+
+
+def older(target_version: str, installed: str) -> bool:
+    """The target is an older release than an installed istiod: a lower minor, or the same minor and a lower patch
+    (a proxy must never be served by an istiod older than itself; rolled back by a patch it would be)."""
+    wanted, have = minor(target_version), minor(installed)
+    if wanted is None or have is None or wanted != have:
+        return wanted is not None and have is not None and wanted < have
+    wanted_patch, have_patch = patch(target_version), patch(installed)
+    return wanted_patch is not None and have_patch is not None and wanted_patch < have_patch
 
 
 def _labels(item: dict) -> dict:
@@ -89,8 +109,8 @@ def observe(raw: dict) -> dict:
     """One cluster's revisions, from the reads of _upgrade_run.fetch (untrusted data: only names and labels are kept).
 
     revisions: revision -> istiod (a Deployment), ready, version (its image tag), multiroot (the rotation flag in its
-    env), owner (the IstioOperator it was installed from), injector (its webhook), service (its istiod Service), record
-    (this collection installed its control plane).
+    env), owner (the IstioOperator it was installed from), owners (that of each of its istiod, Service and injector),
+    injector (its webhook), service (its istiod Service), record (this collection installed its control plane).
     tags: tag -> revision. namespaces: namespace -> the revision its pods are injected from (tags resolved), for the
     namespaces that inject. restarted: namespace -> the token of the last workload restart of an upgrade finished
     there (the namespace annotation meshfed.istio/restarted-for; '' for none), for the same namespaces. gateway: the
@@ -110,6 +130,7 @@ def observe(raw: dict) -> dict:
             version = _istio.image_version(containers[0].get("image", ""))
             multiroot = _istio.flag_on(env.get(_istio.MULTIROOT_ENV))
             facts.update(istiod=True, ready=_ready(item), version=version, multiroot=multiroot, owner=_labels(item).get(_istio.OWNER_LABEL, ""))
+            facts["owners"].append(facts["owner"])
     tags: dict[str, str] = {}
     for item in raw.get("webhooks") or []:
         labels = _labels(item)
@@ -117,10 +138,12 @@ def observe(raw: dict) -> dict:
             tags[labels[_istio.TAG_LABEL]] = _revision_of(item)
         elif _name(item) == _istio.suffixed(INJECTOR, _revision_of(item)):
             revision(_revision_of(item))["injector"] = True
+            revision(_revision_of(item))["owners"].append(labels.get(_istio.OWNER_LABEL, ""))
     for item in raw.get("services") or []:
         labels = _labels(item)
         if _istio.TAG_LABEL not in labels and _istio.REVISION_LABEL in labels and _name(item) == _istio.suffixed("istiod", _revision_of(item)):
             revision(_revision_of(item))["service"] = True
+            revision(_revision_of(item))["owners"].append(labels.get(_istio.OWNER_LABEL, ""))
     records = set(raw.get("records") or [])
     for rev, facts in revisions.items():
         facts["record"] = _istio.control_plane_name(rev) in records
@@ -159,6 +182,24 @@ def observe(raw: dict) -> dict:
     }
 
 
+# A Kubernetes label value: what a revision read from a cluster must be before it goes into a label selector
+_LABEL_VALUE = re.compile(r"\A(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)\Z")
+
+
+def revision_pods_selector(revision: str) -> str:
+    """The label selector of the injected pods whose proxies a revision's istiod serves (Istio's injector labels each
+    pod istio.io/rev=<revision>). A revision that is no label value (it comes from the cluster) is refused."""
+    if not _LABEL_VALUE.match(revision or ""):
+        raise UpgradeError(f"a revision read from the cluster is no Kubernetes label value ({describe(revision)}); it is not removed")
+    return f"{INJECTED_POD_SELECTOR},{_istio.REVISION_LABEL}={revision}"
+
+
+def describe(text: object, limit: int = 64) -> str:
+    """Untrusted text from a cluster as a bounded printable description (never copied raw into a message)."""
+    line = _UNPRINTABLE.sub("?", str(text or ""))
+    return repr(line if len(line) <= limit else line[: limit - 3] + "...") + (f" ({len(str(text))} characters)" if len(str(text or "")) > limit else "")
+
+
 def route_destination(virtual_service: dict) -> str:
     """The host a VirtualService's first TLS route sends to ('' for none)."""
     for route in (virtual_service.get("spec") or {}).get("tls") or []:
@@ -168,7 +209,7 @@ def route_destination(virtual_service: dict) -> str:
 
 
 def new_revision() -> dict:
-    return {"istiod": False, "ready": False, "version": "", "multiroot": False, "injector": False, "service": False, "record": False, "owner": ""}
+    return {"istiod": False, "ready": False, "version": "", "multiroot": False, "injector": False, "service": False, "record": False, "owner": "", "owners": []}
 
 
 def injects_from(labels: dict, tags: dict[str, str]) -> str:
@@ -331,16 +372,19 @@ def refusals(views: dict[str, dict], clusters: dict[str, dict], target: str, tar
             if not facts["istiod"] or wanted is None:
                 continue
             have = minor(facts["version"])
+            # the image tag is the cluster's: described, never copied (a tag of 10,000 characters, escapes)
+            tag = facts["version"] if _SAFE_TAG.match(facts["version"] or "") else describe(facts["version"])
             if have is None:
-                found.append(f"cluster {name}: the istiod of revision {rev} runs image tag {facts['version']!r}, no Istio version; the skew cannot be checked")
-            elif wanted < have:
-                found.append(f"cluster {name}: revision {rev} runs Istio {facts['version']}, newer than the target {target_version} (no downgrades)")
+                found.append(f"cluster {name}: the istiod of revision {rev} runs image tag {tag}, no Istio version; the skew cannot be checked")
+            elif older(target_version, facts["version"]):
+                found.append(f"cluster {name}: revision {rev} runs Istio {tag}, newer than the target {target_version} (no downgrades)")
             elif wanted[0] != have[0] or wanted[1] - have[1] > max_minor_ahead:
-                ahead = f"more than {max_minor_ahead} minor ahead of {rev} (Istio {facts['version']})"
+                ahead = f"more than {max_minor_ahead} minor ahead of {rev} (Istio {tag})"
                 found.append(f"cluster {name}: the target {target_version} is {ahead}; upgrade in steps")
-        # the target's istiod from another IstioOperator (an install of ours that failed has no record, but our name)
+        # the target's istiod, Service or injector from another IstioOperator (an install of ours that failed has no
+        # record, but our name): on a remote, a planted Service and injector would pass for its control plane
         mine = view["revisions"].get(target)
-        if mine is not None and mine["istiod"] and mine["owner"] != _istio.control_plane_name(target):
+        if mine is not None and any(owner != _istio.control_plane_name(target) for owner in mine["owners"]):
             found.append(f"cluster {name}: revision {target} is installed already, but not by meshfed.istio; choose another meshfed_istio_target_revision")
     return found
 

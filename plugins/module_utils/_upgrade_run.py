@@ -112,6 +112,20 @@ def gateway_deployments(api: _k8s.Cluster) -> list[dict]:
     return [item for item in items if _workloads.gateway_injected(item)]
 
 
+def revision_pods(api: _k8s.Cluster, revision: str) -> int:
+    """The injected pods of a revision, every page of them (bounded: past _workloads' page limit, at least that many).
+    A page's continue token is no sign of more pods: with a label selector the API server pages through every pod."""
+    selector, count, cont = _upgrade.revision_pods_selector(revision), 0, ""
+    for _page in range(_workloads.MAX_PAGES):
+        query = {"labelSelector": selector, "limit": _workloads.PAGE, **({"continue": cont} if cont else {})}
+        answer = api.get(f"listing the injected pods of revision {revision}", "/api/v1/pods", **query) or {}
+        count += len(answer.get("items") or [])
+        cont = (answer.get("metadata") or {}).get("continue") or ""
+        if not cont:
+            break
+    return count
+
+
 def observe_all(members: list[UpgradeTarget], options: UpgradeOptions) -> dict[str, dict]:
     return {member.name: _upgrade.observe(fetch(member.api, options.namespace, options.pod_sample)) for member in members}
 
@@ -330,7 +344,17 @@ class Runner:
 
     def _uninstall(self, member: UpgradeTarget, action: dict, view: dict) -> None:
         revision, namespace = action["revision"], self.options.namespace
-        users = view["pods"].get(revision, 0)
+        # every pod of the revision, not the view's sample (one page of pod_sample): a pod past it would lose its istiod
+        users = revision_pods(member.api, revision)
+        # a primary's istiod also serves its remotes' proxies (through the east-west gateway), even where the remote's
+        # own objects of the revision are gone already (removed by hand, or never there): their pods count too
+        for remote in [name for name in member.cluster.get("remotes") or [] if name in self.by_name]:
+            left = revision_pods(self.by_name[remote].api, revision)
+            if left:
+                raise _upgrade.UpgradeError(
+                    f"cluster {member.name}: {left} injected pod(s) of its remote {remote} still run proxies of revision {revision}, "
+                    f"which the istiod of {member.name} serves; restart or delete them and run the upgrade again"
+                )
         if users:
             restarted = "the workloads stage did not restart them (pods without a Deployment, StatefulSet or DaemonSet, paused or OnDelete workloads)"
             raise _upgrade.UpgradeError(

@@ -49,8 +49,9 @@ description:
     pod template (C(istio.io/rev)) - such a gateway stays on it through any restart, so the user moves it (Istio's
     gateway canary upgrade); check mode lists those gateways.
   - An old revision is not removed from a cluster while injected pods (C(security.istio.io/tlsMode=istio)) still carry
-    its C(istio.io/rev) label - pods the restart cannot reach (no Deployment, StatefulSet or DaemonSet; paused or
-    C(OnDelete) workloads); the run fails naming the count.
+    its C(istio.io/rev) label (all of them are counted, not a sample; on a primary, its remotes' pods too) - pods the
+    restart cannot reach (no Deployment, StatefulSet or DaemonSet; paused or C(OnDelete) workloads); the run fails
+    naming the count.
   - With O(precheck), before any write of the run, the target's own C(istioctl x precheck) runs in every cluster where the
     target's control plane is not installed yet (Kubernetes version, permission to create what an install creates,
     Gateway API CRD versions, alpha annotations); an error-level message refuses the upgrade naming the cluster and the
@@ -112,7 +113,8 @@ options:
     type: int
     default: 1
   pod_sample:
-    description: At most this many injected pods are read per cluster to find users of an old revision.
+    description: At most this many injected pods are read per cluster into its view (a sample; the removal of an old
+      revision counts every pod of it with its own list call).
     type: int
     default: 500
   restart_workloads:

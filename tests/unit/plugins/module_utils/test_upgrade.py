@@ -33,8 +33,8 @@ def deployment(
     }
 
 
-def tagged(name: str, rev: str, tag: str | None = None) -> dict:
-    return {"metadata": meta(name, {"istio.io/rev": rev, **({"istio.io/tag": tag} if tag else {})}, None)}
+def tagged(name: str, rev: str, tag: str | None = None, owner: str = "") -> dict:
+    return {"metadata": meta(name, {"istio.io/rev": rev, **({"istio.io/tag": tag} if tag else {}), **({OWNER: owner} if owner else {})}, None)}
 
 
 def control_plane(role: str, rev: str, *, ready: bool = True, image: str = "docker.io/istio/pilot:1.30.2", record: bool = True, owner: str = "") -> dict:
@@ -43,8 +43,8 @@ def control_plane(role: str, rev: str, *, ready: bool = True, image: str = "dock
     owner = owner or f"control-plane{suffix}"
     raw = {
         "deployments": [deployment(f"istiod{suffix}", rev, ready=ready, image=image, owner=owner)] if role == "primary" else [],
-        "services": [tagged(f"istiod{suffix}", rev)],
-        "webhooks": [tagged(f"istio-sidecar-injector{suffix}", rev)],
+        "services": [tagged(f"istiod{suffix}", rev, owner=owner)],
+        "webhooks": [tagged(f"istio-sidecar-injector{suffix}", rev, owner=owner)],
         "records": [f"control-plane{suffix}"] if record else [],
     }
     return raw
@@ -136,6 +136,7 @@ def test_observe_reads_a_default_install_as_the_test_bed_shows_it():
             "service": True,
             "record": True,
             "owner": "control-plane",
+            "owners": ["control-plane"] * 3,
         }
     }
     assert view["tags"] == {"default": "default"}
@@ -317,6 +318,12 @@ def test_no_refusal_for_a_mesh_site_installed_nor_for_the_same_release_in_anothe
         ("1.32.0", 1, "cluster east: the target 1.32.0 is more than 1 minor ahead of default (Istio 1.30.2); upgrade in steps"),
         ("1.32.0", 2, None),
         ("1.29.0", 1, "cluster east: revision default runs Istio 1.30.2, newer than the target 1.29.0 (no downgrades)"),
+        ("1.30.1", 1, "cluster east: revision default runs Istio 1.30.2, newer than the target 1.30.1 (no downgrades)"),
+        ("1.30.2-rc.0", 1, "cluster east: revision default runs Istio 1.30.2, newer than the target 1.30.2-rc.0 (no downgrades)"),
+        ("1.30.10", 1, None),
+        ("1.30.2-distroless", 1, None),
+        ("1.30-dev", 1, None),  # no patch: only the minor compares
+        ("1.31.0", 1, None),
         ("2.0.0", 1, "cluster east: the target 2.0.0 is more than 1 minor ahead of default (Istio 1.30.2); upgrade in steps"),
         ("nightly", 1, "the target istioctl reports 'nightly', not an Istio version: set meshfed_istio_target_istioctl to the target's istioctl"),
     ],
@@ -343,6 +350,18 @@ def test_refusals_before_any_write():
         "cluster west: revision 1-30-2 was not installed by meshfed.istio (no install record), so this upgrade would not remove it; "
         "remove it with istioctl uninstall --revision 1-30-2, or install it with the site playbook",
     ]
+
+
+@pytest.mark.parametrize("owner", ["", "someone-elses"])
+def test_a_target_service_and_injector_planted_in_a_remote_are_refused_not_taken_for_its_control_plane(owner):
+    """A remote has no istiod: its control plane is a Service istiod-<target> and an injector. Planted by someone else,
+    they made stage remotes look finished, and the namespaces moved to an injector that is not the mesh's."""
+    current = views("primaries")
+    raw = cluster("remote", ["default"])
+    raw["services"].append(tagged(f"istiod-{T}", T, owner=owner))
+    raw["webhooks"].append(tagged(f"istio-sidecar-injector-{T}", T, owner=owner))
+    current["edge"] = _upgrade.observe(raw)
+    assert refused(current) == ["cluster edge: revision 1-31-x is installed already, but not by meshfed.istio; choose another meshfed_istio_target_revision"]
 
 
 def test_a_failed_install_of_the_target_is_resumed_not_refused():
@@ -639,3 +658,25 @@ def test_a_gateway_pinned_to_an_old_revision_outside_the_injecting_namespaces_is
     assert line == {
         "5. east-west gateways on the target revision": {"west": ["not moved, pins revision default: Deployment edge-gw/ingress (istio.io/rev=default)"]}
     }
+
+
+def test_a_revision_selector_takes_only_a_label_value():
+    assert _upgrade.revision_pods_selector("1-30") == "security.istio.io/tlsMode=istio,istio.io/rev=1-30"
+    for planted in ("a,b", "--flag", "../x", "x y", "x\ny", "", "x" * 64):
+        with pytest.raises(_upgrade.UpgradeError):
+            _upgrade.revision_pods_selector(planted)
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("istio/pilot:1.32.0\x1b[2J" + "x" * 10_000, "xxx...' (10010 characters), newer than the target 1.31-dev"),
+        ("istio/pilot:1.32.0;rm -rf", "runs Istio '1.32.0;rm -rf', newer than the target 1.31-dev"),
+        ("istio/pilot:\x1b[31mnightly", "runs image tag '?[31mnightly', no Istio version"),
+    ],
+)
+def test_an_image_tag_from_the_cluster_is_described_bounded_not_copied(image, expected):
+    current = views("fresh")
+    current["west"] = _upgrade.observe(cluster("primary", ["default"], default={"image": image}))
+    found = [line for line in refused(current) if line.startswith("cluster west")]
+    assert len(found) == 1 and expected in found[0] and len(found[0]) < 250 and "\x1b" not in found[0]

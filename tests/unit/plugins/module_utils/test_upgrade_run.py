@@ -21,8 +21,17 @@ class FakeApi:
 
     def __init__(self, name: str, writes: list) -> None:
         self.name, self.writes, self.namespaces = name, writes, {}
+        self.pods: dict[str, int] = {}  # revision -> injected pods, listed in pages of `limit`
 
     def get(self, what, path, missing_ok=False, **query):
+        if path == "/api/v1/pods":
+            selector = dict(term.split("=", 1) for term in query["labelSelector"].split(","))
+            assert selector["security.istio.io/tlsMode"] == "istio"
+            count, limit, start = self.pods.get(selector["istio.io/rev"], 0), query["limit"], int(query.get("continue") or 0)
+            # as the API server with a label selector: no remainingItemCount, and a continue token after a page even
+            # when no other pod matches (it pages through every pod)
+            page = min(limit, max(0, count - start))
+            return {"items": [{}] * page, "metadata": {"continue": str(start + page)} if start < count else {}}
         found = self.namespaces.get(path.rsplit("/", 1)[-1])
         assert found is not None or missing_ok
         return copy.deepcopy(found)
@@ -159,11 +168,46 @@ def test_without_restarts_the_stage_passes_without_a_call_or_a_write(monkeypatch
 )
 def test_an_old_revision_with_pods_left_says_why_they_are_left(monkeypatch, hook, why):
     mesh = Mesh("gateways")
-    mesh.views["west"]["pods"] = {"default": 2}
+    mesh.apis["west"].pods = {"default": 1}  # one page, and a continue token after it, as the API server answers
     run = runner(mesh, hook, monkeypatch, "old_revision")
     with pytest.raises(_upgrade.UpgradeError) as error:
         run.execute({"stage": "old_revision", "cluster": "west", "action": "uninstall", "revision": "default"}, mesh.views)
-    assert str(error.value).startswith(f"cluster west: 2 injected pod(s) still run proxies of revision default; {why}")
+    assert str(error.value).startswith(f"cluster west: 1 injected pod(s) still run proxies of revision default; {why}")
+
+
+def test_an_old_revision_is_kept_while_any_pod_uses_it_not_only_one_in_the_views_sample(monkeypatch):
+    """The view reads one page of pod_sample injected pods (the first 500 by namespace): the 600 users of the old revision
+    in namespaces after them are not in it, yet each would lose its istiod."""
+    mesh = Mesh("gateways")
+    mesh.views["west"]["pods"] = {T: 500}  # the sample: the first page holds only pods of the target
+    mesh.apis["west"].pods = {T: 500, "default": 1600}
+    run = runner(mesh, Hook(), monkeypatch, "old_revision")
+    monkeypatch.setattr(run, "_istioctl", lambda *_args: pytest.fail("nothing is uninstalled"))
+    with pytest.raises(_upgrade.UpgradeError) as error:
+        run.execute({"stage": "old_revision", "cluster": "west", "action": "uninstall", "revision": "default"}, mesh.views)
+    assert str(error.value).startswith("cluster west: 1600 injected pod(s) still run proxies of revision default; ")
+
+
+def test_a_primarys_old_revision_is_kept_while_pods_of_its_remote_use_it(monkeypatch):
+    """The remote's objects of the old revision are gone (removed first, or by hand), but pods there still run its
+    proxies: the primary's istiod serves them through the east-west gateway."""
+    mesh = Mesh("edge_removed")
+    mesh.apis["edge"].pods = {"default": 3}
+    run = runner(mesh, Hook(), monkeypatch, "old_revision")
+    monkeypatch.setattr(run, "_istioctl", lambda *_args: pytest.fail("nothing is uninstalled"))
+    with pytest.raises(_upgrade.UpgradeError) as error:
+        run.execute({"stage": "old_revision", "cluster": "east", "action": "uninstall", "revision": "default"}, mesh.views)
+    assert str(error.value).startswith("cluster east: 3 injected pod(s) of its remote edge still run proxies of revision default, ")
+
+
+def test_a_revision_that_is_no_label_value_never_reaches_a_selector_and_is_not_removed(monkeypatch):
+    mesh = Mesh("gateways")
+    run = runner(mesh, Hook(), monkeypatch, "old_revision")
+    monkeypatch.setattr(run, "_istioctl", lambda *_args: pytest.fail("nothing is uninstalled"))
+    for planted in ("x,app=istiod", "../x", "a b\nc", "x" * 10_000):
+        with pytest.raises(_upgrade.UpgradeError, match="is no Kubernetes label value") as error:
+            run.execute({"stage": "old_revision", "cluster": "west", "action": "uninstall", "revision": planted}, mesh.views)
+        assert "\n" not in str(error.value) and len(str(error.value)) < 200
 
 
 def test_restarter_runs_the_bounded_restart_of_the_named_namespaces_on_the_members_api():

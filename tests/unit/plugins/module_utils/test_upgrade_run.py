@@ -175,17 +175,22 @@ def test_an_old_revision_with_pods_left_says_why_they_are_left(monkeypatch, hook
     assert str(error.value).startswith(f"cluster west: 1 injected pod(s) still run proxies of revision default; {why}")
 
 
+def refused_uninstall(mesh, cluster: str, monkeypatch) -> str:
+    """The message of the uninstall of revision default in cluster, which must be refused before istioctl runs."""
+    run = runner(mesh, Hook(), monkeypatch, "old_revision")
+    monkeypatch.setattr(run, "_istioctl", lambda *_args: pytest.fail("nothing is uninstalled"))
+    with pytest.raises(_upgrade.UpgradeError) as error:
+        run.execute({"stage": "old_revision", "cluster": cluster, "action": "uninstall", "revision": "default"}, mesh.views)
+    return str(error.value)
+
+
 def test_an_old_revision_is_kept_while_any_pod_uses_it_not_only_one_in_the_views_sample(monkeypatch):
     """The view reads one page of pod_sample injected pods (the first 500 by namespace): the 600 users of the old revision
     in namespaces after them are not in it, yet each would lose its istiod."""
     mesh = Mesh("gateways")
     mesh.views["west"]["pods"] = {T: 500}  # the sample: the first page holds only pods of the target
     mesh.apis["west"].pods = {T: 500, "default": 1600}
-    run = runner(mesh, Hook(), monkeypatch, "old_revision")
-    monkeypatch.setattr(run, "_istioctl", lambda *_args: pytest.fail("nothing is uninstalled"))
-    with pytest.raises(_upgrade.UpgradeError) as error:
-        run.execute({"stage": "old_revision", "cluster": "west", "action": "uninstall", "revision": "default"}, mesh.views)
-    assert str(error.value).startswith("cluster west: 1600 injected pod(s) still run proxies of revision default; ")
+    assert refused_uninstall(mesh, "west", monkeypatch).startswith("cluster west: 1600 injected pod(s) still run proxies of revision default; ")
 
 
 def test_a_primarys_old_revision_is_kept_while_pods_of_its_remote_use_it(monkeypatch):
@@ -193,11 +198,7 @@ def test_a_primarys_old_revision_is_kept_while_pods_of_its_remote_use_it(monkeyp
     proxies: the primary's istiod serves them through the east-west gateway."""
     mesh = Mesh("edge_removed")
     mesh.apis["edge"].pods = {"default": 3}
-    run = runner(mesh, Hook(), monkeypatch, "old_revision")
-    monkeypatch.setattr(run, "_istioctl", lambda *_args: pytest.fail("nothing is uninstalled"))
-    with pytest.raises(_upgrade.UpgradeError) as error:
-        run.execute({"stage": "old_revision", "cluster": "east", "action": "uninstall", "revision": "default"}, mesh.views)
-    assert str(error.value).startswith("cluster east: 3 injected pod(s) of its remote edge still run proxies of revision default, ")
+    assert refused_uninstall(mesh, "east", monkeypatch).startswith("cluster east: 3 injected pod(s) of its remote edge still run proxies of revision default, ")
 
 
 def test_a_revision_that_is_no_label_value_never_reaches_a_selector_and_is_not_removed(monkeypatch):
